@@ -1,0 +1,49 @@
+# GLO — everything a fresh machine needs goes through these targets.
+#   make demo   a small real search end to end on the local backend (MNIST via GLO_DATA_DIR / Keras cache / download)
+#   make test   installs everything, then runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+# Where `make demo`, `make mnist`, `make bench` look for datasets first (the worker also tries the Keras cache).
+GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
+export GLO_DATA_DIR
+
+.PHONY: install test demo lint bench clean system-deps
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[worker-cpu,test,dev]'
+	touch $(STAMP)
+
+# Debian packages the tests use (OpenSSH server for the SSH backend's tests); a no-op when present.
+system-deps:
+	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	  else echo "openssh-server missing: run 'sudo apt-get install openssh-server' (SSH tests will be skipped)"; fi; }
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check orchestrator worker condor db tests
+
+demo: install
+	@mkdir -p $(OUT)
+	$(BIN)/glo loss show baikal
+	$(BIN)/glo loss show baikal_cma
+	$(BIN)/glo loss show "x * log(y)"
+	$(BIN)/glo loss plot ce baikal baikal_cma --out $(OUT)/fig6_binary_loss.png
+	@echo "wrote $(OUT)/fig6_binary_loss.png"
+
+bench: install
+	@mkdir -p $(OUT)
+	$(BIN)/python -m tests.bench --out $(OUT)/bench.json
+
+clean:
+	rm -rf $(VENV) $(OUT) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,60 @@
+"""What the search hands out: a frozen candidate, its provenance, and the ask/tell contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from worker.lossexpr import Node
+
+ORIGINS = ("init", "crossover", "mutation", "elite", "cma")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One loss to evaluate.  `id` is unique within a run and deterministic given the seed."""
+
+    id: str
+    tree: Node  # coefficients included
+    origin: str  # one of ORIGINS
+    generation: int  # GA generation, or CMA-ES iteration in the cma phase
+    parents: tuple[str, ...] = ()
+    phase: str = "discovery"  # discovery | cma
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tree": self.tree.to_json(),
+            "origin": self.origin,
+            "generation": self.generation,
+            "parents": list(self.parents),
+            "phase": self.phase,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "Candidate":
+        return Candidate(
+            id=data["id"],
+            tree=Node.from_json(data["tree"]),
+            origin=data["origin"],
+            generation=int(data["generation"]),
+            parents=tuple(data.get("parents", ())),
+            phase=data.get("phase", "discovery"),
+        )
+
+
+class AskTell(Protocol):
+    """Pure search: no I/O, deterministic given its seed and the results it is told."""
+
+    def ask(self) -> list[Candidate]:
+        """Every candidate that can be handed out now (each exactly once); [] while waiting."""
+
+    def tell(self, candidate_id: str, fitness: float) -> None:
+        """The fitness of a handed-out candidate, in any order; failures are told as 0.0."""
+
+    @property
+    def finished(self) -> bool:
+        """True once there is nothing more to ask and everything handed out has been told."""
+
+    def export_state(self) -> dict[str, Any]:
+        """Plain JSON-able data from which `import_state` rebuilds an identical search."""

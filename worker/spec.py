@@ -1,0 +1,283 @@
+"""The worker's wire formats: the job spec it reads and the result file it writes.
+
+Both are versioned JSON.  The orchestrator writes a spec, a job (local subprocess or HTCondor)
+runs `python -m worker SPEC.json --out RESULT.json`, and the orchestrator reads the result.
+Workers never see the database or the orchestrator's config: this file is the whole contract.
+This module imports no TensorFlow, so the orchestrator can build and check specs.
+
+Spec (version 1)::
+
+    {
+      "glo_worker_spec": 1,
+      "task": "mnist" | "cifar10",
+      "steps": 2000,                 # SGD steps per candidate
+      "batch_size": 100,
+      "learning_rate": 0.01,
+      "seed": 0,                     # weights, split and batch order
+      "validation_size": 5000,       # held out of the training images (fixed, seeded split)
+      "train_subset": null,          # optional: train on only this many of the remaining images
+      "data_path": null,             # optional: a file or directory holding the task's .npz
+      "test_accuracy": false,        # also measure accuracy on the test set
+      "curve_interval": null,        # optional: validation accuracy every S steps
+      "epsilon": 1e-7,               # predictions are clipped to [epsilon, 1] before the loss
+      "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...]
+    }
+
+Result file (version 1), rewritten atomically after every finished candidate::
+
+    {"glo_worker_result": 1, "spec_hash": "...", "results": [CandidateResult, ...]}
+
+Exit codes: 0 done; 65 bad spec; 66 missing data; 70 internal error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.lossexpr import LossExprError, Node
+
+SPEC_VERSION = 1
+RESULT_VERSION = 1
+TASKS = ("mnist", "cifar10")
+
+EXIT_OK = 0
+EXIT_BAD_SPEC = 65  # sysexits EX_DATAERR
+EXIT_MISSING_DATA = 66  # sysexits EX_NOINPUT
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE
+
+STATUS_OK = "ok"
+STATUS_NONFINITE = "nonfinite"
+STATUS_ERROR = "error"
+
+
+class SpecError(ValueError):
+    """The spec is malformed; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    id: str
+    tree: Node
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    task: str
+    candidates: tuple[CandidateSpec, ...]
+    steps: int = 2000
+    batch_size: int = 100
+    learning_rate: float = 0.01
+    seed: int = 0
+    validation_size: int = 5000
+    train_subset: int | None = None
+    data_path: str | None = None
+    test_accuracy: bool = False
+    curve_interval: int | None = None
+    epsilon: float = 1e-7
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "glo_worker_spec": SPEC_VERSION,
+            "task": self.task,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+            "validation_size": self.validation_size,
+            "train_subset": self.train_subset,
+            "data_path": self.data_path,
+            "test_accuracy": self.test_accuracy,
+            "curve_interval": self.curve_interval,
+            "epsilon": self.epsilon,
+            "candidates": [{"id": c.id, "tree": c.tree.to_json()} for c in self.candidates],
+        }
+
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON: ties a result to exactly the spec that produced it."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def from_json(data: Any) -> "WorkerSpec":
+        if not isinstance(data, dict):
+            raise SpecError("spec must be a JSON object")
+        version = data.get("glo_worker_spec")
+        if version != SPEC_VERSION:
+            raise SpecError(f"glo_worker_spec: expected version {SPEC_VERSION}, got {version!r}")
+        known = {
+            "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
+            "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "candidates",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown spec field(s): {', '.join(unknown)}")
+        task = data.get("task")
+        if task not in TASKS:
+            raise SpecError(f"task: must be one of {', '.join(TASKS)}, got {task!r}")
+
+        def integer(name: str, default: int | None, minimum: int, optional: bool = False) -> int | None:
+            value = data.get(name, default)
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise SpecError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+            return value
+
+        def real(name: str, default: float, positive: bool = True) -> float:
+            value = data.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SpecError(f"{name}: must be a finite number, got {value!r}")
+            if positive and value <= 0:
+                raise SpecError(f"{name}: must be > 0, got {value!r}")
+            return float(value)
+
+        data_path = data.get("data_path")
+        if data_path is not None and not isinstance(data_path, str):
+            raise SpecError(f"data_path: must be a string or null, got {data_path!r}")
+        test_accuracy = data.get("test_accuracy", False)
+        if not isinstance(test_accuracy, bool):
+            raise SpecError(f"test_accuracy: must be true or false, got {test_accuracy!r}")
+        epsilon = real("epsilon", 1e-7)
+        if epsilon >= 1:
+            raise SpecError(f"epsilon: must be in (0, 1), got {epsilon!r}")
+
+        raw = data.get("candidates")
+        if not isinstance(raw, list) or not raw:
+            raise SpecError("candidates: must be a non-empty list")
+        candidates = []
+        seen: set[str] = set()
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or set(item) != {"id", "tree"}:
+                raise SpecError(f"candidates[{i}]: must be an object with exactly 'id' and 'tree'")
+            cid = item["id"]
+            if not isinstance(cid, str) or not cid:
+                raise SpecError(f"candidates[{i}].id: must be a non-empty string")
+            if cid in seen:
+                raise SpecError(f"candidates[{i}].id: duplicate id {cid!r}")
+            seen.add(cid)
+            try:
+                tree = Node.from_json(item["tree"])
+            except LossExprError as exc:
+                raise SpecError(f"candidates[{i}].tree: {exc}") from None
+            candidates.append(CandidateSpec(cid, tree))
+
+        return WorkerSpec(
+            task=task,
+            candidates=tuple(candidates),
+            steps=integer("steps", 2000, 1),
+            batch_size=integer("batch_size", 100, 1),
+            learning_rate=real("learning_rate", 0.01),
+            seed=integer("seed", 0, 0),
+            validation_size=integer("validation_size", 5000, 1),
+            train_subset=integer("train_subset", None, 1, optional=True),
+            data_path=data_path,
+            test_accuracy=test_accuracy,
+            curve_interval=integer("curve_interval", None, 1, optional=True),
+            epsilon=epsilon,
+        )
+
+
+def load_spec(path: str | os.PathLike[str]) -> WorkerSpec:
+    """Read and validate a spec file; every problem is a `SpecError` naming it."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"spec {path} is not valid JSON: {exc}") from None
+    return WorkerSpec.from_json(data)
+
+
+@dataclass
+class CandidateResult:
+    """What one training run measured.  `fitness` is the validation accuracy (0 if non-finite)."""
+
+    candidate_id: str
+    status: str  # ok | nonfinite | error
+    fitness: float
+    validation_accuracy: float | None = None
+    test_accuracy: float | None = None
+    curve: list[list[float]] | None = None  # [[step, validation_accuracy], ...]
+    final_train_loss: float | None = None
+    nonfinite_step: int | None = None
+    error: str | None = None
+    wall_seconds: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    device: str = ""
+    tensorflow_version: str = ""
+    spec_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("final_train_loss", "validation_accuracy", "test_accuracy", "fitness"):
+            value = out[key]
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None  # JSON has no NaN/inf; the status field says what happened
+        return out
+
+    @staticmethod
+    def from_json(data: Any) -> "CandidateResult":
+        if not isinstance(data, dict):
+            raise ValueError("result entry must be a JSON object")
+        names = set(CandidateResult.__dataclass_fields__)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown result field(s): {', '.join(unknown)}")
+        for required in ("candidate_id", "status", "fitness"):
+            if required not in data:
+                raise ValueError(f"result entry lacks {required!r}")
+        if data["status"] not in (STATUS_OK, STATUS_NONFINITE, STATUS_ERROR):
+            raise ValueError(f"result status must be ok, nonfinite or error, got {data['status']!r}")
+        fitness = data["fitness"]
+        if isinstance(fitness, bool) or not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
+            raise ValueError(f"result fitness must be a finite number, got {fitness!r}")
+        return CandidateResult(**data)
+
+
+def write_results(path: str | os.PathLike[str], spec_hash: str, results: list[CandidateResult]) -> None:
+    """Atomically (write temp file, fsync, rename) replace the result file with `results`."""
+    path = Path(path)
+    payload = {"glo_worker_result": RESULT_VERSION, "spec_hash": spec_hash, "results": [r.to_json() for r in results]}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_results(path: str | os.PathLike[str]) -> tuple[str, list[CandidateResult]]:
+    """(spec_hash, results) of a result file; ValueError naming the file for anything malformed."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read result file {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"result file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("glo_worker_result") != RESULT_VERSION:
+        raise ValueError(f"result file {path}: not a version-{RESULT_VERSION} GLO result")
+    spec_hash = data.get("spec_hash")
+    raw = data.get("results")
+    if not isinstance(spec_hash, str) or not isinstance(raw, list):
+        raise ValueError(f"result file {path}: needs 'spec_hash' (string) and 'results' (list)")
+    try:
+        return spec_hash, [CandidateResult.from_json(r) for r in raw]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"result file {path}: {exc}") from None
