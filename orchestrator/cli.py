@@ -1,0 +1,23 @@
+"""`glo`: the command line.  A thin layer: each command parses arguments, calls the library, prints.
+
+Sub-command groups live in their own modules and are registered here.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="glo")
+def main() -> None:
+    """GLO: discover loss functions by evolution, train them on an HTCondor pool."""
+
+
+def _register() -> None:
+    from orchestrator.cli_loss import loss
+
+    main.add_command(loss)
+
+
+_register()
