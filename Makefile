@@ -26,7 +26,7 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
 	  else echo "openssh-server missing: run 'sudo apt-get install openssh-server' (SSH tests will be skipped)"; fi; }
 
-test: install system-deps
+test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
