@@ -1,0 +1,15 @@
+"""The search: GA discovery of loss trees, then CMA-ES on their coefficients, as pure ask/tell.
+
+No I/O and no TensorFlow: the scheduler asks for candidates, trains them elsewhere and tells
+the results back; the whole state exports to plain JSON data.
+"""
+
+from orchestrator.search.candidate import ORIGINS, AskTell, Candidate
+from orchestrator.search.cma_phase import CMAPhase, StateError
+from orchestrator.search.config import CMAConfig, ConfigError, GAConfig, SearchConfig
+from orchestrator.search.search import AlreadyToldError, Resolved, Search, UnknownCandidateError, default_key_fn
+
+__all__ = [
+    "ORIGINS", "AlreadyToldError", "AskTell", "CMAConfig", "CMAPhase", "Candidate", "ConfigError", "GAConfig",
+    "Resolved", "Search", "SearchConfig", "StateError", "UnknownCandidateError", "default_key_fn",
+]

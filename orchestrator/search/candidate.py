@@ -20,9 +20,17 @@ class Candidate:
     generation: int  # GA generation, or CMA-ES iteration in the cma phase
     parents: tuple[str, ...] = ()
     phase: str = "discovery"  # discovery | cma
+    ops: tuple[str, ...] = ()  # mutations applied after crossover/copy, in order (provenance only)
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        """The pruned coefficient vector (what CMA-ES tunes) of this candidate's tree."""
+        from worker.lossexpr.coefficients import pruned_coefficients
+
+        return tuple(pruned_coefficients(self.tree))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "tree": self.tree.to_json(),
             "origin": self.origin,
@@ -30,6 +38,9 @@ class Candidate:
             "parents": list(self.parents),
             "phase": self.phase,
         }
+        if self.ops:
+            out["ops"] = list(self.ops)
+        return out
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "Candidate":
@@ -40,6 +51,7 @@ class Candidate:
             generation=int(data["generation"]),
             parents=tuple(data.get("parents", ())),
             phase=data.get("phase", "discovery"),
+            ops=tuple(data.get("ops", ())),
         )
 
 

@@ -1,0 +1,195 @@
+"""Search configuration: frozen dataclasses whose defaults are the GLO paper's numbers.
+
+Every number of the method is a field here so that a run records exactly what it used
+(`SearchConfig.to_dict()` is stored with the run; `from_dict` builds it back from TOML/JSON).
+Validation errors name the offending field (`ga.elites`, `cma.sigma0`, ...), because the
+scheduler builds these from user-written TOML.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from worker.lossexpr.tree import ARITY, MAX_DEPTH, MAX_NODES
+
+#: Element names a weight can be given to: every operator, plus the integer constants 1 and -1.
+ELEMENTS = ("log", "sqrt", "square", "+", "-", "*", "/", "x", "y", "1", "-1")
+
+#: The paper's node weights: log, x, y = 3; sqrt = 2; square, +, -, *, /, 1, -1 = 1.
+PAPER_WEIGHTS: tuple[tuple[str, float], ...] = (
+    ("log", 3.0), ("x", 3.0), ("y", 3.0), ("sqrt", 2.0), ("square", 1.0),
+    ("+", 1.0), ("-", 1.0), ("*", 1.0), ("/", 1.0), ("1", 1.0), ("-1", 1.0),
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message starts with the field's dotted name."""
+
+
+def element_arity(element: str) -> int:
+    """Arity of a weight element ("1" and "-1" are const leaves)."""
+    return 0 if element in ("1", "-1") else ARITY[element]
+
+
+def _num(name: str, value: Any, *, integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+
+
+def _prob(name: str, value: Any) -> None:
+    _num(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Discovery: the paper's genetic algorithm.
+
+    `init_max_depth` counts edges from the root (DEAP's convention): depth 2 allows up to three
+    levels, e.g. log(y) - x / y.  `max_tree_size`/`max_tree_depth` are our bloat cap (the paper
+    lets trees grow freely); an offspring over the cap is replaced by its parent (DEAP's
+    staticLimit).  `generations` is ours too (how long discovery runs).
+    """
+
+    population_size: int = 80
+    generations: int = 20
+    elites: int = 6
+    init_max_depth: int = 2
+    node_weights: tuple[tuple[str, float], ...] = PAPER_WEIGHTS
+    crossover_prob: float = 0.8
+    p_const_step: float = 0.05
+    p_replace_node: float = 0.05
+    p_shrink: float = 0.025
+    p_grow: float = 0.025
+    max_tree_size: int = 128
+    max_tree_depth: int = 40
+
+    def __post_init__(self) -> None:
+        if isinstance(self.node_weights, Mapping):
+            object.__setattr__(self, "node_weights", tuple((str(k), v) for k, v in self.node_weights.items()))
+        else:
+            object.__setattr__(self, "node_weights", tuple((str(k), v) for k, v in self.node_weights))
+        for name in ("population_size", "generations", "elites", "init_max_depth", "max_tree_size", "max_tree_depth"):
+            _num(f"ga.{name}", getattr(self, name), integer=True)
+        if self.population_size < 2:
+            raise ConfigError(f"ga.population_size must be at least 2, got {self.population_size}")
+        if self.generations < 1:
+            raise ConfigError(f"ga.generations must be at least 1, got {self.generations}")
+        if not 0 <= self.elites < self.population_size:
+            raise ConfigError(f"ga.elites must be in [0, population_size), got {self.elites}")
+        if self.init_max_depth < 0:
+            raise ConfigError(f"ga.init_max_depth must be >= 0, got {self.init_max_depth}")
+        # Crossover can add two capped trees, mutation grows by a level: stay within Node's hard limits.
+        if not 1 <= self.max_tree_size <= MAX_NODES // 3:
+            raise ConfigError(f"ga.max_tree_size must be in [1, {MAX_NODES // 3}], got {self.max_tree_size}")
+        if not 1 <= self.max_tree_depth <= (MAX_DEPTH - 2) // 2:
+            raise ConfigError(f"ga.max_tree_depth must be in [1, {(MAX_DEPTH - 2) // 2}], got {self.max_tree_depth}")
+        for name in ("crossover_prob", "p_const_step", "p_replace_node", "p_shrink", "p_grow"):
+            _prob(f"ga.{name}", getattr(self, name))
+        seen: set[str] = set()
+        for element, weight in self.node_weights:
+            if element not in ELEMENTS:
+                raise ConfigError(f"ga.node_weights: unknown element {element!r} (known: {', '.join(ELEMENTS)})")
+            if element in seen:
+                raise ConfigError(f"ga.node_weights: element {element!r} given twice")
+            seen.add(element)
+            _num(f"ga.node_weights[{element}]", weight)
+            if weight < 0:
+                raise ConfigError(f"ga.node_weights[{element}] must be >= 0, got {weight!r}")
+        if not any(w > 0 and element_arity(e) == 0 for e, w in self.node_weights):
+            raise ConfigError("ga.node_weights needs at least one leaf (x, y, 1, -1) with a positive weight")
+
+    def weights(self) -> dict[str, float]:
+        return {e: float(w) for e, w in self.node_weights}
+
+
+@dataclass(frozen=True)
+class CMAConfig:
+    """Coefficient optimization: pycma's CMA-ES on the pruned coefficients of the top-k trees.
+
+    `popsize` None means pycma's default 4 + floor(3 ln N); `iterations` is the budget per tree
+    (ours; the paper does not fix it in the text).  `options` are extra pycma options, numbers
+    only (pycma evaluates string-valued options, which we never hand it).
+    """
+
+    top_k: int = 1
+    sigma0: float = 1.5
+    x0: float = 1.0
+    popsize: int | None = None
+    iterations: int = 50
+    options: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        opts = self.options.items() if isinstance(self.options, Mapping) else self.options
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        _num("cma.top_k", self.top_k, integer=True)
+        if self.top_k < 0:
+            raise ConfigError(f"cma.top_k must be >= 0, got {self.top_k}")
+        _num("cma.sigma0", self.sigma0)
+        if self.sigma0 <= 0:
+            raise ConfigError(f"cma.sigma0 must be > 0, got {self.sigma0}")
+        _num("cma.x0", self.x0)
+        if self.popsize is not None:
+            _num("cma.popsize", self.popsize, integer=True)
+            if self.popsize < 2:
+                raise ConfigError(f"cma.popsize must be >= 2, got {self.popsize}")
+        _num("cma.iterations", self.iterations, integer=True)
+        if self.iterations < 1:
+            raise ConfigError(f"cma.iterations must be >= 1, got {self.iterations}")
+        reserved = {"seed", "popsize", "maxiter", "verbose", "verb_log", "verb_disp", "randn"}
+        for key, value in self.options:
+            if key in reserved:
+                raise ConfigError(f"cma.options[{key}] is set by the search itself")
+            _num(f"cma.options[{key}]", value)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The whole search: seed, discovery and coefficient optimization."""
+
+    seed: int = 0
+    ga: GAConfig = field(default_factory=GAConfig)
+    cma: CMAConfig = field(default_factory=CMAConfig)
+
+    def __post_init__(self) -> None:
+        _num("seed", self.seed, integer=True)
+        if not isinstance(self.ga, GAConfig):
+            raise ConfigError("ga must be a GAConfig")
+        if not isinstance(self.cma, CMAConfig):
+            raise ConfigError("cma must be a CMAConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (TOML/JSON-able); inverse of `from_dict`."""
+        ga = {f.name: getattr(self.ga, f.name) for f in fields(GAConfig)}
+        ga["node_weights"] = dict(self.ga.node_weights)
+        cma = {f.name: getattr(self.cma, f.name) for f in fields(CMAConfig)}
+        cma["options"] = dict(self.cma.options)
+        if cma["popsize"] is None:
+            del cma["popsize"]  # TOML has no null
+        return {"seed": self.seed, "ga": ga, "cma": cma}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "SearchConfig":
+        """Build from plain data; missing fields take the paper's defaults, unknown ones are errors."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"search config must be a table, got {type(data).__name__}")
+        unknown = set(data) - {"seed", "ga", "cma"}
+        if unknown:
+            raise ConfigError(f"unknown search config field(s): {', '.join(sorted(unknown))}")
+        parts: dict[str, Any] = {}
+        for name, cls in (("ga", GAConfig), ("cma", CMAConfig)):
+            sub = data.get(name, {})
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"{name} must be a table, got {type(sub).__name__}")
+            known = {f.name for f in fields(cls)}
+            bad = set(sub) - known
+            if bad:
+                raise ConfigError(f"unknown field(s) {', '.join(f'{name}.{b}' for b in sorted(bad))}")
+            parts[name] = cls(**sub)
+        return SearchConfig(seed=data.get("seed", 0), **parts)

@@ -1,0 +1,92 @@
+"""One generation of the paper's GA: elitism, roulette-wheel selection, crossover, mutation, cap.
+
+Pure: the next generation is a function of the current trees, their fitnesses, the config and
+the `random.Random` state.  Invalid trees (no x or no y) are bred like any other; they simply
+carry fitness 0, which roulette selection never picks unless every fitness is 0.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from orchestrator.search.config import GAConfig
+from orchestrator.search.operators import OpCounter, Primitives, crossover, mutate, within_cap
+from worker.lossexpr.tree import Node
+
+
+@dataclass(frozen=True)
+class Offspring:
+    """A member of the next generation and how it was made (parents are indices)."""
+
+    tree: Node
+    origin: str  # elite | crossover | mutation
+    parents: tuple[int, ...]
+    ops: tuple[str, ...] = ()
+    capped: bool = False
+
+
+def elite_indices(fitnesses: list[float], n: int) -> list[int]:
+    """The n fittest, best first; ties keep population order (a stable, seed-free rule)."""
+    order = sorted(range(len(fitnesses)), key=lambda i: -fitnesses[i])
+    return order[:n]
+
+
+def roulette(rng: random.Random, fitnesses: list[float]) -> int:
+    """Fitness-proportional choice; negative or non-finite count as 0; all zero means uniform."""
+    weights = [f if math.isfinite(f) and f > 0 else 0.0 for f in fitnesses]
+    total = sum(weights)
+    if total <= 0:
+        return int(rng.random() * len(weights))
+    r = rng.random() * total
+    acc = 0.0
+    last = 0
+    for i, w in enumerate(weights):
+        if w > 0:
+            acc += w
+            last = i
+            if r < acc:
+                return i
+    return last
+
+
+def breed(
+    rng: random.Random,
+    trees: list[Node],
+    fitnesses: list[float],
+    cfg: GAConfig,
+    prims: Primitives,
+    counter: OpCounter | None = None,
+) -> list[Offspring]:
+    """The next generation: `cfg.elites` elites unchanged, then children in pairs.
+
+    Each pair: two roulette parents; with `crossover_prob` swap random subtrees (both children
+    kept), else copy; then mutate each child.  A child over the size/depth cap after crossover
+    reverts to its parent, after mutation to its pre-mutation tree (DEAP's staticLimit).
+    """
+    size = cfg.population_size
+    out = [Offspring(trees[i], "elite", (i,)) for i in elite_indices(fitnesses, cfg.elites)]
+    while len(out) < size:
+        i, j = roulette(rng, fitnesses), roulette(rng, fitnesses)
+        crossed = rng.random() < cfg.crossover_prob
+        if counter is not None:
+            counter.record("crossover", crossed)
+        pair: list[tuple[Node, str, tuple[int, ...], bool]]
+        if crossed:
+            a, b = crossover(rng, trees[i], trees[j])
+            ca, cb = not within_cap(a, cfg), not within_cap(b, cfg)
+            pair = [
+                (trees[i] if ca else a, "mutation" if ca else "crossover", (i,) if ca else (i, j), ca),
+                (trees[j] if cb else b, "mutation" if cb else "crossover", (j,) if cb else (j, i), cb),
+            ]
+        else:
+            pair = [(trees[i], "mutation", (i,), False), (trees[j], "mutation", (j,), False)]
+        for tree, origin, parents, capped in pair:
+            if len(out) >= size:
+                break  # odd number of children to make: the last pair's second child is dropped
+            mutated, ops = mutate(rng, tree, prims, cfg, counter)
+            if ops and not within_cap(mutated, cfg):
+                mutated, ops, capped = tree, [], True
+            out.append(Offspring(mutated, origin, parents, tuple(ops), capped))
+    return out
