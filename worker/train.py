@@ -1,0 +1,241 @@
+"""Train each candidate of a spec and measure its validation accuracy (the GLO fitness).
+
+One process: TensorFlow is imported and the data loaded once; candidates are trained one after
+another and the result file is rewritten atomically after each, so a killed job loses only the
+candidate in training.
+
+Determinism: `keras.utils.set_random_seed(seed)` + op determinism; each candidate rebuilds the
+model right after reseeding, so every candidate starts from the same weights and sees the same
+batch order and dropout masks -- only the loss differs.
+
+Non-finite losses: the Python loop reads every step's loss one step late (step k's value is read
+after step k+1 is dispatched, which keeps a GPU's queue full instead of syncing each step).  The
+first non-finite value stops the candidate: status "nonfinite", fitness 0, `nonfinite_step` = k
+(1-based).  At most one extra step is wasted; no result depends on weights after step k.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from worker import models  # noqa: E402
+from worker.data import NUM_CLASSES, TaskData  # noqa: E402
+from worker.spec import (  # noqa: E402
+    STATUS_ERROR,
+    STATUS_NONFINITE,
+    STATUS_OK,
+    CandidateResult,
+    CandidateSpec,
+    WorkerSpec,
+    write_results,
+)
+from worker.tf_loss import make_loss  # noqa: E402
+
+EVAL_BATCH = 1000
+FINAL_LOSS_WINDOW = 100  # final_train_loss = mean loss over the last this many steps
+
+
+def device_name() -> str:
+    """The GPU's name when there is one, else "CPU"."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name") or gpus[0].name)
+        except Exception:  # details are best effort; the device is still a GPU
+            return gpus[0].name
+    return "CPU"
+
+
+def use_xla() -> bool:
+    """XLA only when asked (GLO_XLA=1): on this CPU it made the MNIST step slower (see the bench)."""
+    return os.environ.get("GLO_XLA", "0") == "1"
+
+
+def configure_determinism(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_train_step(model: keras.Model, loss_fn: Callable, x_all: tf.Tensor, y_all: tf.Tensor,
+                    pre_train: Callable, seed: int, jit: bool = False) -> Callable:
+    """step(idx int32[B], step_no int64, lr float32) → loss: one plain-SGD update on batch `idx`.
+
+    Plain SGD is written out (v -= lr·g) rather than taken from a Keras optimizer: it is exactly
+    the paper's optimizer and leaves nothing stateful to reset between candidates.
+    """
+    variables = model.trainable_variables
+    decay_vars = models.weight_decay_variables(model)
+    seed_t = tf.constant(seed, tf.int64)
+
+    @tf.function(jit_compile=jit)
+    def step(idx: tf.Tensor, step_no: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
+        xb = pre_train(tf.gather(x_all, idx), tf.stack([seed_t, step_no]))
+        yb = tf.one_hot(tf.gather(y_all, idx), NUM_CLASSES)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+            total = loss
+            if decay_vars:
+                total = loss + models.CIFAR_WEIGHT_DECAY * tf.add_n([tf.nn.l2_loss(v) for v in decay_vars])
+        grads = tape.gradient(total, variables)
+        for v, g in zip(variables, grads):
+            v.assign_sub(lr * g)
+        return loss
+
+    return step
+
+
+def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
+    """accuracy(x uint8, y int32) in batches of EVAL_BATCH."""
+
+    @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8),
+                                                   tf.TensorSpec((None,), tf.int32)])
+    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+        pred = tf.argmax(model(pre_eval(xb), training=False), axis=-1, output_type=tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.int32))
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
+        if len(x) == 0:
+            return 0.0
+        hits = sum(int(correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH))
+        return hits / len(x)
+
+    return accuracy
+
+
+class BatchStream:
+    """Seeded batch indices: concatenated epoch permutations, cut into batches (no drop)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.rng = np.random.default_rng([seed, 1])
+        self.buf = np.empty(0, np.int32)
+
+    def next(self) -> np.ndarray:
+        while len(self.buf) < self.batch_size:
+            self.buf = np.concatenate([self.buf, self.rng.permutation(self.n).astype(np.int32)])
+        out, self.buf = self.buf[: self.batch_size], self.buf[self.batch_size:]
+        return out
+
+
+def learning_rate(spec: WorkerSpec, n_train: int, step: int) -> float:
+    """Constant for MNIST; CIFAR-10 decays ×0.1 every 350 epochs (staircase, as the tutorial)."""
+    if spec.task != "cifar10":
+        return spec.learning_rate
+    decay_steps = max(1, int(n_train / spec.batch_size * models.CIFAR_LR_DECAY_EPOCHS))
+    return spec.learning_rate * models.CIFAR_LR_DECAY_FACTOR ** ((step - 1) // decay_steps)
+
+
+class Trainer:
+    """Holds the data (as device tensors) and trains candidates of one spec."""
+
+    def __init__(self, spec: WorkerSpec, data: TaskData, jit: bool | None = None):
+        self.spec, self.data = spec, data
+        self.jit = use_xla() if jit is None else jit
+        self.x_train = tf.constant(data.x_train)
+        self.y_train = tf.constant(data.y_train)
+        self.device = device_name()
+        self.spec_hash = spec.spec_hash()
+
+    def train(self, cand: CandidateSpec) -> CandidateResult:
+        """One candidate; TensorFlow runtime errors (e.g. OOM) become status "error"."""
+        t0 = time.perf_counter()
+        try:
+            result = self._train(cand, t0)
+        except (tf.errors.OpError, MemoryError) as exc:
+            msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+            result = self._result(cand, STATUS_ERROR, 0.0, error=f"{type(exc).__name__}: {msg}")
+        result.wall_seconds = time.perf_counter() - t0
+        return result
+
+    def _result(self, cand: CandidateSpec, status: str, fitness: float, **kw) -> CandidateResult:
+        return CandidateResult(candidate_id=cand.id, status=status, fitness=fitness, device=self.device,
+                               tensorflow_version=tf.__version__, spec_hash=self.spec_hash, **kw)
+
+    def _train(self, cand: CandidateSpec, t0: float) -> CandidateResult:
+        spec, data = self.spec, self.data
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(spec.seed)
+        model, pre_train, pre_eval = models.build(spec.task)
+        step = make_train_step(model, make_loss(cand.tree, spec.epsilon), self.x_train, self.y_train,
+                               pre_train, spec.seed, self.jit)
+        accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
+        batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
+        n_train = len(data.x_train)
+
+        losses: list[float] = []
+        curve: list[list[float]] = [] if spec.curve_interval else None
+        eval_s = 0.0
+        bad_step: int | None = None
+        pending: tuple[int, tf.Tensor] | None = None
+
+        def check(p: tuple[int, tf.Tensor]) -> bool:
+            nonlocal bad_step
+            value = float(p[1])
+            losses.append(value)
+            if not math.isfinite(value):
+                bad_step = p[0]
+                return False
+            return True
+
+        t_train = time.perf_counter()
+        for s in range(1, spec.steps + 1):
+            loss = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
+                        tf.constant(learning_rate(spec, n_train, s), tf.float32))
+            if pending is not None and not check(pending):
+                pending = None
+                break
+            pending = (s, loss)
+            if curve is not None and s % spec.curve_interval == 0:
+                ok = check(pending)
+                pending = None
+                if not ok:
+                    break
+                te = time.perf_counter()
+                curve.append([s, accuracy(data.x_val, data.y_val)])
+                eval_s += time.perf_counter() - te
+        if pending is not None:
+            check(pending)
+        train_s = time.perf_counter() - t_train - eval_s
+        extra = {"steps_done": len(losses), "xla": self.jit, "data_source": data.source,
+                 "train_size": n_train, "validation_size": len(data.x_val)}
+
+        if bad_step is not None:
+            return self._result(cand, STATUS_NONFINITE, 0.0, curve=curve, final_train_loss=losses[-1],
+                                nonfinite_step=bad_step, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
+
+        te = time.perf_counter()
+        val = accuracy(data.x_val, data.y_val)
+        test = accuracy(data.x_test, data.y_test) if spec.test_accuracy else None
+        eval_s += time.perf_counter() - te
+        if curve is not None and (not curve or curve[-1][0] != spec.steps):
+            curve.append([spec.steps, val])
+        final = float(np.mean(losses[-FINAL_LOSS_WINDOW:]))
+        extra["steps_per_second"] = spec.steps / train_s if train_s > 0 else None
+        return self._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
+                            final_train_loss=final, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
+
+
+def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
+             log: Callable[[str], None] | None = None) -> list[CandidateResult]:
+    """Train every candidate in order, rewriting `out_path` atomically after each."""
+    configure_determinism(spec.seed)
+    trainer = Trainer(spec, data)
+    results: list[CandidateResult] = []
+    for cand in spec.candidates:
+        result = trainer.train(cand)
+        results.append(result)
+        write_results(out_path, trainer.spec_hash, results)
+        if log:
+            log(f"{cand.id}: {result.status} fitness={result.fitness:.4f} "
+                f"train={result.train_seconds:.1f}s wall={result.wall_seconds:.1f}s")
+    return results
