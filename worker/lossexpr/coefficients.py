@@ -21,7 +21,7 @@ Pruned slots stay at 1.0; setting the kept slots reaches every function the full
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from worker.lossexpr.errors import TreeError
 from worker.lossexpr.tree import Node

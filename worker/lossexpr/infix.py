@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from worker.lossexpr.errors import LossExprError, ParseError
-from worker.lossexpr.tree import MAX_DEPTH, Node, UNARY_OPS
+from worker.lossexpr.tree import MAX_DEPTH, UNARY_OPS, Node
 
 #: Inputs longer than this are rejected before tokenizing.
 MAX_TEXT = 20_000

@@ -10,8 +10,9 @@ pickled or evaluated as Python.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 from worker.lossexpr.errors import TreeError
 

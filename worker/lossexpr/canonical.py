@@ -1,0 +1,171 @@
+"""Canonical keys: the fitness cache's key, equal for trees that compute the same function.
+
+`canonical_key(tree)` tries, in order:
+
+1. ``s1:`` + sympy's normal form (`symbolic`), computed in a persistent child process so that
+   a blow-up (square(square(...)) of a long sum) is cut off after `timeout` seconds and the
+   caller never hangs; trees above `SYMPY_MAX_NODES` skip this step;
+2. ``t1:`` + the structural normal form (`structural`);
+3. ``t0:`` + the tree's own infix text.
+
+Each candidate key is accepted only when its normal form agrees with the tree on the check grid
+(`keycheck`), so two trees sharing a key agree there within relative 1e-9.  Keys are memoized
+in an LRU dict.  sympy is imported only by the child: importing this module costs nothing.
+
+Note: a tree whose sympy step timed out gets its structural key, so under heavy load the same
+function can (rarely) get two keys -- a cache miss, never a wrong hit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from worker.lossexpr import keycheck, structural
+from worker.lossexpr.infix import to_infix
+from worker.lossexpr.tree import Node
+
+#: Trees larger than this skip sympy: GLO's trees are small, and cancel() on a large rational
+#: expression can take minutes.  Measured: a 30-node tree takes ~10-50 ms.
+SYMPY_MAX_NODES = 64
+#: How long the child may take to import sympy before it is presumed broken.
+STARTUP_TIMEOUT = 60.0
+CACHE_SIZE = 65_536
+
+_cache: OrderedDict[Node, str] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def canonical_key(tree: Node, timeout: float = 5.0) -> str:
+    """The canonical key of `tree` (see the module docstring); never takes much over `timeout`."""
+    with _cache_lock:
+        if tree in _cache:
+            _cache.move_to_end(tree)
+            return _cache[tree]
+    key = None
+    if tree.size() <= SYMPY_MAX_NODES:
+        key = _SERVER.key(tree, timeout)
+    if key is None:
+        key = structural_key(tree)
+    with _cache_lock:
+        _cache[tree] = key
+        if len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return key
+
+
+def structural_key(tree: Node) -> str:
+    """``t1:`` + the structural normal form if it is sound on the grid, else ``t0:`` + infix."""
+    nf = structural.normal_form(tree)
+    values = structural.evaluate_expr(nf, keycheck.XS, keycheck.YS)
+    if keycheck.same_values(keycheck.tree_on_grid(tree), values):
+        return "t1:" + nf.text
+    return "t0:" + to_infix(tree)
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+class _SymbolicServer:
+    """One child `python -m worker.lossexpr.symbolic`, restarted after a timeout or crash.
+
+    A plain subprocess (not multiprocessing) so it works from any thread and never re-imports
+    the caller's `__main__`.  Calls are serialized by a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._buf = b""
+        self._broken = False  # the child cannot start (e.g. no sympy): stop trying
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONHASHSEED"] = "0"
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.lossexpr.symbolic"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )
+        self._ready = False
+        self._buf = b""
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def _readline(self, deadline: float) -> bytes | None:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def key(self, tree: Node, timeout: float) -> str | None:
+        with self._lock:
+            if self._broken:
+                return None
+            for _attempt in range(2):  # a child that died since the last call gets one restart
+                if self._proc is None or self._proc.poll() is not None:
+                    self._start()
+                result, alive = self._ask(tree, timeout)
+                if alive:
+                    return result
+                if result == "timeout":
+                    return None
+            return None
+
+    def _ask(self, tree: Node, timeout: float) -> tuple[str | None, bool]:
+        """(key or None, child still usable); a timed-out child is killed and replaced."""
+        assert self._proc is not None and self._proc.stdin is not None
+        if not self._ready:
+            if self._readline(time.monotonic() + STARTUP_TIMEOUT) != b"ready":
+                self.stop()
+                self._broken = True
+                return None, False
+            self._ready = True
+        try:
+            self._proc.stdin.write(json.dumps(tree.to_json()).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.stop()
+            return None, False
+        line = self._readline(time.monotonic() + timeout)
+        if line is None:
+            timed_out = self._proc.poll() is None
+            self.stop()
+            if timed_out:
+                self._start()  # warm up the replacement in the background
+                return "timeout", False
+            return None, False
+        try:
+            key = json.loads(line)["key"]
+        except (ValueError, KeyError, TypeError):
+            return None, True
+        return (key if isinstance(key, str) else None), True
+
+
+_SERVER = _SymbolicServer()
+atexit.register(_SERVER.stop)

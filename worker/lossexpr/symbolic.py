@@ -1,0 +1,152 @@
+"""The sympy half of the canonical key; runs in a child process (see `canonical`).
+
+Normal form: `cancel(expand_log(e, force=True))` over symbols x ≥ 0, y > 0, coefficients as
+exact rationals.  `force=True` and sympy's automatic rewrites (x/x → 1, log(a) - log(a) → 0)
+are identities over the positive reals only, so the normal form is accepted only when a small
+numpy evaluator of sympy's own expression tree agrees with the original tree on the check
+grid (`keycheck`).  Nothing is ever turned into Python source, eval'ed or lambdify'd.
+
+Run as `python -m worker.lossexpr.symbolic`: a line protocol on stdin/stdout, one tree JSON in,
+one `{"key": str | null}` out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import numpy as np
+import sympy
+
+from worker.lossexpr import keycheck
+from worker.lossexpr.tree import Node
+
+#: Version prefix of keys made here; bump when the pipeline (or its printing) changes.
+PREFIX = "s1:"
+
+_X = sympy.Symbol("x", real=True, nonnegative=True)
+_Y = sympy.Symbol("y", positive=True)
+
+
+class _Unsupported(Exception):
+    """The normal form holds something the numeric check cannot evaluate (I, zoo, ...)."""
+
+
+def to_sympy(tree: Node) -> sympy.Expr:
+    """The tree as a sympy expression (coefficients as exact rationals)."""
+    op = tree.op
+    if op == "x":
+        e = _X
+    elif op == "y":
+        e = _Y
+    elif op == "const":
+        e = sympy.Integer(tree.value)
+    elif op == "log":
+        e = sympy.log(to_sympy(tree.children[0]))
+    elif op == "sqrt":
+        e = sympy.sqrt(to_sympy(tree.children[0]))
+    elif op == "square":
+        e = to_sympy(tree.children[0]) ** 2
+    else:
+        a, b = (to_sympy(c) for c in tree.children)
+        e = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b}[op]()
+    if tree.coef != 1.0:
+        e = sympy.Rational(tree.coef) * e
+    return e
+
+
+def normal_form(tree: Node) -> sympy.Expr:
+    return sympy.cancel(sympy.expand_log(to_sympy(tree), force=True))
+
+
+def evaluate_sympy(e: sympy.Expr, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Numeric value of a real sympy expression; raises `_Unsupported` on anything else."""
+    with np.errstate(all="ignore"):
+        return np.broadcast_to(np.asarray(_ev(e, x, y), dtype=np.float64), np.broadcast(x, y).shape)
+
+
+def _ev(e: Any, x: np.ndarray, y: np.ndarray) -> Any:
+    if e is _X:
+        return x
+    if e is _Y:
+        return y
+    if e.is_Number or e.is_NumberSymbol:
+        if not e.is_real or not e.is_finite:
+            raise _Unsupported(str(e))
+        try:
+            return float(e)
+        except OverflowError as exc:
+            raise _Unsupported(str(e)) from exc
+    if e.is_Add:
+        out = 0.0
+        for a in e.args:
+            out = out + _ev(a, x, y)
+        return out
+    if e.is_Mul:
+        out = 1.0
+        for a in e.args:
+            out = out * _ev(a, x, y)
+        return out
+    if e.is_Pow:
+        base, ex = e.args
+        if not ex.is_Rational:
+            raise _Unsupported(str(e))
+        b = np.asarray(_ev(base, x, y), dtype=np.float64)
+        if ex == -1:
+            return 1.0 / b
+        if ex == 2:
+            return b * b
+        if ex == sympy.Rational(1, 2):
+            return np.sqrt(b)
+        if ex == sympy.Rational(-1, 2):
+            return 1.0 / np.sqrt(b)
+        return np.power(b, float(ex))
+    if isinstance(e, sympy.log):
+        return np.log(_ev(e.args[0], x, y))
+    if isinstance(e, sympy.exp):
+        return np.exp(_ev(e.args[0], x, y))
+    if isinstance(e, sympy.Abs):
+        return np.abs(_ev(e.args[0], x, y))
+    raise _Unsupported(type(e).__name__)
+
+
+def symbolic_key(tree: Node) -> str | None:
+    """`PREFIX` + sympy's normal form, or None when it is not sound on the check grid."""
+    nf = normal_form(tree)
+    try:
+        values = evaluate_sympy(nf, keycheck.XS, keycheck.YS)
+    except _Unsupported:
+        return None
+    if not keycheck.same_values(keycheck.tree_on_grid(tree), values):
+        return None
+    return PREFIX + sympy.sstr(nf, order="lex")
+
+
+def _limit_memory(max_bytes: int = 4 << 30) -> None:
+    """A runaway expansion should die with MemoryError, not push the machine into swap."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def main() -> None:
+    """Serve keys: read one tree JSON per line, answer one JSON line; exit on EOF."""
+    _limit_memory()
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            key = symbolic_key(Node.from_json(json.loads(line)))
+        except Exception:  # noqa: BLE001 - any failure just means "use the structural key"
+            key = None
+        out.write(json.dumps({"key": key}) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
