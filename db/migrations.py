@@ -1,0 +1,64 @@
+"""Schema versioning: a `schema_version` table and ordered forward migrations.
+
+A database is at the highest version recorded in `schema_version`.  Opening it for writing
+applies every newer migration in one transaction; a file newer than this code is refused with
+SchemaTooNewError (naming both versions) instead of being read with wrong assumptions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, inspect, text
+
+from db.errors import SchemaTooNewError, StorageError
+from db.views import VIEWS
+
+
+def _v1(conn: Connection) -> None:
+    """Initial schema: runs, candidates, evaluations, jobs, job_candidates, search_states, views."""
+    from db.models import Base
+
+    Base.metadata.create_all(conn)
+    for sql in VIEWS.values():
+        conn.exec_driver_sql(sql)
+
+
+#: (version, description, function).  Append only; never edit a released migration.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial schema", _v1),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(conn: Connection) -> int:
+    """0 for an empty file; raises StorageError for a file that is not a GLO database."""
+    tables = set(inspect(conn).get_table_names())
+    if "schema_version" not in tables:
+        if tables:
+            raise StorageError(f"not a GLO database (has tables {', '.join(sorted(tables))} but no schema_version)")
+        return 0
+    row = conn.execute(text("SELECT max(version) FROM schema_version")).scalar()
+    return int(row or 0)
+
+
+def check_version(conn: Connection, path: str) -> int:
+    version = current_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(path, version, SCHEMA_VERSION)
+    return version
+
+
+def migrate(engine: Engine, path: str) -> int:
+    """Bring the database up to SCHEMA_VERSION; returns the version it was at before."""
+    with engine.begin() as conn:
+        before = check_version(conn, path)
+        for version, description, fn in MIGRATIONS:
+            if version > before:
+                fn(conn)  # migration 1 also creates schema_version itself
+                conn.execute(
+                    text("INSERT INTO schema_version (version, applied_at, description) VALUES (:v, :t, :d)"),
+                    {"v": version, "t": time.time(), "d": description},
+                )
+    return before

@@ -1,0 +1,103 @@
+"""Opening a database and the one session scope through which every read and write goes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, writer
+from db.errors import DatabaseLockedError, StorageError
+from db.migrations import check_version, migrate
+
+DEFAULT_DB = "glo.db"
+
+
+def resolve_db_path(path: str | os.PathLike[str] | None) -> Path:
+    """--db PATH, else $GLO_DB, else ./glo.db."""
+    return Path(path or os.environ.get("GLO_DB") or DEFAULT_DB)
+
+
+def _translate(exc: SQLAlchemyError, path: Path) -> StorageError:
+    orig = getattr(exc, "orig", None)
+    msg = str(orig or exc).strip()
+    if isinstance(exc, OperationalError) and "locked" in msg:
+        return DatabaseLockedError(f"database {path} stayed locked: {msg}")
+    if isinstance(exc, DBAPIError):
+        return StorageError(f"database {path}: {msg}")
+    return StorageError(f"database {path}: {msg}")
+
+
+@dataclass
+class Database:
+    """An open GLO database file: a read engine and a write engine sharing its pragmas."""
+
+    path: Path
+    engine: Engine
+    write_engine: Engine
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: commits on success, rolls back on any error, and turns database
+        errors into StorageError so that callers handle one exception family."""
+        session = Session(self.write_engine if write else self.engine, expire_on_commit=False)
+        try:
+            yield session
+            if write:
+                session.commit()
+            else:
+                session.rollback()  # reads end their snapshot; nothing to keep
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise _translate(exc, self.path) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False) -> Database:
+    """Open (and with `create`, create or migrate) the database.
+
+    Readers (`create=False`) need an existing file at a known schema version and never
+    migrate; `glo run` opens with `create=True`.
+    """
+    p = resolve_db_path(path)
+    if not create and not p.exists():
+        raise StorageError(f"no GLO database at {p} (pass --db PATH or set GLO_DB)")
+    if create:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(p)
+    try:
+        if create:
+            migrate(writer(engine), str(p))
+        else:
+            with engine.connect() as conn:
+                version = check_version(conn, str(p))
+                conn.rollback()
+            if version == 0:
+                raise StorageError(f"{p} is not a GLO database (no schema); run `glo run` to create one")
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise _translate(exc, p) from exc
+    except BaseException:
+        engine.dispose()
+        raise
+    return Database(path=p, engine=engine, write_engine=writer(engine))
+
+
+@contextmanager
+def session_scope(db: Database, *, write: bool = False) -> Iterator[Session]:
+    """Module-level spelling of Database.session for callers that prefer a function."""
+    with db.session(write=write) as s:
+        yield s

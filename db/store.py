@@ -1,0 +1,298 @@
+"""The write API, used only by the scheduler.  Every method is one transaction.
+
+Write-ahead discipline (what makes kill -9 safe): candidates and their jobs are recorded
+before anything is submitted, a result is stored before the search is told, and the search
+state is saved together with the `told` marks of the results it has absorbed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db import models
+from db.errors import IllegalTransitionError, NotFoundError, StorageError
+from db.models import JOB_TRANSITIONS
+from db.session import Database
+from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
+
+SEARCH_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NewCandidate:
+    """What the scheduler knows about a freshly asked candidate before storing it."""
+
+    search_id: str
+    tree_json: dict[str, Any]
+    infix: str
+    coefficients: list[float]
+    canonical_key: str
+    eval_key: str
+    generation: int
+    phase: str
+    origin: str
+    parents: list[str]
+
+
+@dataclass(frozen=True)
+class NewEvaluation:
+    """A finished training, keyed for the cache."""
+
+    eval_key: str
+    canonical_key: str
+    coefficients: list[float]
+    task: str
+    budget: dict[str, Any]
+    seed_policy: str
+    status: str
+    fitness: float
+    metrics: dict[str, Any]
+    wall_seconds: float
+    train_seconds: float
+    eval_seconds: float
+    device: str
+
+
+def candidate_uid(run_id: str, search_id: str) -> str:
+    return f"{run_id}/{search_id}"
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, run_id: str, *, name: str, config: dict[str, Any], seed: int, task: str, backend: str,
+                   pid: int | None) -> RunRow:
+        now = time.time()
+        with self.db.session(write=True) as s:
+            run = models.Run(
+                id=run_id, name=name, config_json=json.dumps(config, sort_keys=True), seed=seed, task=task,
+                backend=backend, phase="discovery", generation=0, status="running", pid=pid, message="",
+                created_at=now, updated_at=now, started_at=now,
+            )
+            s.add(run)
+            s.flush()
+            return RunRow.of(run)
+
+    def get_run(self, run_id: str) -> RunRow:
+        with self.db.session() as s:
+            run = s.get(models.Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.db.path}")
+            return RunRow.of(run)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set run columns (status, phase, generation, pid, message, finished_at, summary)."""
+        allowed = {"status", "phase", "generation", "pid", "message", "finished_at", "started_at", "summary"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"update_run: unknown field(s) {sorted(bad)}")
+        if "status" in fields and fields["status"] not in models.RUN_STATUSES:
+            raise ValueError(f"bad run status {fields['status']!r}")
+        if "summary" in fields:
+            fields["summary_json"] = json.dumps(fields.pop("summary"), sort_keys=True)
+        fields["updated_at"] = time.time()
+        with self.db.session(write=True) as s:
+            n = s.execute(update(models.Run).where(models.Run.id == run_id).values(**fields)).rowcount
+            if n != 1:
+                raise NotFoundError(f"no run {run_id!r}")
+
+    # -- search state ------------------------------------------------------------------------
+    def load_search_state(self, run_id: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            row = s.get(models.SearchState, (run_id, "search"))
+            if row is None:
+                return None
+            if row.version > SEARCH_STATE_VERSION:
+                raise StorageError(f"search state of run {run_id} has version {row.version}, newer than "
+                                   f"this GLO's {SEARCH_STATE_VERSION}")
+            return json.loads(row.state_json)
+
+    @staticmethod
+    def _save_state(s: Any, run_id: str, state: dict[str, Any]) -> None:
+        now = time.time()
+        row = s.get(models.SearchState, (run_id, "search"))
+        text = json.dumps(state, sort_keys=True)
+        if row is None:
+            s.add(models.SearchState(run_id=run_id, kind="search", version=SEARCH_STATE_VERSION, seq=1,
+                                     state_json=text, updated_at=now))
+        else:
+            row.state_json = text
+            row.seq += 1
+            row.updated_at = now
+
+    def save_search_state(self, run_id: str, state: dict[str, Any]) -> None:
+        with self.db.session(write=True) as s:
+            self._save_state(s, run_id, state)
+
+    # -- candidates ----------------------------------------------------------------------------
+    def record_asked(self, run_id: str, cands: Iterable[NewCandidate], state: dict[str, Any],
+                     generation: int | None = None, phase: str | None = None) -> list[CandidateRow]:
+        """Store freshly asked candidates together with the search state that handed them out.
+
+        Idempotent: a candidate already stored (a resumed search re-asking what it had asked
+        before the crash) keeps its row, so its job or result is reused.
+        """
+        now = time.time()
+        out: list[CandidateRow] = []
+        with self.db.session(write=True) as s:
+            next_seq = (s.execute(select(func.max(models.Candidate.seq)).where(
+                models.Candidate.run_id == run_id)).scalar() or 0) + 1
+            for c in cands:
+                uid = candidate_uid(run_id, c.search_id)
+                row = s.get(models.Candidate, uid)
+                if row is None:
+                    row = models.Candidate(
+                        uid=uid, run_id=run_id, search_id=c.search_id, seq=next_seq,
+                        tree_json=json.dumps(c.tree_json, sort_keys=True), infix=c.infix,
+                        coefficients_json=json.dumps(c.coefficients), canonical_key=c.canonical_key,
+                        eval_key=c.eval_key, generation=c.generation, phase=c.phase, origin=c.origin,
+                        parents_json=json.dumps(list(c.parents)), status="pending", told=False, created_at=now,
+                    )
+                    next_seq += 1
+                    s.add(row)
+                s.flush()
+                out.append(CandidateRow.of(row))
+            self._save_state(s, run_id, state)
+            values: dict[str, Any] = {"updated_at": now}
+            if generation is not None:
+                values["generation"] = generation
+            if phase is not None:
+                values["phase"] = phase
+            s.execute(update(models.Run).where(models.Run.id == run_id).values(**values))
+        return out
+
+    def candidates(self, run_id: str, *, told: bool | None = None) -> list[CandidateRow]:
+        with self.db.session() as s:
+            q = select(models.Candidate).where(models.Candidate.run_id == run_id)
+            if told is not None:
+                q = q.where(models.Candidate.told == told)
+            return [CandidateRow.of(c) for c in s.scalars(q.order_by(models.Candidate.seq))]
+
+    def lookup_cache(self, eval_key: str) -> EvaluationRow | None:
+        with self.db.session() as s:
+            e = s.scalars(select(models.Evaluation).where(models.Evaluation.eval_key == eval_key)).first()
+            return EvaluationRow.of(e) if e else None
+
+    def resolve_cached(self, uid: str, evaluation: EvaluationRow) -> None:
+        """A cache hit: the candidate takes the stored fitness and is never trained."""
+        with self.db.session(write=True) as s:
+            c = self._cand(s, uid)
+            c.status, c.fitness, c.evaluation_id, c.resolved_at = "cached", evaluation.fitness, evaluation.id, time.time()
+
+    def resolve_without_training(self, uid: str, fitness: float, reason: str) -> None:
+        """The search settled the candidate itself (invalid, duplicate): recorded, not cached."""
+        with self.db.session(write=True) as s:
+            c = self._cand(s, uid)
+            c.status, c.fitness, c.error, c.resolved_at = "resolved", fitness, reason, time.time()
+
+    def store_result(self, uids: list[str], ev: NewEvaluation, run_id: str) -> EvaluationRow:
+        """Insert the evaluation into the cache (or reuse an identical one) and resolve every
+        candidate waiting on it -- before the search hears of it."""
+        now = time.time()
+        with self.db.session(write=True) as s:
+            e = s.scalars(select(models.Evaluation).where(models.Evaluation.eval_key == ev.eval_key)).first()
+            if e is None:
+                e = models.Evaluation(
+                    eval_key=ev.eval_key, canonical_key=ev.canonical_key,
+                    coefficients_json=json.dumps(ev.coefficients), task=ev.task,
+                    budget_json=json.dumps(ev.budget, sort_keys=True), steps=int(ev.budget.get("steps", 0)),
+                    seed_policy=ev.seed_policy, status=ev.status, fitness=ev.fitness,
+                    metrics_json=json.dumps(ev.metrics, sort_keys=True), wall_seconds=ev.wall_seconds,
+                    train_seconds=ev.train_seconds, eval_seconds=ev.eval_seconds, device=ev.device,
+                    run_id=run_id, candidate_uid=uids[0] if uids else None, created_at=now,
+                )
+                s.add(e)
+                try:
+                    s.flush()
+                except IntegrityError as exc:  # only one writer per run; two runs on one file may race
+                    raise StorageError(f"evaluation {ev.eval_key[:12]} stored twice concurrently") from exc
+            for uid in uids:
+                c = self._cand(s, uid)
+                if c.status == "pending":
+                    c.status, c.fitness, c.evaluation_id, c.resolved_at = "evaluated", e.fitness, e.id, now
+            return EvaluationRow.of(e)
+
+    def mark_failed(self, uids: list[str], reason: str) -> None:
+        """Gave up on these candidates: they are told 0.0 and not cached (the failure may be transient)."""
+        with self.db.session(write=True) as s:
+            for uid in uids:
+                c = self._cand(s, uid)
+                if c.status == "pending":
+                    c.status, c.fitness, c.error, c.resolved_at = "failed", 0.0, reason[:4000], time.time()
+
+    def mark_told(self, run_id: str, uids: list[str], state: dict[str, Any]) -> None:
+        """The search absorbed these results: save its state and the marks in one transaction."""
+        with self.db.session(write=True) as s:
+            if uids:
+                s.execute(update(models.Candidate).where(models.Candidate.uid.in_(uids)).values(told=True))
+            self._save_state(s, run_id, state)
+            s.execute(update(models.Run).where(models.Run.id == run_id).values(updated_at=time.time()))
+
+    @staticmethod
+    def _cand(s: Any, uid: str) -> models.Candidate:
+        c = s.get(models.Candidate, uid)
+        if c is None:
+            raise NotFoundError(f"no candidate {uid!r}")
+        return c
+
+    # -- jobs --------------------------------------------------------------------------------
+    def create_job(self, run_id: str, backend: str, uids: list[str], work_dir: str = "") -> JobRow:
+        now = time.time()
+        with self.db.session(write=True) as s:
+            job = models.Job(run_id=run_id, backend=backend, state="queued", attempts=0, work_dir=work_dir,
+                             created_at=now, updated_at=now)
+            s.add(job)
+            s.flush()
+            for uid in uids:
+                s.add(models.JobCandidate(job_id=job.id, candidate_uid=uid))
+            s.flush()
+            return JobRow.of(job, tuple(uids))
+
+    def transition_job(self, job_id: int, new_state: str, *, expect: Iterable[str] | None = None,
+                       **fields: Any) -> JobRow:
+        """Guarded state change: an illegal transition raises IllegalTransitionError."""
+        now = time.time()
+        with self.db.session(write=True) as s:
+            job = s.get(models.Job, job_id)
+            if job is None:
+                raise NotFoundError(f"no job {job_id}")
+            if expect is not None and job.state not in set(expect):
+                raise IllegalTransitionError(f"job {job_id} is {job.state}, expected one of {sorted(expect)}")
+            if new_state not in JOB_TRANSITIONS.get(job.state, frozenset()):
+                raise IllegalTransitionError(f"job {job_id}: {job.state} -> {new_state} is not allowed")
+            job.state = new_state
+            job.updated_at = now
+            if new_state == "submitted":
+                job.attempts += 1
+                job.submitted_at = now
+            elif new_state == "running":
+                job.started_at = now
+            elif new_state in ("done", "failed"):
+                job.finished_at = now
+            for key, value in fields.items():
+                if key not in {"backend_job_id", "last_error", "hold_reason", "work_dir", "lease_deadline"}:
+                    raise ValueError(f"transition_job: unknown field {key!r}")
+                setattr(job, key, value)
+            s.flush()
+            return JobRow.of(job, self._job_uids(s, job_id))
+
+    @staticmethod
+    def _job_uids(s: Any, job_id: int) -> tuple[str, ...]:
+        return tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(
+            models.JobCandidate.job_id == job_id).order_by(models.JobCandidate.candidate_uid)))
+
+    def jobs(self, run_id: str, states: Iterable[str] | None = None) -> list[JobRow]:
+        with self.db.session() as s:
+            q = select(models.Job).where(models.Job.run_id == run_id)
+            if states is not None:
+                q = q.where(models.Job.state.in_(list(states)))
+            return [JobRow.of(j, self._job_uids(s, j.id)) for j in s.scalars(q.order_by(models.Job.id))]
