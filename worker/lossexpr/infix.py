@@ -84,7 +84,7 @@ _TOKEN = re.compile(
   | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
   | (?P<op>[-+*/()])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # ASCII: "٣" or a non-breaking space is an error, not a digit/space
 )
 
 
