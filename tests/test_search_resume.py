@@ -94,3 +94,20 @@ def test_state_is_plain_json_and_versioned():
     assert data["glo_search_state"] == 1 and data["config"] == CFG.to_dict()
     with pytest.raises(StateError):
         Search.import_state({**data, "glo_search_state": 2})
+
+
+def test_reissue_outstanding_in_the_cma_phase():
+    s = Search(CFG, key_fn=to_infix)
+    while s.phase == "discovery":
+        for c in s.ask():
+            s.tell(c.id, fitness(c.tree))
+    batch = s.ask()
+    assert batch and all(c.phase == "cma" for c in batch)
+    s.tell(batch[0].id, 0.5)
+    restored = clone(s, reissue_outstanding=True)
+    assert [c.id for c in restored.ask()] == [c.id for c in batch[1:]]
+    assert restored.ask() == []
+    for c in batch[1:]:
+        restored.tell(c.id, fitness(c.tree))
+        s.tell(c.id, fitness(c.tree))
+    assert restored.ask() == s.ask()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from worker.lossexpr import Node
+from worker.lossexpr.coefficients import pruned_coefficients
 
 ORIGINS = ("init", "crossover", "mutation", "elite", "cma")
 
@@ -25,8 +26,6 @@ class Candidate:
     @property
     def coefficients(self) -> tuple[float, ...]:
         """The pruned coefficient vector (what CMA-ES tunes) of this candidate's tree."""
-        from worker.lossexpr.coefficients import pruned_coefficients
-
         return tuple(pruned_coefficients(self.tree))
 
     def to_json(self) -> dict[str, Any]:

@@ -54,7 +54,9 @@ class GAConfig:
     `init_max_depth` counts edges from the root (DEAP's convention): depth 2 allows up to three
     levels, e.g. log(y) - x / y.  `max_tree_size`/`max_tree_depth` are our bloat cap (the paper
     lets trees grow freely); an offspring over the cap is replaced by its parent (DEAP's
-    staticLimit).  `generations` is ours too (how long discovery runs).
+    staticLimit).  `generations` is ours too (how long discovery runs).  `node_weights` lists
+    every element that may be drawn: an element left out has weight 0.  Probabilities: crossover
+    per pair of parents; each mutation per node (see `operators.mutate`).
     """
 
     population_size: int = 80

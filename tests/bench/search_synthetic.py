@@ -53,6 +53,27 @@ def run(target_text: str, seed: int, generations: int, population: int = 80) -> 
             "curve": curve}
 
 
+def cma_recovery(seed: int = 7, iterations: int = 300) -> dict:
+    """CMA-ES from Baikal's tree (all-one coefficients) fitted to BaikalCMA's values on the grid."""
+    from orchestrator.search import Candidate, CMAConfig, CMAPhase
+    from worker.lossexpr import named_loss
+
+    target = named_loss("baikal_cma")
+    fitness = make_fitness(target)
+    phase = CMAPhase(0, Candidate("baikal", named_loss("baikal"), "init", 0), CMAConfig(iterations=iterations), seed)
+    curve = []
+    while not phase.done:
+        for cand in phase.ask():
+            _, it, j = cand.id.split("-")
+            phase.tell(int(it), int(j), fitness(cand.tree))
+        curve.append(phase.best[1])
+    best, f = phase.best
+    err = float(np.max(np.abs(evaluate(best.tree, X_GRID, Y_GRID) - evaluate(target, X_GRID, Y_GRID))))
+    return {"iterations": phase.iteration, "popsize": phase.popsize, "stop": phase.stop_reason,
+            "coefficients": list(best.coefficients), "best_fitness": f, "max_abs_loss_error": err,
+            "best_fitness_every_10_iterations": curve[::10]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default="log(y) - x / y")
@@ -61,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     runs = [run(args.target, s, args.generations) for s in range(1, args.seeds + 1)]
-    print(json.dumps({"target": args.target, "generations": args.generations, "runs": runs,
+    print(json.dumps({"target": args.target, "generations": args.generations, "runs": runs, "cma": cma_recovery(),
                       "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
 
 
