@@ -16,7 +16,7 @@ RUN_STATUSES = ("running", "stopped", "finished", "failed", "cancelled")
 #: Job states and the legal transitions between them (see db.store.transition_job).
 JOB_STATES = ("queued", "submitted", "running", "done", "failed", "held", "lost")
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"submitted", "failed"}),
+    "queued": frozenset({"submitted", "done", "failed"}),  # done: settled elsewhere (cache)
     "submitted": frozenset({"running", "done", "failed", "held", "lost", "queued"}),
     "running": frozenset({"done", "failed", "held", "lost", "queued"}),
     "held": frozenset({"queued", "running", "failed", "lost"}),

@@ -285,6 +285,20 @@ class Store:
             s.flush()
             return JobRow.of(job, self._job_uids(s, job_id))
 
+    def set_job_fields(self, job_id: int, **fields: Any) -> JobRow:
+        """Set non-state job fields (the backend's id once it has answered, a lease deadline)."""
+        with self.db.session(write=True) as s:
+            job = s.get(models.Job, job_id)
+            if job is None:
+                raise NotFoundError(f"no job {job_id}")
+            for key, value in fields.items():
+                if key not in {"backend_job_id", "last_error", "hold_reason", "work_dir", "lease_deadline"}:
+                    raise ValueError(f"set_job_fields: unknown field {key!r}")
+                setattr(job, key, value)
+            job.updated_at = time.time()
+            s.flush()
+            return JobRow.of(job, self._job_uids(s, job_id))
+
     @staticmethod
     def _job_uids(s: Any, job_id: int) -> tuple[str, ...]:
         return tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(

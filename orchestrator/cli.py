@@ -16,8 +16,11 @@ def main() -> None:
 
 def _register() -> None:
     from orchestrator.cli_loss import loss
+    from orchestrator.cli_runs import COMMANDS
 
     main.add_command(loss)
+    for command in COMMANDS:
+        main.add_command(command)
 
 
 _register()

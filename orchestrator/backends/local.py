@@ -1,0 +1,125 @@
+"""The embedded default backend: worker processes on this machine, spec file in, result file out.
+
+Exactly what a cluster job does, so the worker cannot tell the difference: the backend writes
+`spec.json` into the job's work dir, runs the configured worker command there
+(`{python} -m worker spec.json --out result.json`), and reads `result.json` when it exits.
+Workers get SIGKILL if the scheduler dies (PR_SET_PDEATHSIG), so after a crash a job either
+left a result file (picked up by `adopt`) or must be rerun -- never both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.backends.base import JobEvent, JobRequest
+from orchestrator.config import BackendConfig
+from orchestrator.procs import CommandError, run_async
+from worker.spec import CandidateResult, read_results
+
+EXIT_MEANINGS = {65: "bad spec", 66: "missing data", 70: "internal error"}
+
+
+def read_result_file(job: JobRequest) -> tuple[list[CandidateResult], str | None]:
+    """(results for this spec, problem) -- a missing file is no results; a corrupt or stale one
+    is reported as the problem, never silently trusted."""
+    if not job.result_path.exists():
+        return [], None
+    try:
+        spec_hash, results = read_results(job.result_path)
+    except ValueError as exc:
+        return [], f"corrupt result file: {exc}"
+    if spec_hash != job.spec.spec_hash():
+        return [], f"result file {job.result_path} belongs to another spec (spec_hash mismatch)"
+    wanted = {c.id for c in job.spec.candidates}
+    return [r for r in results if r.candidate_id in wanted], None
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, config: BackendConfig, events: asyncio.Queue[JobEvent], work_root: Path) -> None:
+        self.config = config
+        self.events = events
+        self.work_root = work_root
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+
+    def command(self, job: JobRequest) -> list[str]:
+        argv = [sys.executable if part == "{python}" else part for part in self.config.worker_command]
+        return argv + [str(job.spec_path), "--out", str(job.result_path)]
+
+    async def submit(self, job: JobRequest) -> str:
+        job.work_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (job.result_path,):
+            if stale.exists():
+                stale.unlink()
+        tmp = job.spec_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(job.spec.to_json(), indent=1))
+        os.replace(tmp, job.spec_path)
+        backend_id = f"local:{job.work_dir}"
+        self._tasks[job.job_id] = asyncio.create_task(self._run(job, backend_id), name=f"job-{job.job_id}")
+        return backend_id
+
+    async def _run(self, job: JobRequest, backend_id: str) -> None:
+        async with self._slots:
+            started = asyncio.Event()
+            t0 = time.monotonic()
+            error: str | None = None
+            runner = asyncio.create_task(run_async(
+                self.command(job), cwd=job.work_dir, timeout=self.config.timeout_s,
+                stdout_path=job.work_dir / "stdout", stderr_path=job.work_dir / "stderr", started=started,
+            ))
+            await asyncio.wait([runner, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if started.is_set():
+                self.events.put_nowait(JobEvent(job.job_id, job.attempt, "running", backend_job_id=backend_id))
+            try:
+                await runner
+            except CommandError as exc:
+                if exc.timed_out:
+                    error = f"worker timed out after {self.config.timeout_s:g} s"
+                else:
+                    meaning = EXIT_MEANINGS.get(exc.returncode or 0, "crashed")
+                    error = f"worker {meaning} (exit {exc.returncode}): {(exc.stderr.strip() or exc.stdout.strip())[-1500:]}"
+            results, problem = read_result_file(job)
+            if problem:
+                error = f"{error}; {problem}" if error else problem
+            elif error is None and len(results) < len(job.spec.candidates):
+                error = "worker exited 0 but its result file lacks some candidates"
+            self._tasks.pop(job.job_id, None)
+            self.events.put_nowait(JobEvent(job.job_id, job.attempt, "finished", tuple(results), error, backend_id,
+                                            {"seconds": time.monotonic() - t0}))
+
+    async def adopt(self, job: JobRequest) -> bool:
+        """Our processes died with the previous scheduler: pick up whatever result file they
+        left (all or part of the candidates); with nothing there the job must be rerun."""
+        results, problem = read_result_file(job)
+        if not results:
+            return False
+        missing = len(job.spec.candidates) - len(results)
+        error = None if missing == 0 else f"interrupted: {missing} candidate(s) left unfinished by the previous run"
+        if problem:
+            error = problem
+        self.events.put_nowait(JobEvent(job.job_id, job.attempt, "finished", tuple(results), error,
+                                        job.backend_job_id))
+        return True
+
+    async def cancel(self, job_id: int) -> None:
+        task = self._tasks.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def shutdown(self, *, cancel_jobs: bool = True) -> None:
+        for job_id in list(self._tasks):
+            await self.cancel(job_id)
+
+    def in_flight(self) -> int:
+        return len(self._tasks)

@@ -1,0 +1,92 @@
+"""Generate a self-contained loss function (Python/numpy or Keras/TensorFlow) from a tree.
+
+The output is text written node by node from the validated tree -- one line per node, only
+whitelisted ops, floats printed with repr() -- so nothing stored is ever eval'd, here or by
+the user who pastes it.  Semantics equal worker.tf_loss.make_loss: predictions clipped to
+[epsilon, 1], L = -mean over batch and classes of f(x, y), x the one-hot label.
+"""
+
+from __future__ import annotations
+
+from worker.lossexpr import Node, to_infix
+
+FORMATS = ("python", "keras")
+
+_TF = {"log": "tf.math.log({a})", "sqrt": "tf.math.sqrt({a})", "square": "tf.math.square({a})",
+       "+": "tf.math.add({a}, {b})", "-": "tf.math.subtract({a}, {b})", "*": "tf.math.multiply({a}, {b})",
+       "/": "tf.math.divide({a}, {b})"}
+_NP = {"log": "np.log({a})", "sqrt": "np.sqrt({a})", "square": "np.square({a})",
+       "+": "({a} + {b})", "-": "({a} - {b})", "*": "({a} * {b})", "/": "({a} / {b})"}
+
+
+def _lines(tree: Node, table: dict[str, str], const_fmt: str) -> tuple[list[str], str]:
+    """Straight-line code computing the tree bottom-up; returns (lines, name of the result)."""
+    lines: list[str] = []
+    counter = [0]
+
+    def emit(node: Node) -> str:
+        if node.op == "x":
+            expr = "x"
+        elif node.op == "y":
+            expr = "y"
+        elif node.op == "const":
+            expr = const_fmt.format(v=repr(float(int(node.value or 0))))
+        else:
+            args = [emit(c) for c in node.children]
+            expr = table[node.op].format(a=args[0], b=args[1] if len(args) > 1 else "")
+        if node.coef != 1.0:
+            expr = f"{expr} * {repr(float(node.coef))}"
+        if node.op in ("x", "y") and node.coef == 1.0:
+            return expr
+        name = f"t{counter[0]}"
+        counter[0] += 1
+        lines.append(f"    {name} = {expr}")
+        return name
+
+    return lines, emit(tree)
+
+
+def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-7,
+           comment: str = "") -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not name.isidentifier():
+        raise ValueError(f"function name must be a Python identifier, got {name!r}")
+    infix = to_infix(tree)
+    header = [f"# GLO loss: {infix}"] + ([f"# {line}" for line in comment.splitlines()] if comment else [])
+    if fmt == "keras":
+        body, result = _lines(tree, _TF, "tf.constant({v}, dtype=y.dtype)")
+        broadcast = [] if (tree.has_x() or tree.has_y()) else [f"    {result} = tf.broadcast_to({result}, tf.shape(y))"]
+        code = header + [
+            "import tensorflow as tf",
+            "",
+            f"EPSILON = {repr(float(epsilon))}",
+            "",
+            "",
+            f"def {name}(y_true, y_pred):",
+            f'    """L = -mean(f(x, y)) with f = {infix}; x one-hot labels, y clipped probabilities."""',
+            "    y = tf.clip_by_value(tf.convert_to_tensor(y_pred), EPSILON, 1.0)",
+            "    x = tf.cast(y_true, y.dtype)",
+            *body, *broadcast,
+            f"    return -tf.reduce_mean({result})",
+            "",
+            "",
+            f"# model.compile(optimizer='sgd', loss={name}, metrics=['accuracy'])",
+        ]
+    else:
+        body, result = _lines(tree, _NP, "np.float64({v})")
+        code = header + [
+            "import numpy as np",
+            "",
+            f"EPSILON = {repr(float(epsilon))}",
+            "",
+            "",
+            f"def {name}(y_true, y_pred):",
+            f'    """L = -mean(f(x, y)) with f = {infix}; x one-hot labels, y clipped probabilities."""',
+            "    y = np.clip(np.asarray(y_pred, dtype=np.float64), EPSILON, 1.0)",
+            "    x = np.asarray(y_true, dtype=np.float64)",
+            "    with np.errstate(all='ignore'):",
+            *["    " + line for line in body],
+            f"        return float(-np.mean(np.broadcast_to({result}, y.shape)))",
+        ]
+    return "\n".join(code) + "\n"

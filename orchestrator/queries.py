@@ -1,0 +1,170 @@
+"""The read API behind the CLI: frozen snapshots, one read transaction (one snapshot) each.
+
+Kept apart from db.store (writes) so that `glo status` can never change a run, and so that
+every answer is internally consistent even while `glo run` writes (WAL + one BEGIN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from db import models
+from db.errors import NotFoundError
+from db.session import Database
+from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
+
+
+@dataclass(frozen=True)
+class Status:
+    run_id: str
+    name: str
+    status: str
+    phase: str
+    generation: int
+    task: str
+    evaluations: dict[str, int]  # done, running, failed, cached, resolved, queued
+    best: dict[str, Any] | None  # candidate_id, fitness, infix
+    evaluations_per_hour: float | None
+    eta_seconds: float | None
+    expected_evaluations: int
+    elapsed_seconds: float
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _latest_run_id(s: Any) -> str:
+    rid = s.scalars(select(models.Run.id).order_by(models.Run.created_at.desc()).limit(1)).first()
+    if rid is None:
+        raise NotFoundError("no runs in this database yet")
+    return rid
+
+
+def _run(s: Any, run_id: str | None) -> models.Run:
+    rid = run_id or _latest_run_id(s)
+    run = s.get(models.Run, rid)
+    if run is None:
+        raise NotFoundError(f"no run {rid!r} in this database (see `glo runs`)")
+    return run
+
+
+def list_runs(db: Database) -> list[dict[str, Any]]:
+    with db.session() as s:
+        rows = s.execute(select(models.Run).order_by(models.Run.created_at)).scalars().all()
+        out = []
+        for r in rows:
+            counts = dict(s.execute(select(models.Candidate.status, func.count()).where(
+                models.Candidate.run_id == r.id).group_by(models.Candidate.status)).all())
+            best = s.execute(select(func.max(models.Candidate.fitness)).where(
+                models.Candidate.run_id == r.id, models.Candidate.status.in_(("evaluated", "cached")))).scalar()
+            out.append({"run_id": r.id, "name": r.name, "task": r.task, "status": r.status, "phase": r.phase,
+                        "generation": r.generation, "evaluated": counts.get("evaluated", 0),
+                        "cached": counts.get("cached", 0), "failed": counts.get("failed", 0), "best_fitness": best,
+                        "created_at": r.created_at})
+        return out
+
+
+def get_run(db: Database, run_id: str | None) -> RunRow:
+    with db.session() as s:
+        return RunRow.of(_run(s, run_id))
+
+
+def expected_evaluations(config: dict[str, Any]) -> int:
+    """Rough total of handed-out candidates: GA generations plus the CMA-ES budget."""
+    search = config.get("search", {})
+    ga, cma = search.get("ga", {}), search.get("cma", {})
+    pop, gens = int(ga.get("population_size", 80)), int(ga.get("generations", 20))
+    elites = int(ga.get("elites", 6))
+    top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
+    popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
+    return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
+
+
+def status(db: Database, run_id: str | None = None) -> Status:
+    with db.session() as s:
+        run = _run(s, run_id)
+        counts = dict(s.execute(select(models.Candidate.status, func.count()).where(
+            models.Candidate.run_id == run.id).group_by(models.Candidate.status)).all())
+        jobs = dict(s.execute(select(models.Job.state, func.count()).where(
+            models.Job.run_id == run.id).group_by(models.Job.state)).all())
+        running_cands = s.execute(select(func.count()).select_from(models.JobCandidate).join(
+            models.Job, models.Job.id == models.JobCandidate.job_id).join(
+            models.Candidate, models.Candidate.uid == models.JobCandidate.candidate_uid).where(
+            models.Job.run_id == run.id, models.Job.state.in_(("submitted", "running", "held")),
+            models.Candidate.status == "pending")).scalar() or 0
+        best = s.execute(select(models.Candidate).where(
+            models.Candidate.run_id == run.id, models.Candidate.status.in_(("evaluated", "cached")),
+            models.Candidate.fitness.is_not(None)).order_by(
+            models.Candidate.fitness.desc(), models.Candidate.seq).limit(1)).scalars().first()
+        first_eval = s.execute(select(func.min(models.Candidate.resolved_at), func.max(models.Candidate.resolved_at))
+                               .where(models.Candidate.run_id == run.id,
+                                      models.Candidate.status == "evaluated")).one()
+        config = json.loads(run.config_json)
+        done = counts.get("evaluated", 0)
+        settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
+        end = run.finished_at or (time.time() if run.status == "running" else run.updated_at)
+        elapsed = max(0.0, end - run.created_at)
+        rate = None
+        if done >= 2 and first_eval[0] is not None and first_eval[1] > first_eval[0]:
+            rate = (done - 1) / (first_eval[1] - first_eval[0]) * 3600.0
+        expected = expected_evaluations(config)
+        eta = None
+        if run.status == "finished":
+            eta = 0.0
+        elif rate and rate > 0:
+            eta = max(0.0, expected - settled) / rate * 3600.0
+        return Status(
+            run_id=run.id, name=run.name, status=run.status, phase=run.phase, generation=run.generation,
+            task=run.task,
+            evaluations={"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
+                         "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                         "queued": int(jobs.get("queued", 0))},
+            best=None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix},
+            evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
+            message=run.message,
+        )
+
+
+def best(db: Database, run_id: str | None = None, k: int = 10) -> list[CandidateRow]:
+    """Top-k distinct losses (by canonical key) of a run by fitness."""
+    with db.session() as s:
+        run = _run(s, run_id)
+        rows = s.execute(select(models.Candidate).where(
+            models.Candidate.run_id == run.id, models.Candidate.status.in_(("evaluated", "cached")),
+            models.Candidate.fitness.is_not(None)).order_by(
+            models.Candidate.fitness.desc(), models.Candidate.seq)).scalars()
+        out: list[CandidateRow] = []
+        seen: set[str] = set()
+        for c in rows:
+            if c.eval_key in seen:
+                continue
+            seen.add(c.eval_key)
+            out.append(CandidateRow.of(c))
+            if len(out) >= k:
+                break
+        return out
+
+
+def candidate(db: Database, ident: str) -> tuple[CandidateRow, EvaluationRow | None, list[JobRow]]:
+    """A candidate by uid (RUN/ID) or by bare search id in the latest run."""
+    with db.session() as s:
+        c = s.get(models.Candidate, ident)
+        if c is None and "/" not in ident:
+            c = s.get(models.Candidate, f"{_latest_run_id(s)}/{ident}")
+        if c is None:
+            raise NotFoundError(f"no candidate {ident!r} (use RUN_ID/ID as shown by `glo best`)")
+        ev = s.get(models.Evaluation, c.evaluation_id) if c.evaluation_id else None
+        job_ids = s.scalars(select(models.JobCandidate.job_id).where(models.JobCandidate.candidate_uid == c.uid)).all()
+        jobs = []
+        for jid in job_ids:
+            j = s.get(models.Job, jid)
+            uids = tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(models.JobCandidate.job_id == jid)))
+            jobs.append(JobRow.of(j, uids))
+        return CandidateRow.of(c), (EvaluationRow.of(ev) if ev else None), jobs

@@ -1,0 +1,525 @@
+"""The asynchronous scheduler: ask the search, answer from the cache, train the rest, tell.
+
+One asyncio loop, one writer.  The order of writes is what makes any crash recoverable:
+
+1. `ask()` -> the candidates, their jobs (state queued) and the search state that handed them
+   out are stored in one transaction, *before* anything is submitted;
+2. a job is marked submitted (with its backend id) before the backend may report on it;
+3. a result is stored in the fitness cache before the search is told;
+4. after each batch of tells, the search state and the `told` marks are saved together.
+
+On resume, the saved search state is imported; untold candidates whose result is stored are
+told, recorded jobs are re-adopted from the backend or rerun, and the loop continues.  The
+search breeds a generation only once all its results are in, so the final population is the
+same whatever the order of the tells (or the crashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from db.session import Database
+from db.snapshots import CandidateRow, JobRow
+from db.store import NewCandidate, NewEvaluation, Store
+from orchestrator.backends import JobEvent, JobRequest, make_backend
+from orchestrator.backends.base import Backend
+from orchestrator.cachekey import canonical, eval_key
+from orchestrator.config import GloConfig, from_dict
+from orchestrator.search.candidate import Candidate
+from orchestrator.search.search import Search
+from worker.lossexpr import Node, to_infix
+from worker.lossexpr.coefficients import pruned_coefficients
+from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, WorkerSpec
+
+log = logging.getLogger("glo.scheduler")
+
+
+class SchedulerError(RuntimeError):
+    """The run cannot go on (e.g. a resumed run that is not resumable)."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+@dataclass
+class Progress:
+    """Counts for the progress display (and the final summary)."""
+
+    trained: int = 0
+    cached: int = 0
+    failed: int = 0
+    resolved: int = 0
+    best: float | None = None
+    best_infix: str = ""
+    started: float = field(default_factory=time.time)
+
+
+class Scheduler:
+    def __init__(self, db: Database, run_id: str, config: GloConfig, *, backend: Backend | None = None,
+                 work_root: Path | None = None, show_progress: bool | None = None) -> None:
+        self.db = db
+        self.store = Store(db)
+        self.run_id = run_id
+        self.config = config
+        self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        root = Path(config.backend.work_dir) if config.backend.work_dir else Path(str(db.path) + ".work")
+        self.work_root = (work_root or root).resolve()
+        self._backend = backend
+        self.search: Search | None = None
+        self.outstanding: dict[str, CandidateRow] = {}  # uid -> asked, not told
+        self.to_tell: dict[str, float] = {}  # uid -> fitness stored, to be told
+        self.job_of_key: dict[str, int] = {}  # eval_key -> job training it now
+        self.followers: dict[str, list[str]] = {}  # eval_key -> uids waiting for that training
+        self.jobs: dict[int, JobRow] = {}
+        self.ready: deque[int] = deque()
+        self.running: set[int] = set()
+        self._resolved_seen = 0
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = ""
+        self.progress = Progress()
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self._bar: Any = None
+
+    # -- construction ----------------------------------------------------------------------------
+    @staticmethod
+    def create(db: Database, config: GloConfig, *, run_id: str | None = None, **kw: Any) -> "Scheduler":
+        run_id = run_id or new_run_id()
+        Store(db).create_run(run_id, name=config.run.name, config=config.to_dict(), seed=config.run.seed,
+                             task=config.task.name, backend=config.backend.kind, pid=os.getpid())
+        return Scheduler(db, run_id, config, **kw)
+
+    @staticmethod
+    def resume(db: Database, run_id: str, **kw: Any) -> "Scheduler":
+        store = Store(db)
+        run = store.get_run(run_id)
+        if run.status == "finished":
+            raise SchedulerError(f"run {run_id} already finished; nothing to resume")
+        if run.status == "cancelled":
+            raise SchedulerError(f"run {run_id} was cancelled; start a new run instead")
+        if run.status == "running" and run.pid and run.pid != os.getpid() and _alive(run.pid):
+            raise SchedulerError(f"run {run_id} is still running (pid {run.pid})")
+        config = from_dict(run.config)
+        store.update_run(run_id, status="running", pid=os.getpid(), started_at=time.time(), message="")
+        return Scheduler(db, run_id, config, **kw)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(self.config.backend, self.events, self.work_root)
+        return self._backend
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> str:
+        """Run until the search finishes or a stop is requested; returns the run's final status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
+            except (NotImplementedError, RuntimeError):
+                pass
+        self._start_progress()
+        status = "failed"
+        try:
+            await self._recover()
+            status = await self._loop()
+        except BaseException as exc:
+            self.store.update_run(self.run_id, status="failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+            await self.backend.shutdown(cancel_jobs=True)
+            self._stop_progress()
+        return status
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        self.stop_reason = reason
+        self.stop_requested.set()
+
+    async def _loop(self) -> str:
+        assert self.search is not None
+        last_poll = time.monotonic()
+        while True:
+            self._tell_pending()
+            if self.search.finished:
+                return self._finish()
+            if self.stop_requested.is_set():
+                return self._stopped()
+            asked = self.search.ask()
+            self._record_resolved()
+            if asked:
+                self._handle_asked(asked)
+                continue
+            await self._submit_ready()
+            if not self.running and not self.ready and not self.to_tell:
+                raise SchedulerError(
+                    f"the search waits on {len(self.search.outstanding())} candidate(s) but nothing is in flight")
+            if time.monotonic() - last_poll > 2.0:
+                last_poll = time.monotonic()
+                if self.store.get_run(self.run_id).status == "cancelled":
+                    self.request_stop("cancelled")
+                    continue
+            event = await self._next_event(timeout=2.0)
+            while event is not None:
+                await self._handle_event(event)
+                event = self.events.get_nowait() if not self.events.empty() else None
+
+    async def _next_event(self, timeout: float) -> JobEvent | None:
+        getter = asyncio.ensure_future(self.events.get())
+        stopper = asyncio.ensure_future(self.stop_requested.wait())
+        done, _ = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None
+
+    # -- asking ------------------------------------------------------------------------------------
+    def _new_candidate(self, cand: Candidate) -> NewCandidate:
+        ck = canonical(cand.tree)
+        return NewCandidate(
+            search_id=cand.id, tree_json=cand.tree.to_json(), infix=to_infix(cand.tree),
+            coefficients=pruned_coefficients(cand.tree), canonical_key=ck, eval_key=eval_key(ck, self.config.task),
+            generation=cand.generation, phase=cand.phase, origin=cand.origin, parents=list(cand.parents),
+        )
+
+    def _handle_asked(self, asked: list[Candidate]) -> None:
+        """Write ahead: candidates + search state first; then cache lookups and job creation."""
+        assert self.search is not None
+        news = [self._new_candidate(c) for c in asked]
+        rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
+                                       generation=self.search.generation, phase=self.search.phase)
+        to_train: list[CandidateRow] = []
+        for row in rows:
+            self.outstanding[row.uid] = row
+            if row.status != "pending":
+                self.to_tell[row.uid] = float(row.fitness or 0.0)
+                continue
+            if not self._try_cache(row):
+                to_train.append(row)
+        self._plan_jobs(to_train)
+
+    def _try_cache(self, row: CandidateRow) -> bool:
+        """A cache hit is told at once and never trained; a key already training gets a follower."""
+        hit = self.store.lookup_cache(row.eval_key)
+        if hit is not None:
+            self.store.resolve_cached(row.uid, hit)
+            self.to_tell[row.uid] = hit.fitness
+            self.progress.cached += 1
+            return True
+        if row.eval_key in self.job_of_key:
+            self.followers.setdefault(row.eval_key, []).append(row.uid)
+            return True
+        return False
+
+    def _plan_jobs(self, rows: list[CandidateRow]) -> None:
+        per_job = self.config.backend.candidates_per_job
+        seen: dict[str, CandidateRow] = {}
+        for row in rows:  # two equal losses asked together: train one, the other follows
+            if row.eval_key in seen:
+                self.followers.setdefault(row.eval_key, []).append(row.uid)
+            else:
+                seen[row.eval_key] = row
+        unique = list(seen.values())
+        for i in range(0, len(unique), per_job):
+            batch = unique[i:i + per_job]
+            job = self.store.create_job(self.run_id, self.config.backend.kind, [r.uid for r in batch])
+            self._track_job(job)
+            self.ready.append(job.id)
+
+    def _track_job(self, job: JobRow) -> None:
+        self.jobs[job.id] = job
+        for uid in job.candidate_uids:
+            row = self.outstanding.get(uid)
+            if row is not None and row.status == "pending":
+                self.job_of_key[row.eval_key] = job.id
+
+    def _record_resolved(self) -> None:
+        """Store what the search settled without training (invalid, elite, duplicate)."""
+        assert self.search is not None
+        fresh = self.search.resolved_without_training(self._resolved_seen)
+        if not fresh:
+            return
+        self._resolved_seen += len(fresh)
+        news = [self._new_candidate(r.candidate) for r in fresh]
+        rows = self.store.record_asked(self.run_id, news, self.search.export_state())
+        for r, row in zip(fresh, rows, strict=True):
+            if row.status == "pending":
+                reason = r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")
+                self.store.resolve_without_training(row.uid, r.fitness, reason)
+                self.progress.resolved += 1
+        self.store.mark_told(self.run_id, [row.uid for row in rows], self.search.export_state())
+
+    # -- telling -----------------------------------------------------------------------------------
+    def _tell_pending(self) -> None:
+        """Tell every stored-but-untold result, then save the state with the told marks."""
+        if not self.to_tell:
+            return
+        assert self.search is not None
+        told: list[str] = []
+        for uid, fitness in list(self.to_tell.items()):
+            row = self.outstanding.pop(uid, None)
+            search_id = row.search_id if row else uid.split("/", 1)[1]
+            try:
+                self.search.tell(search_id, fitness)
+            except (KeyError, ValueError) as exc:  # already absorbed before a crash: harmless
+                log.debug("tell %s skipped: %s", uid, exc)
+            told.append(uid)
+            if self.progress.best is None or fitness > self.progress.best:
+                self.progress.best = fitness
+                self.progress.best_infix = row.infix if row else ""
+        self.to_tell.clear()
+        self._record_resolved()
+        self.store.mark_told(self.run_id, told, self.search.export_state())
+        self._update_progress()
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def _request(self, job: JobRow, attempt: int) -> JobRequest | None:
+        cands = [self.outstanding[u] for u in job.candidate_uids
+                 if u in self.outstanding and self.outstanding[u].status == "pending"]
+        if not cands:
+            return None
+        t = self.config.task
+        spec = WorkerSpec(
+            task=t.name, candidates=tuple(CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree))
+                                          for c in cands),
+            steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, seed=t.seed,
+            validation_size=t.validation_size, train_subset=t.train_subset, data_path=t.data_path,
+            epsilon=t.epsilon,
+        )
+        work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
+        return JobRequest(job.id, attempt, spec, work_dir, job.backend_job_id)
+
+    async def _submit_ready(self) -> None:
+        limit = self.config.backend.max_in_flight
+        while self.ready and len(self.running) < limit and not self.stop_requested.is_set():
+            job_id = self.ready.popleft()
+            job = self.jobs[job_id]
+            req = self._request(job, job.attempts + 1)
+            if req is None:  # every candidate already settled (e.g. by the cache)
+                self._finish_job(job, "done")
+                continue
+            self.jobs[job_id] = self.store.transition_job(job_id, "submitted", work_dir=str(req.work_dir))
+            backend_id = await self.backend.submit(req)
+            self.jobs[job_id] = self.store.set_job_fields(job_id, backend_job_id=backend_id)
+            self.running.add(job_id)
+
+    async def _handle_event(self, ev: JobEvent) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is None or ev.attempt != job.attempts:
+            log.debug("stale event for job %s attempt %s", ev.job_id, ev.attempt)
+            return
+        if ev.kind == "running":
+            if job.state == "submitted":
+                self.jobs[job.id] = self.store.transition_job(job.id, "running")
+            return
+        if ev.kind == "held":
+            self.jobs[job.id] = self.store.transition_job(job.id, "held", hold_reason=ev.error or "")
+            return
+        # finished: store every result first (write ahead of the tell)
+        self.running.discard(job.id)
+        errors: list[str] = []
+        by_id = {r.candidate_id: r for r in ev.results}
+        for uid in job.candidate_uids:
+            row = self.outstanding.get(uid)
+            if row is None or row.status != "pending":
+                continue
+            res = by_id.get(row.search_id)
+            if res is None:
+                continue
+            if res.status == STATUS_ERROR:
+                errors.append(f"{row.search_id}: {res.error}")
+                self._fail([uid], f"worker error: {res.error}")
+            else:
+                self._store(row, res)
+        remaining = [u for u in job.candidate_uids
+                     if u in self.outstanding and self.outstanding[u].status == "pending"]
+        if not remaining:
+            self._finish_job(job, "done", "; ".join(errors))
+            return
+        error = ev.error or "worker finished without results for some candidates"
+        if job.attempts < self.config.backend.max_attempts:
+            log.warning("job %s attempt %s: %s -- retrying", job.id, job.attempts, error)
+            self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
+            self.ready.append(job.id)
+        else:
+            log.error("job %s failed after %s attempts: %s", job.id, job.attempts, error)
+            self._fail(remaining, f"failed after {job.attempts} attempt(s): {error}")
+            self._finish_job(job, "failed", error)
+
+    def _finish_job(self, job: JobRow, state: str, error: str = "") -> None:
+        current = self.jobs[job.id]
+        if current.state not in ("done", "failed"):
+            self.jobs[job.id] = self.store.transition_job(job.id, state, last_error=error[:4000])
+        self.running.discard(job.id)
+        for key, jid in list(self.job_of_key.items()):
+            if jid == job.id:
+                del self.job_of_key[key]
+
+    def _store(self, row: CandidateRow, res: CandidateResult) -> None:
+        t = self.config.task
+        waiting = self.followers.pop(row.eval_key, [])
+        uids = [row.uid] + [u for u in waiting if u in self.outstanding]
+        metrics = {k: v for k, v in {
+            "validation_accuracy": res.validation_accuracy, "test_accuracy": res.test_accuracy,
+            "final_train_loss": res.final_train_loss, "nonfinite_step": res.nonfinite_step, "curve": res.curve,
+            "tensorflow_version": res.tensorflow_version, "extra": res.extra or None,
+        }.items() if v is not None}
+        ev = self.store.store_result(uids, NewEvaluation(
+            eval_key=row.eval_key, canonical_key=row.canonical_key, coefficients=row.coefficients, task=t.name,
+            budget=t.budget(), seed_policy=t.seed_policy(), status=res.status, fitness=float(res.fitness),
+            metrics=metrics, wall_seconds=res.wall_seconds, train_seconds=res.train_seconds,
+            eval_seconds=res.eval_seconds, device=res.device,
+        ), self.run_id)
+        self.progress.trained += 1
+        for uid in uids:
+            self._settle(uid, "evaluated", ev.fitness)
+        self.job_of_key.pop(row.eval_key, None)
+
+    def _fail(self, uids: list[str], reason: str) -> None:
+        self.store.mark_failed(uids, reason)
+        for uid in uids:
+            row = self.outstanding.get(uid)
+            self._settle(uid, "failed", 0.0)
+            self.progress.failed += 1
+            if row is not None:  # followers of a failed training get their own chance
+                for f in self.followers.pop(row.eval_key, []):
+                    frow = self.outstanding.get(f)
+                    if frow is not None and frow.status == "pending":
+                        self._plan_jobs([frow])
+                self.job_of_key.pop(row.eval_key, None)
+
+    def _settle(self, uid: str, status: str, fitness: float) -> None:
+        row = self.outstanding.get(uid)
+        if row is not None:
+            self.outstanding[uid] = _with_status(row, status, fitness)
+        self.to_tell[uid] = fitness
+
+    # -- recovery ----------------------------------------------------------------------------------
+    async def _recover(self) -> None:
+        """Rebuild the in-memory picture from the database (a no-op for a new run)."""
+        state = self.store.load_search_state(self.run_id)
+        if state is None:
+            self.search = Search(self.config.search, key_fn=canonical)
+        else:
+            self.search = Search.import_state(state, key_fn=canonical)
+            self._resolved_seen = len(self.search.resolved_without_training())
+        untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
+        for row in untold:
+            self.outstanding[row.uid] = row
+            if row.status != "pending":
+                self.to_tell[row.uid] = float(row.fitness or 0.0)
+        jobs = self.store.jobs(self.run_id, ("queued", "submitted", "running", "held", "lost"))
+        in_job: set[str] = set()
+        for job in jobs:
+            pending = [u for u in job.candidate_uids if u in self.outstanding
+                       and self.outstanding[u].status == "pending"]
+            self._track_job(job)
+            if not pending:
+                self._finish_job(job, "done")
+                continue
+            in_job.update(pending)
+            if job.state == "queued":
+                self.ready.append(job.id)
+                continue
+            req = self._request(job, job.attempts)
+            adopted = req is not None and await self.backend.adopt(req)
+            if adopted:
+                self.running.add(job.id)
+                log.info("job %s re-adopted from the backend", job.id)
+            else:
+                self.jobs[job.id] = self.store.transition_job(
+                    job.id, "queued", last_error="rerun: not finished when the previous scheduler stopped")
+                self.ready.append(job.id)
+        orphans = [self.outstanding[u] for u in self.outstanding
+                   if u not in in_job and self.outstanding[u].status == "pending"]
+        to_train = [row for row in orphans if not self._try_cache(row)]
+        self._plan_jobs(to_train)
+        if untold or jobs:
+            log.info("resumed run %s: %d untold candidate(s), %d job(s) re-adopted or requeued",
+                     self.run_id, len(untold), len(jobs))
+
+    # -- endings -----------------------------------------------------------------------------------
+    def _finish(self) -> str:
+        assert self.search is not None
+        best = self.search.best()
+        summary = {
+            "best": None if best is None else {"search_id": best[0].id, "infix": to_infix(best[0].tree),
+                                               "fitness": best[1], "phase": best[0].phase},
+            "top_trees": [{"search_id": c.id, "infix": to_infix(c.tree), "fitness": f}
+                          for c, f in self.search.top_trees()[:10]],
+            "population": [{"search_id": c.id, "infix": to_infix(c.tree), "fitness": f}
+                           for c, f in self.search.population()],
+            "history": self.search.history(),
+            "stats": {k: v for k, v in self.search.stats().items() if k != "operators"},
+        }
+        self.store.update_run(self.run_id, status="finished", phase="done", finished_at=time.time(),
+                              summary=summary, message="")
+        return "finished"
+
+    def _stopped(self) -> str:
+        status = "cancelled" if self.stop_reason == "cancelled" else "stopped"
+        self.store.update_run(self.run_id, status=status, message=self.stop_reason)
+        return status
+
+    # -- progress ----------------------------------------------------------------------------------
+    def _start_progress(self) -> None:
+        if not self.show_progress:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                             TimeElapsedColumn(), transient=False)
+        self._bar.start()
+        self._bar_task = self._bar.add_task(f"run {self.run_id}", total=self._expected(), info="")
+
+    def _expected(self) -> int:
+        ga = self.config.search.ga
+        return ga.population_size * ga.generations
+
+    def _update_progress(self) -> None:
+        p = self.progress
+        assert self.search is not None
+        info = (f"{self.search.phase} gen {self.search.generation} | trained {p.trained} cached {p.cached} "
+                f"failed {p.failed} in flight {len(self.running)} | best {p.best if p.best is not None else '-'}")
+        if self._bar is not None:
+            done = self.search.stats().get("told", 0)
+            self._bar.update(self._bar_task, completed=min(done, self._expected()), info=info)
+        else:
+            log.info("%s", info)
+
+    def _stop_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _with_status(row: CandidateRow, status: str, fitness: float) -> CandidateRow:
+    from dataclasses import replace
+
+    return replace(row, status=status, fitness=fitness)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -1,0 +1,75 @@
+"""A test-only worker: same CLI and spec/result files as `python -m worker`, no TensorFlow.
+
+Fitness is a deterministic, smooth function of the tree (so CMA-ES has something to climb):
+how much lower the loss is on right predictions than on wrong ones, squashed into (0, 1).
+Every candidate start and finish is appended to $GLO_FAKE_WORKER_LOG (one line each) so that
+tests can count trainings; $GLO_FAKE_WORKER_SLEEP adds a pause per candidate, and
+$GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from worker.lossexpr import to_infix
+from worker.lossexpr.numeric import batch_loss
+from worker.spec import CandidateResult, SpecError, load_spec, write_results
+
+_RNG = np.random.default_rng(1234)
+_ONEHOT = np.eye(10)[_RNG.integers(0, 10, 64)]
+_LABELS = 0.9 * _ONEHOT + 0.01  # smoothed, so that x in a denominator or log stays finite
+_GOOD = np.clip(0.7 * _ONEHOT + 0.3 * _RNG.dirichlet(np.ones(10), 64), 1e-7, 1.0)
+_BAD = np.clip(_RNG.dirichlet(np.ones(10), 64), 1e-7, 1.0)
+
+
+def fitness_of(tree) -> tuple[str, float]:  # type: ignore[no-untyped-def]
+    good, bad = batch_loss(tree, _LABELS, _GOOD), batch_loss(tree, _LABELS, _BAD)
+    gap = bad - good
+    if not math.isfinite(gap):
+        return "nonfinite", 0.0
+    return "ok", round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, gap)))), 12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("spec")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"bad spec: {exc}", file=sys.stderr)
+        return 65
+    log = os.environ.get("GLO_FAKE_WORKER_LOG")
+    sleep = float(os.environ.get("GLO_FAKE_WORKER_SLEEP", "0"))
+    fail = [s for s in os.environ.get("GLO_FAKE_WORKER_FAIL", "").split(";") if s]
+    results: list[CandidateResult] = []
+    for cand in spec.candidates:
+        infix = to_infix(cand.tree)
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"start {cand.id} {infix}\n")
+        if any(f in infix for f in fail):
+            print(f"fake worker: crashing on {infix}", file=sys.stderr)
+            return 70
+        time.sleep(sleep)
+        status, fit = fitness_of(cand.tree)
+        results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, wall_seconds=sleep,
+                                       train_seconds=sleep, device="fake", spec_hash=spec.spec_hash()))
+        write_results(Path(args.out), spec.spec_hash(), results)
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"done {cand.id} {infix}\n")
+    write_results(Path(args.out), spec.spec_hash(), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
