@@ -145,9 +145,10 @@ def learning_rate(spec: WorkerSpec, n_train: int, step: int) -> float:
 class Trainer:
     """Holds the data (as device tensors) and trains candidates of one spec."""
 
-    def __init__(self, spec: WorkerSpec, data: TaskData, jit: bool | None = None):
+    def __init__(self, spec: WorkerSpec, data: TaskData, jit: bool | None = None, deterministic: bool = True):
         self.spec, self.data = spec, data
         self.jit = use_xla() if jit is None else jit
+        self.deterministic = deterministic  # what configure_determinism was told (recorded in results)
         self.x_train = tf.constant(data.x_train)
         self.y_train = tf.constant(data.y_train)
         self.device = device_name()
@@ -214,7 +215,7 @@ class Trainer:
             check(pending)
         train_s = time.perf_counter() - t_train - eval_s
         extra = {"steps_done": len(losses), "xla": self.jit,
-                 "deterministic": bool(tf.config.experimental.is_op_determinism_enabled()), "data_source": data.source,
+                 "deterministic": self.deterministic, "data_source": data.source,
                  "train_size": n_train, "validation_size": len(data.x_val)}
 
         if bad_step is not None:
@@ -238,7 +239,7 @@ def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
     """Train every candidate in order, rewriting `out_path` atomically after each."""
     jit = use_xla()
     configure_determinism(spec.seed, deterministic=not jit)
-    trainer = Trainer(spec, data, jit=jit)
+    trainer = Trainer(spec, data, jit=jit, deterministic=not jit)
     results: list[CandidateResult] = []
     for cand in spec.candidates:
         result = trainer.train(cand)
