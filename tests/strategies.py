@@ -81,16 +81,21 @@ def rewritten(draw: st.DrawFn, tree_st: st.SearchStrategy[Node] = small_trees) -
 _NEAR = "xy()+-*/.0123456789eE logsqrtuae_,"
 
 
+_MUT_TREES = trees(max_leaves=6, coefs=any_coefs)
+_MUT_CHARS = st.one_of(st.sampled_from(_NEAR), st.characters())
+_MUT_KINDS = st.sampled_from(("del", "ins", "rep"))
+
+
 @st.composite
 def mutated_infix(draw: st.DrawFn) -> str:
     """A valid expression's text with a few characters deleted, inserted or replaced."""
     from worker.lossexpr.infix import to_infix
 
-    text = to_infix(draw(trees(max_leaves=6, coefs=any_coefs)))
+    text = to_infix(draw(_MUT_TREES))
     for _ in range(draw(st.integers(1, 3))):
         i = draw(st.integers(0, len(text)))
-        kind = draw(st.sampled_from(("del", "ins", "rep")))
-        ch = draw(st.one_of(st.sampled_from(_NEAR), st.characters()))
+        kind = draw(_MUT_KINDS)
+        ch = draw(_MUT_CHARS)
         if kind == "del":
             text = text[:i] + text[i + 1:]
         elif kind == "ins":
