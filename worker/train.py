@@ -195,6 +195,7 @@ class Trainer:
                 return False
             return True
 
+        first_step_s = 0.0
         t_train = time.perf_counter()
         for s in range(1, spec.steps + 1):
             loss = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
@@ -203,6 +204,9 @@ class Trainer:
                 pending = None
                 break
             pending = (s, loss)
+            if s == 1:  # the first call traces (and with XLA compiles) the step: time it apart
+                float(loss)
+                first_step_s = time.perf_counter() - t_train
             if curve is not None and s % spec.curve_interval == 0:
                 ok = check(pending)
                 pending = None
@@ -214,7 +218,7 @@ class Trainer:
         if pending is not None:
             check(pending)
         train_s = time.perf_counter() - t_train - eval_s
-        extra = {"steps_done": len(losses), "xla": self.jit,
+        extra = {"steps_done": len(losses), "first_step_seconds": first_step_s, "xla": self.jit,
                  "deterministic": self.deterministic, "data_source": data.source,
                  "train_size": n_train, "validation_size": len(data.x_val)}
 
@@ -229,7 +233,8 @@ class Trainer:
         if curve is not None and (not curve or curve[-1][0] != spec.steps):
             curve.append([spec.steps, val])
         final = float(np.mean(losses[-FINAL_LOSS_WINDOW:]))
-        extra["steps_per_second"] = spec.steps / train_s if train_s > 0 else None
+        steady = train_s - first_step_s  # steps 2..N, without tracing/compilation
+        extra["steps_per_second"] = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None
         return self._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
                             final_train_loss=final, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
 
