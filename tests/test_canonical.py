@@ -162,3 +162,18 @@ def test_importing_and_using_it_does_not_import_sympy_or_tensorflow() -> None:
 def test_named_keys() -> None:
     assert canonical_key(named_loss("ce")) == "s1:x*log(y)"
     assert canonical_key(named_loss("baikal")) == canonical_key(parse("log(y) - x / y"))
+
+
+def _key_of(text: str) -> str:
+    return canonical_key(parse(text))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_children_get_their_own_sympy_process() -> None:
+    import multiprocessing
+
+    canonical_key(parse("x * y + 1"))  # the parent's child process is up before the fork
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        keys = pool.map(_key_of, ["y * x + 3", "log(y) * x - 3", "x - x + y"], chunksize=1)
+    assert keys == ["s1:x*y + 3", "s1:x*log(y) - 3", "s1:y"]
+    assert _key_of("y * x + 3") == "s1:x*y + 3"

@@ -167,5 +167,15 @@ class _SymbolicServer:
         return (key if isinstance(key, str) else None), True
 
 
+    def forget(self) -> None:
+        """In a forked child: drop the parent's process and lock without touching them."""
+        self._lock = threading.Lock()
+        self._proc = None
+        self._ready = False
+        self._buf = b""
+
+
 _SERVER = _SymbolicServer()
 atexit.register(_SERVER.stop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_SERVER.forget)
