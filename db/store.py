@@ -74,7 +74,7 @@ class Store:
         now = time.time()
         with self.db.session(write=True) as s:
             run = models.Run(
-                id=run_id, name=name, config_json=json.dumps(config, sort_keys=True), seed=seed, task=task,
+                id=run_id, name=name, config_json=json.dumps(config), seed=seed, task=task,  # key order kept (see _save_state)
                 backend=backend, phase="discovery", generation=0, status="running", pid=pid, message="",
                 created_at=now, updated_at=now, started_at=now,
             )
@@ -120,7 +120,7 @@ class Store:
     def _save_state(s: Any, run_id: str, state: dict[str, Any]) -> None:
         now = time.time()
         row = s.get(models.SearchState, (run_id, "search"))
-        text = json.dumps(state, sort_keys=True)
+        text = json.dumps(state)  # key order matters to the search (node weights): never sort
         if row is None:
             s.add(models.SearchState(run_id=run_id, kind="search", version=SEARCH_STATE_VERSION, seq=1,
                                      state_json=text, updated_at=now))

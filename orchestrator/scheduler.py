@@ -39,7 +39,7 @@ from orchestrator.search.candidate import Candidate
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.coefficients import pruned_coefficients
-from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, WorkerSpec
+from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError, WorkerSpec, load_spec
 
 log = logging.getLogger("glo.scheduler")
 
@@ -289,8 +289,8 @@ class Scheduler:
 
     # -- jobs --------------------------------------------------------------------------------------
     def _request(self, job: JobRow, attempt: int) -> JobRequest | None:
-        cands = [self.outstanding[u] for u in job.candidate_uids
-                 if u in self.outstanding and self.outstanding[u].status == "pending"]
+        cands = sorted((self.outstanding[u] for u in job.candidate_uids
+                        if u in self.outstanding and self.outstanding[u].status == "pending"), key=lambda c: c.seq)
         if not cands:
             return None
         t = self.config.task
@@ -303,6 +303,18 @@ class Scheduler:
         )
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, job.backend_job_id)
+
+    def _adoptable(self, job: JobRow) -> JobRequest | None:
+        """The request exactly as it was submitted: the spec file we wrote (its hash ties the
+        result file to it), so a half-finished job's results are recognised, not rerun."""
+        if not job.work_dir:
+            return None
+        work_dir = Path(job.work_dir)
+        try:
+            spec = load_spec(work_dir / "spec.json")
+        except SpecError:
+            return None
+        return JobRequest(job.id, job.attempts, spec, work_dir, job.backend_job_id)
 
     async def _submit_ready(self) -> None:
         limit = self.config.backend.max_in_flight
@@ -436,7 +448,7 @@ class Scheduler:
             if job.state == "queued":
                 self.ready.append(job.id)
                 continue
-            req = self._request(job, job.attempts)
+            req = self._adoptable(job)
             adopted = req is not None and await self.backend.adopt(req)
             if adopted:
                 self.running.add(job.id)

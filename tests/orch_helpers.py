@@ -1,0 +1,80 @@
+"""Shared helpers for the orchestrator tests: a config using the fake worker, a `glo` runner."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_WORKER = REPO / "tests" / "fake_worker.py"
+GLO_MAIN = "import sys; from orchestrator.cli import main; sys.argv[0] = 'glo'; main()"
+
+
+def write_config(path: Path, *, seed: int = 1, population: int = 16, generations: int = 3, elites: int = 2,
+                 cma_iterations: int = 3, per_job: int = 2, in_flight: int = 2, max_attempts: int = 3,
+                 timeout_s: float = 60.0, extra: str = "") -> Path:
+    path.write_text(f"""
+[run]
+name = "test"
+seed = {seed}
+
+[task]
+steps = 10
+
+[search.ga]
+population_size = {population}
+generations = {generations}
+elites = {elites}
+init_max_depth = 3
+
+[search.cma]
+top_k = 1
+iterations = {cma_iterations}
+popsize = 4
+
+[backend]
+max_in_flight = {in_flight}
+candidates_per_job = {per_job}
+timeout_s = {timeout_s}
+max_attempts = {max_attempts}
+worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
+{extra}
+""")
+    return path
+
+
+def glo_env(log: Path | None = None, sleep: float = 0.0, fail: str = "") -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if log is not None:
+        env["GLO_FAKE_WORKER_LOG"] = str(log)
+    env["GLO_FAKE_WORKER_SLEEP"] = str(sleep)
+    env["GLO_FAKE_WORKER_FAIL"] = fail
+    env.pop("GLO_DB", None)
+    return env
+
+
+def glo(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", GLO_MAIN, *args], capture_output=True, text=True,
+                          env=env or glo_env(), timeout=timeout, cwd=REPO)
+
+
+def glo_popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", GLO_MAIN, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def scalar(db: Path, sql: str) -> int:
+    """One number from the database through plain sqlite3 (what a user would do)."""
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
