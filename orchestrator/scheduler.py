@@ -364,6 +364,9 @@ class Scheduler:
             self._finish_job(job, "done", "; ".join(errors))
             return
         error = ev.error or "worker finished without results for some candidates"
+        if ev.fatal:
+            self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
+            raise SchedulerError(f"job {job.id}: {error}\n(fix the cause, then: glo run --resume {self.run_id})")
         if job.attempts < self.config.backend.max_attempts:
             log.warning("job %s attempt %s: %s -- retrying", job.id, job.attempts, error)
             self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
@@ -468,6 +471,7 @@ class Scheduler:
     # -- endings -----------------------------------------------------------------------------------
     def _finish(self) -> str:
         assert self.search is not None
+        self._record_resolved()
         best = self.search.best()
         summary = {
             "best": None if best is None else {"search_id": best[0].id, "infix": to_infix(best[0].tree),

@@ -8,7 +8,8 @@ cancels jobs, and reports what happened as `JobEvent`s on the queue it was given
 * `held`     -- the cluster held it (reason in `error`); the scheduler records it;
 * `finished` -- the job is over: `results` holds whatever the result file had (possibly only
   some of the candidates), `error` says why it ended badly (crash, timeout, corrupt result
-  file, lost).  The scheduler stores results, then retries the rest (bounded) or gives up.
+  file, lost).  The scheduler stores results, then retries the rest (bounded) or gives up;
+  with `fatal` (the worker said bad spec / missing data) it stores results and stops the run.
 
 An HTCondor backend (python bindings or over SSH, see orchestrator.procs for commands) fits by
 implementing the same five methods: submit writes spec.json to the job's work dir and submits,
@@ -52,6 +53,7 @@ class JobEvent:
     error: str | None = None
     backend_job_id: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    fatal: bool = False  # retrying cannot help (bad spec, missing data): the run stops with `error`
 
 
 class Backend(Protocol):

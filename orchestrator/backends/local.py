@@ -70,6 +70,7 @@ class LocalBackend:
             started = asyncio.Event()
             t0 = time.monotonic()
             error: str | None = None
+            fatal = False
             runner = asyncio.create_task(run_async(
                 self.command(job), cwd=job.work_dir, timeout=self.config.timeout_s,
                 stdout_path=job.work_dir / "stdout", stderr_path=job.work_dir / "stderr", started=started,
@@ -84,6 +85,7 @@ class LocalBackend:
                     error = f"worker timed out after {self.config.timeout_s:g} s"
                 else:
                     meaning = EXIT_MEANINGS.get(exc.returncode or 0, "crashed")
+                    fatal = exc.returncode in (65, 66)
                     error = f"worker {meaning} (exit {exc.returncode}): {(exc.stderr.strip() or exc.stdout.strip())[-1500:]}"
             results, problem = read_result_file(job)
             if problem:
@@ -92,7 +94,7 @@ class LocalBackend:
                 error = "worker exited 0 but its result file lacks some candidates"
             self._tasks.pop(job.job_id, None)
             self.events.put_nowait(JobEvent(job.job_id, job.attempt, "finished", tuple(results), error, backend_id,
-                                            {"seconds": time.monotonic() - t0}))
+                                            {"seconds": time.monotonic() - t0}, fatal))
 
     async def adopt(self, job: JobRequest) -> bool:
         """Our processes died with the previous scheduler: pick up whatever result file they

@@ -1,0 +1,111 @@
+"""The storage layer: pragmas, migrations, guarded job transitions, the cache, the views."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from db.errors import IllegalTransitionError, NotFoundError, SchemaTooNewError, StorageError
+from db.migrations import SCHEMA_VERSION
+from db.session import open_db
+from db.store import NewCandidate, NewEvaluation, Store
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Store:
+    db = open_db(tmp_path / "t.db", create=True)
+    s = Store(db)
+    s.create_run("r1", name="t", config={"b": 1, "a": 2}, seed=0, task="mnist", backend="local", pid=None)
+    return s
+
+
+def cand(sid: str, key: str = "k1") -> NewCandidate:
+    return NewCandidate(search_id=sid, tree_json={"op": "x"}, infix="x", coefficients=[1.0], canonical_key="c",
+                        eval_key=key, generation=0, phase="discovery", origin="init", parents=[])
+
+
+def evaluation(key: str = "k1", fitness: float = 0.9) -> NewEvaluation:
+    return NewEvaluation(eval_key=key, canonical_key="c", coefficients=[1.0], task="mnist", budget={"steps": 10},
+                         seed_policy="fixed:0", status="ok", fitness=fitness, metrics={}, wall_seconds=1.0,
+                         train_seconds=0.5, eval_seconds=0.1, device="cpu")
+
+
+def test_pragmas_and_schema(tmp_path: Path) -> None:
+    open_db(tmp_path / "p.db", create=True)
+    con = sqlite3.connect(tmp_path / "p.db")
+    assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION
+    views = {r[0] for r in con.execute("select name from sqlite_master where type = 'view'")}
+    assert {"leaderboard", "job_states", "run_summary"} <= views
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "n.db"
+    open_db(path, create=True)
+    con = sqlite3.connect(path)
+    con.execute("insert into schema_version values (99, 0, 'from the future')")
+    con.commit()
+    con.close()
+    for create in (False, True):
+        with pytest.raises(SchemaTooNewError, match="schema version 99.*only up to version 1"):
+            open_db(path, create=create)
+    assert sqlite3.connect(path).execute("select count(*) from schema_version").fetchone()[0] == 2
+
+
+def test_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no GLO database"):
+        open_db(tmp_path / "absent.db")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (a)")
+    with pytest.raises(StorageError, match="not a GLO database"):
+        open_db(other, create=True)
+
+
+def test_job_transitions_are_guarded(store: Store) -> None:
+    store.record_asked("r1", [cand("g0-0")], {"s": 1})
+    job = store.create_job("r1", "local", ["r1/g0-0"])
+    assert job.state == "queued"
+    with pytest.raises(IllegalTransitionError):
+        store.transition_job(job.id, "running")
+    j = store.transition_job(job.id, "submitted")
+    assert j.attempts == 1
+    store.transition_job(job.id, "running")
+    store.transition_job(job.id, "done")
+    for state in ("queued", "running", "failed"):
+        with pytest.raises(IllegalTransitionError):
+            store.transition_job(job.id, state)
+    with pytest.raises(NotFoundError):
+        store.transition_job(12345, "submitted")
+
+
+def test_record_asked_is_idempotent_and_saves_state(store: Store) -> None:
+    a = store.record_asked("r1", [cand("g0-0"), cand("g0-1", "k2")], {"n": 1})
+    b = store.record_asked("r1", [cand("g0-0")], {"n": 2})
+    assert a[0].uid == b[0].uid == "r1/g0-0" and a[0].seq == b[0].seq
+    assert store.load_search_state("r1") == {"n": 2}
+
+
+def test_cache_result_then_told(store: Store) -> None:
+    store.record_asked("r1", [cand("g0-0"), cand("g0-1")], {})
+    assert store.lookup_cache("k1") is None
+    ev = store.store_result(["r1/g0-0", "r1/g0-1"], evaluation(), "r1")
+    hit = store.lookup_cache("k1")
+    assert hit is not None and hit.fitness == 0.9 and hit.id == ev.id
+    rows = store.candidates("r1", told=False)
+    assert [r.status for r in rows] == ["evaluated", "evaluated"]
+    store.mark_told("r1", [r.uid for r in rows], {"told": 2})
+    assert store.candidates("r1", told=False) == []
+    con = sqlite3.connect(store.db.path)
+    assert con.execute("select candidate_id, fitness, task, steps from leaderboard").fetchall() == [
+        ("r1/g0-0", 0.9, "mnist", 10), ("r1/g0-1", 0.9, "mnist", 10)]
+
+
+def test_config_key_order_survives(store: Store) -> None:
+    assert list(store.get_run("r1").config) == ["b", "a"]  # the search's weights depend on order
+
+
+def test_unknown_run(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="no run 'nope'"):
+        store.get_run("nope")
