@@ -10,7 +10,7 @@ OUT    ?= out
 GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
 export GLO_DATA_DIR
 
-.PHONY: install test demo lint bench clean system-deps
+.PHONY: install test demo mnist cifar10 lint bench clean system-deps
 
 install: $(STAMP)
 
@@ -34,11 +34,22 @@ lint: install
 
 demo: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo loss show baikal
-	$(BIN)/glo loss show baikal_cma
-	$(BIN)/glo loss show "x * log(y)"
+	$(BIN)/glo run configs/demo.toml --db $(OUT)/demo.db
+	$(BIN)/glo best --db $(OUT)/demo.db -k 5
+	$(BIN)/glo status --db $(OUT)/demo.db
 	$(BIN)/glo loss plot ce baikal baikal_cma --out $(OUT)/fig6_binary_loss.png
-	@echo "wrote $(OUT)/fig6_binary_loss.png"
+	@echo "database: $(OUT)/demo.db (sqlite3 $(OUT)/demo.db 'select * from leaderboard limit 5')"
+
+# The paper's setups on the local backend (days on a CPU; resume with: glo run --resume RUN_ID --db ...).
+mnist: install
+	@mkdir -p $(OUT)
+	$(BIN)/glo run configs/mnist.toml --db $(OUT)/glo.db
+	$(BIN)/glo best --db $(OUT)/glo.db -k 10
+
+cifar10: install
+	@mkdir -p $(OUT)
+	$(BIN)/glo run configs/cifar10.toml --db $(OUT)/glo.db
+	$(BIN)/glo best --db $(OUT)/glo.db -k 10
 
 bench: install
 	@mkdir -p $(OUT)
