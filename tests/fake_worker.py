@@ -4,7 +4,8 @@ Fitness is a deterministic, smooth function of the tree (so CMA-ES has something
 how much lower the loss is on right predictions than on wrong ones, squashed into (0, 1).
 Every candidate start and finish is appended to $GLO_FAKE_WORKER_LOG (one line each) so that
 tests can count trainings; $GLO_FAKE_WORKER_SLEEP adds a pause per candidate, and
-$GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash.
+$GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash, and
+$GLO_FAKE_WORKER_CORRUPT substrings whose candidates make it leave a corrupt result file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     log = os.environ.get("GLO_FAKE_WORKER_LOG")
     sleep = float(os.environ.get("GLO_FAKE_WORKER_SLEEP", "0"))
     fail = [s for s in os.environ.get("GLO_FAKE_WORKER_FAIL", "").split(";") if s]
+    corrupt = [s for s in os.environ.get("GLO_FAKE_WORKER_CORRUPT", "").split(";") if s]
     results: list[CandidateResult] = []
     for cand in spec.candidates:
         infix = to_infix(cand.tree)
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(f in infix for f in fail):
             print(f"fake worker: crashing on {infix}", file=sys.stderr)
             return 70
+        if any(c in infix for c in corrupt):
+            Path(args.out).write_text('{"glo_worker_result": 1, "results": [tru')
+            return 0
         time.sleep(sleep)
         status, fit = fitness_of(cand.tree)
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, wall_seconds=sleep,

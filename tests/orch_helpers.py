@@ -46,13 +46,14 @@ worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
     return path
 
 
-def glo_env(log: Path | None = None, sleep: float = 0.0, fail: str = "") -> dict[str, str]:
+def glo_env(log: Path | None = None, sleep: float = 0.0, fail: str = "", corrupt: str = "") -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if log is not None:
         env["GLO_FAKE_WORKER_LOG"] = str(log)
     env["GLO_FAKE_WORKER_SLEEP"] = str(sleep)
     env["GLO_FAKE_WORKER_FAIL"] = fail
+    env["GLO_FAKE_WORKER_CORRUPT"] = corrupt
     env.pop("GLO_DB", None)
     return env
 
