@@ -158,6 +158,9 @@ class Scheduler:
             if self.search.finished:
                 return self._finish()
             if self.stop_requested.is_set():
+                while not self.events.empty():  # results that already arrived are kept
+                    await self._handle_event(self.events.get_nowait())
+                self._tell_pending()
                 return self._stopped()
             asked = self.search.ask()
             self._record_resolved()
@@ -488,9 +491,11 @@ class Scheduler:
         return "finished"
 
     def _stopped(self) -> str:
-        status = "cancelled" if self.stop_reason == "cancelled" else "stopped"
-        self.store.update_run(self.run_id, status=status, message=self.stop_reason)
-        return status
+        """Stop cleanly: what has already finished is stored; the rest stays recorded for resume."""
+        if self.store.get_run(self.run_id).status == "cancelled":  # `glo cancel` wrote it, then signalled us
+            return "cancelled"
+        self.store.update_run(self.run_id, status="stopped", message=self.stop_reason)
+        return "stopped"
 
     # -- progress ----------------------------------------------------------------------------------
     def _start_progress(self) -> None:

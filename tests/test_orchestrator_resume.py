@@ -85,3 +85,39 @@ def test_kill9_then_resume(tmp_path: Path, baseline: tuple[dict, int], kill_afte
     assert sum(counts.values()) <= stored_after
     assert summary(db, "killed") == expected
     print(f"kill after {kill_after}: {stored_before} stored at the kill, {stored_after} at the end")
+
+
+def test_sigterm_stops_cleanly_then_resume(tmp_path: Path, baseline: tuple[dict, int]) -> None:
+    expected, expected_trained = baseline
+    cfg = write_config(tmp_path / "c.toml")
+    db = tmp_path / "t.db"
+    env = glo_env(tmp_path / "worker.log", SLEEP)
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "term", env=env)
+    while scalar(db, "select count(*) from evaluations") < 6:
+        assert proc.poll() is None
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, _err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "glo run --resume term" in out
+    assert scalar(db, "select count(*) from runs where status = 'stopped'") == 1
+    r = glo("run", "--resume", "term", "--db", str(db), env=env)
+    assert r.returncode == 0, r.stderr
+    assert scalar(db, "select count(*) from evaluations") == expected_trained
+    assert not [k for k, n in done_counts(tmp_path / "worker.log").items() if n > 1]
+    assert summary(db, "term") == expected
+
+
+def test_cancel_a_running_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    db = tmp_path / "c.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "cx", env=glo_env(sleep=SLEEP))
+    while scalar(db, "select count(*) from evaluations") < 3:
+        assert proc.poll() is None
+        time.sleep(0.005)
+    r = glo("cancel", "cx", "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert scalar(db, "select count(*) from runs where status = 'cancelled'") == 1
+    r = glo("run", "--resume", "cx", "--db", str(db))
+    assert r.returncode == 1 and "cancelled" in r.stderr
