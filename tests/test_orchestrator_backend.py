@@ -1,0 +1,87 @@
+"""The local backend on its own: results, crash, timeout, corrupt file, adopt after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.base import JobEvent, JobRequest
+from orchestrator.backends.local import LocalBackend
+from orchestrator.config import BackendConfig
+from tests.orch_helpers import FAKE_WORKER, REPO
+from worker.lossexpr import parse
+from worker.spec import CandidateSpec, WorkerSpec
+
+
+def spec(*infixes: str) -> WorkerSpec:
+    return WorkerSpec(task="mnist", steps=5, candidates=tuple(CandidateSpec(f"c{i}", parse(t))
+                                                              for i, t in enumerate(infixes)))
+
+
+async def run_one(tmp: Path, sp: WorkerSpec, timeout_s: float = 30.0) -> JobEvent:
+    events: asyncio.Queue[JobEvent] = asyncio.Queue()
+    cfg = BackendConfig(worker_command=(sys.executable, str(FAKE_WORKER)), timeout_s=timeout_s)
+    backend = LocalBackend(cfg, events, tmp)
+    await backend.submit(JobRequest(1, 1, sp, tmp / "job"))
+    while True:
+        ev = await asyncio.wait_for(events.get(), 60)
+        if ev.kind == "finished":
+            await backend.shutdown(cancel_jobs=True)
+            return ev
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_results_come_back(tmp_path: Path) -> None:
+    ev = asyncio.run(run_one(tmp_path, spec("x * log(y)", "square(x - y)")))
+    assert ev.error is None and [r.candidate_id for r in ev.results] == ["c0", "c1"]
+    assert (tmp_path / "job" / "spec.json").exists() and (tmp_path / "job" / "stderr").exists()
+
+
+def test_crash_keeps_partial_results_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLO_FAKE_WORKER_FAIL", "square")
+    ev = asyncio.run(run_one(tmp_path, spec("x * log(y)", "square(x - y)")))
+    assert [r.candidate_id for r in ev.results] == ["c0"]
+    assert "exit 70" in (ev.error or "") and "crashing on square" in (ev.error or "") and not ev.fatal
+
+
+def test_timeout_kills_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLO_FAKE_WORKER_SLEEP", "30")
+    t0 = time.monotonic()
+    ev = asyncio.run(run_one(tmp_path, spec("x * log(y)"), timeout_s=1.0))
+    assert time.monotonic() - t0 < 15
+    assert "timed out after 1 s" in (ev.error or "") and ev.results == ()
+
+
+def test_corrupt_result_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLO_FAKE_WORKER_CORRUPT", "log")
+    ev = asyncio.run(run_one(tmp_path, spec("x * log(y)")))
+    assert ev.results == () and "corrupt result file" in (ev.error or "") and "not valid JSON" in (ev.error or "")
+
+
+def test_adopt_picks_up_finished_results_only_for_the_same_spec(tmp_path: Path) -> None:
+    sp = spec("x * log(y)", "square(x - y)")
+    asyncio.run(run_one(tmp_path, sp))
+
+    async def adopt(s: WorkerSpec) -> tuple[bool, list[JobEvent]]:
+        events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        backend = LocalBackend(BackendConfig(), events, tmp_path)
+        ok = await backend.adopt(JobRequest(1, 1, s, tmp_path / "job"))
+        return ok, [events.get_nowait() for _ in range(events.qsize())]
+
+    ok, evs = asyncio.run(adopt(sp))
+    assert ok and len(evs[0].results) == 2 and evs[0].error is None
+    ok, evs = asyncio.run(adopt(spec("x * log(y)")))  # a different spec: the file is not ours
+    assert not ok and evs == []
+    (tmp_path / "job" / "result.json").unlink()
+    assert asyncio.run(adopt(sp)) == (False, [])
+    assert json.loads((tmp_path / "job" / "spec.json").read_text())["glo_worker_spec"] == 1
