@@ -1,0 +1,64 @@
+"""Config: paper defaults, every bad key or value named, the stored snapshot rebuilds the same config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cachekey import eval_key
+from orchestrator.config import ConfigError, GloConfig, from_dict, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_defaults_are_the_papers() -> None:
+    c = from_dict({})
+    assert (c.task.steps, c.task.batch_size, c.task.learning_rate) == (2000, 100, 0.01)
+    assert c.search.ga.population_size == 80 and c.backend.kind == "local"
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "mnist.toml", "cifar10.toml"])
+def test_shipped_configs_load_and_round_trip(name: str) -> None:
+    c = load_config(CONFIGS / name)
+    assert from_dict(c.to_dict()) == c
+    assert list(c.to_dict()["search"]["ga"]["node_weights"])[:3] == ["log", "x", "y"]
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"nope": {}}, "nope"),
+    ({"run": {"sede": 1}}, "run.sede"),
+    ({"run": {"seed": -1}}, "run.seed"),
+    ({"task": {"name": "imagenet"}}, "task.name"),
+    ({"task": {"learning_rate": 0}}, "task.learning_rate"),
+    ({"task": {"epsilon": 2.0}}, "task.epsilon"),
+    ({"task": {"batch_size": True}}, "task.batch_size"),
+    ({"search": {"seed": 3}}, "search.seed"),
+    ({"search": {"ga": {"population_sz": 3}}}, "search.ga.population_sz"),
+    ({"search": {"ga": {"elites": 100}}}, "search.ga.elites"),
+    ({"search": {"cma": {"sigma0": -1}}}, "search.cma.sigma0"),
+    ({"backend": {"kind": "condor"}}, "backend.kind"),
+    ({"backend": {"max_in_flight": 0}}, "backend.max_in_flight"),
+    ({"backend": {"worker_command": []}}, "backend.worker_command"),
+])
+def test_bad_values_name_the_key(data: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        from_dict(data)
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[task]\nsteps = 'many'\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: task\.steps"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_cache_key_covers_the_budget_not_the_data_path() -> None:
+    base = from_dict({})
+    k = eval_key("s1:x*log(y)", base.task)
+    assert eval_key("s1:x*log(y)", from_dict({"task": {"data_path": "/elsewhere"}}).task) == k
+    for change in ({"steps": 10}, {"batch_size": 7}, {"train_subset": 5}, {"seed": 1}, {"name": "cifar10"}):
+        assert eval_key("s1:x*log(y)", from_dict({"task": change}).task) != k
+    assert isinstance(GloConfig().digest(), str)
