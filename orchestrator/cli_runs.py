@@ -97,7 +97,7 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, resume
 @_errors
 def runs_cmd(db_path: str | None, as_json: bool) -> None:
     """List the runs in the database."""
-    from orchestrator.queries import list_runs
+    from db.queries import list_runs
 
     db = _open(db_path)
     rows = list_runs(db)
@@ -121,7 +121,7 @@ def runs_cmd(db_path: str | None, as_json: bool) -> None:
 @_errors
 def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     """Phase, generation, evaluations, best loss, rate and time left of a run (default: latest)."""
-    from orchestrator.queries import status
+    from db.queries import status
 
     st = status(_open(db_path), run)
     if as_json:
@@ -152,7 +152,7 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
 @_errors
 def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> None:
     """The k best distinct losses of a run (default: latest)."""
-    from orchestrator.queries import best
+    from db.queries import best
 
     rows = best(_open(db_path), run, k)
     if as_json:
@@ -175,7 +175,7 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
 @_errors
 def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
     """Everything stored about one candidate (RUN_ID/ID, or ID in the latest run)."""
-    from orchestrator.queries import candidate as get
+    from db.queries import candidate as get
 
     c, ev, jobs = get(_open(db_path), candidate)
     data = {
@@ -212,9 +212,9 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
 @_errors
 def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json: bool) -> None:
     """Print a self-contained loss function for the candidate (paste into Keras training)."""
+    from db.queries import candidate as get
+    from db.queries import get_run
     from orchestrator.export import export
-    from orchestrator.queries import candidate as get
-    from orchestrator.queries import get_run
     from worker.lossexpr import Node
 
     db = _open(db_path)

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from db.queries import status
 from db.session import open_db
-from orchestrator.queries import status
 from tests.orch_helpers import glo, glo_env, glo_popen, scalar, write_config
 
 THREADS = 20
