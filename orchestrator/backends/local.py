@@ -39,6 +39,13 @@ def read_result_file(job: JobRequest) -> tuple[list[CandidateResult], str | None
     return [r for r in results if r.candidate_id in wanted], None
 
 
+def _worker_message(text: str) -> str:
+    """The worker's own lines (from its first `glo-worker:` line on), without TensorFlow's noise."""
+    text = text.strip()
+    at = text.find("glo-worker:")
+    return (text[at:] if at >= 0 else text)[-1500:]
+
+
 class LocalBackend:
     name = "local"
 
@@ -86,7 +93,7 @@ class LocalBackend:
                 else:
                     meaning = EXIT_MEANINGS.get(exc.returncode or 0, "crashed")
                     fatal = exc.returncode in (65, 66)
-                    error = f"worker {meaning} (exit {exc.returncode}): {(exc.stderr.strip() or exc.stdout.strip())[-1500:]}"
+                    error = f"worker {meaning} (exit {exc.returncode}): {_worker_message(exc.stderr or exc.stdout)}"
             results, problem = read_result_file(job)
             if problem:
                 error = f"{error}; {problem}" if error else problem
