@@ -116,9 +116,22 @@ def test_tf_loss_matches_numpy_reference():
     y[0, 3] = 0.0  # an exact zero: clipped to epsilon before the tree sees it
     x = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)]
     for tree in (named_loss("ce"), named_loss("baikal"), named_loss("baikal_cma"), parse("sqrt(y) - square(x) + 2")):
-        got = float(make_loss(tree, 1e-7)(tf.constant(x), tf.constant(y)))
-        want = batch_loss(tree, x, np.clip(y, 1e-7, 1.0))
-        assert np.isfinite(got) and got == pytest.approx(want, rel=1e-4)
+        for reduction in ("mean", "sum"):
+            got = float(make_loss(tree, 1e-7, reduction)(tf.constant(x), tf.constant(y)))
+            want = batch_loss(tree, x, np.clip(y, 1e-7, 1.0), reduction)
+            assert np.isfinite(got) and got == pytest.approx(want, rel=1e-4)
+
+
+def test_sum_reduced_ce_tree_is_keras_crossentropy():
+    """With class_reduction "sum", the tree x * log(y) is exactly Keras' categorical cross-entropy."""
+    from worker.tf_loss import make_loss
+
+    rng = np.random.default_rng(2)
+    y = rng.dirichlet(np.ones(10), size=16).astype(np.float32)
+    x = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)]
+    keras_ce = float(tf.keras.losses.CategoricalCrossentropy()(x, y))
+    tree_ce = float(make_loss(named_loss("ce"), 1e-7, "sum")(tf.constant(x), tf.constant(y)))
+    assert tree_ce == pytest.approx(keras_ce, rel=1e-5)
 
 
 def test_cifar_shaped_run(tmp_path):

@@ -20,6 +20,8 @@ Spec (version 1)::
       "test_accuracy": false,        # also measure accuracy on the test set
       "curve_interval": null,        # optional: validation accuracy every S steps
       "epsilon": 1e-7,               # predictions are clipped to [epsilon, 1] before the loss
+      "class_reduction": "mean",     # "mean": L = -(1/n) Σ_classes f (the paper's formula);
+                                     # "sum": L = -Σ_classes f (x*log(y) is then exactly Keras' CE)
       "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...]
     }
 
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.lossexpr import LossExprError, Node
+from worker.lossexpr.numeric import CLASS_REDUCTIONS
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -81,6 +84,7 @@ class WorkerSpec:
     test_accuracy: bool = False
     curve_interval: int | None = None
     epsilon: float = 1e-7
+    class_reduction: str = "mean"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +100,7 @@ class WorkerSpec:
             "test_accuracy": self.test_accuracy,
             "curve_interval": self.curve_interval,
             "epsilon": self.epsilon,
+            "class_reduction": self.class_reduction,
             "candidates": [{"id": c.id, "tree": c.tree.to_json()} for c in self.candidates],
         }
 
@@ -112,7 +117,8 @@ class WorkerSpec:
             raise SpecError(f"glo_worker_spec: expected version {SPEC_VERSION}, got {version!r}")
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
-            "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "candidates",
+            "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
+            "candidates",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -147,6 +153,10 @@ class WorkerSpec:
         if epsilon >= 1:
             raise SpecError(f"epsilon: must be in (0, 1), got {epsilon!r}")
 
+        class_reduction = data.get("class_reduction", "mean")
+        if class_reduction not in CLASS_REDUCTIONS:
+            raise SpecError(f"class_reduction: must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
+
         raw = data.get("candidates")
         if not isinstance(raw, list) or not raw:
             raise SpecError("candidates: must be a non-empty list")
@@ -180,6 +190,7 @@ class WorkerSpec:
             test_accuracy=test_accuracy,
             curve_interval=integer("curve_interval", None, 1, optional=True),
             epsilon=epsilon,
+            class_reduction=class_reduction,
         )
 
 

@@ -1,7 +1,8 @@
 """A loss tree → a TensorFlow loss function, through a whitelisted op table (no eval, no codegen).
 
-Semantics match `worker.lossexpr.numeric.batch_loss`: L = −(1/n) Σ_classes f(x, y), averaged over
-the batch, each node's value multiplied by its coefficient.  x is the one-hot label, y the
+Semantics match `worker.lossexpr.numeric.batch_loss`: L = −(1/n) Σ_classes f(x, y) (class
+reduction "mean", the paper's formula) or −Σ_classes f ("sum", Keras' CE scale), averaged over the
+batch, each node's value multiplied by its coefficient.  x is the one-hot label, y the
 network's softmax output clipped to [epsilon, 1] (plain Baikal is inf/NaN on an exact 0).
 
 The tree is walked once, when the training step is traced; the graph then holds only the tree's
@@ -56,12 +57,18 @@ def tree_fn(tree: Node, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return f
 
 
-def make_loss(tree: Node, epsilon: float = 1e-7) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def make_loss(
+    tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean"
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """loss(labels_onehot, probabilities) → scalar L for the tree."""
+    if class_reduction not in ("mean", "sum"):
+        raise ValueError(f"class_reduction must be 'mean' or 'sum', got {class_reduction!r}")
 
     def loss(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x = tf.cast(x, y.dtype)
         y = tf.clip_by_value(y, epsilon, 1.0)
-        return -tf.reduce_mean(tree_fn(tree, x, y))  # mean over classes then batch = one mean
+        if class_reduction == "mean":
+            return -tf.reduce_mean(tree_fn(tree, x, y))  # mean over classes then batch = one mean
+        return -tf.reduce_mean(tf.reduce_sum(tree_fn(tree, x, y), axis=-1))
 
     return loss

@@ -174,7 +174,7 @@ class Trainer:
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
         model, pre_train, pre_eval = models.build(spec.task)
-        step = make_train_step(model, make_loss(cand.tree, spec.epsilon), self.x_train, self.y_train,
+        step = make_train_step(model, make_loss(cand.tree, spec.epsilon, spec.class_reduction), self.x_train, self.y_train,
                                pre_train, spec.seed, self.jit)
         accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
         batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)

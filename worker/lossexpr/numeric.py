@@ -44,11 +44,22 @@ def _eval(node: Node, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return v * node.coef if node.coef != 1.0 else v
 
 
-def batch_loss(tree: Node, x: np.ndarray, y: np.ndarray) -> float:
-    """L = -(1/n) Σ_classes f(x, y), averaged over the batch; x, y have shape (batch, n)."""
+#: How f is reduced over the n classes: "mean" is the paper's formula L = -(1/n) Σ f;
+#: "sum" is L = -Σ f, under which `x * log(y)` is exactly Keras' categorical cross-entropy.
+CLASS_REDUCTIONS = ("mean", "sum")
+
+
+def batch_loss(tree: Node, x: np.ndarray, y: np.ndarray, class_reduction: str = "mean") -> float:
+    """L = -(1/n) Σ_classes f(x, y) ("mean") or -Σ_classes f ("sum"), averaged over the batch.
+
+    x and y have shape (batch, n).
+    """
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
     f = evaluate(tree, x, y)
     with np.errstate(all="ignore"):
-        return float(-np.mean(np.mean(f, axis=-1)))
+        per_example = np.mean(f, axis=-1) if class_reduction == "mean" else np.sum(f, axis=-1)
+        return float(-np.mean(per_example))
 
 
 def binary_loss(tree: Node, y0: np.ndarray) -> np.ndarray:
