@@ -79,12 +79,16 @@ def test_kill9_then_resume(tmp_path: Path, baseline: tuple[dict, int], kill_afte
 
     stored_after = scalar(db, "select count(*) from evaluations")
     assert stored_after >= stored_before  # nothing stored was lost
-    assert stored_after == expected_trained  # same trainings as the uninterrupted run
+    assert stored_after == expected_trained, r.stderr[-3000:]  # same trainings as the uninterrupted run
     counts = done_counts(log)
     assert not [k for k, n in counts.items() if n > 1], f"trained twice: {counts}"
     assert sum(counts.values()) <= stored_after
-    assert summary(db, "killed") == expected
-    print(f"kill after {kill_after}: {stored_before} stored at the kill, {stored_after} at the end")
+    got = summary(db, "killed")
+    for key in expected:
+        assert got[key] == expected[key], (key, got[key], expected[key], r.stderr[-2000:])
+    adopted = r.stderr.count("re-adopted from the backend")
+    print(f"kill after {kill_after}: {stored_before} stored at the kill, {stored_after} at the end, "
+          f"{adopted} job(s) picked up from result files, {sum(counts.values())} trainings in all")
 
 
 def test_sigterm_stops_cleanly_then_resume(tmp_path: Path, baseline: tuple[dict, int]) -> None:
