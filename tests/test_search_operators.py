@@ -174,3 +174,21 @@ def test_config_validation_names_field_and_round_trips():
     d = SearchConfig().to_dict()
     assert d["ga"]["population_size"] == 80 and d["ga"]["elites"] == 6 and d["cma"]["sigma0"] == 1.5
     assert d["ga"]["node_weights"]["log"] == 3.0
+
+
+def test_node_weight_order_does_not_change_the_search():
+    """Weights given in any key order (TOML as written, JSON with sorted keys) breed the same trees."""
+    import json
+
+    from orchestrator.search.search import Search
+
+    weights = dict(GAConfig().node_weights)
+    shuffled = dict(sorted(weights.items()))
+    assert list(shuffled) != list(weights)
+    a = SearchConfig.from_dict({"seed": 5, "ga": {"population_size": 12, "node_weights": weights}})
+    b = SearchConfig.from_dict(json.loads(json.dumps({"seed": 5, "ga": {"population_size": 12,
+                                                                         "node_weights": shuffled}})))
+    assert a == b
+    trees_a = [c.tree for c in Search(a, key_fn=repr).ask()]
+    trees_b = [c.tree for c in Search(b, key_fn=repr).ask()]
+    assert trees_a == trees_b

@@ -16,7 +16,9 @@ from typing import Any
 from worker.lossexpr.tree import ARITY, MAX_DEPTH, MAX_NODES
 
 #: Element names a weight can be given to: every operator, plus the integer constants 1 and -1.
-ELEMENTS = ("log", "sqrt", "square", "+", "-", "*", "/", "x", "y", "1", "-1")
+#: This is also the canonical order of `GAConfig.node_weights`: weighted draws walk the table in
+#: this order, so the same weights written in any order (TOML, sorted JSON) breed the same trees.
+ELEMENTS = ("log", "x", "y", "sqrt", "square", "+", "-", "*", "/", "1", "-1")
 
 #: The paper's node weights: log, x, y = 3; sqrt = 2; square, +, -, *, /, 1, -1 = 1.
 PAPER_WEIGHTS: tuple[tuple[str, float], ...] = (
@@ -104,6 +106,7 @@ class GAConfig:
             _num(f"ga.node_weights[{element}]", weight)
             if weight < 0:
                 raise ConfigError(f"ga.node_weights[{element}] must be >= 0, got {weight!r}")
+        object.__setattr__(self, "node_weights", tuple(sorted(self.node_weights, key=lambda ew: ELEMENTS.index(ew[0]))))
         if not any(w > 0 and element_arity(e) == 0 for e, w in self.node_weights):
             raise ConfigError("ga.node_weights needs at least one leaf (x, y, 1, -1) with a positive weight")
 
