@@ -220,10 +220,11 @@ def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json
     db = _open(db_path)
     c, _ev, _jobs = get(db, candidate)
     run = get_run(db, c.run_id)
-    eps = float(run.config.get("task", {}).get("epsilon", 1e-7))
+    task = run.config.get("task", {})
+    eps = float(task.get("epsilon", 1e-7))
     fit = "-" if c.fitness is None else f"{c.fitness:.4f}"
     code = export(Node.from_json(c.tree), fmt, name=name, epsilon=eps,
-                  comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
+                  class_reduction=task.get("class_reduction", "mean"), comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
     if as_json:
         _echo_json({"candidate_id": c.uid, "format": fmt, "infix": c.infix, "code": code})
     else:

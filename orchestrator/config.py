@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.search.config import ConfigError as SearchConfigError
 from orchestrator.search.config import SearchConfig
+from worker.lossexpr.numeric import CLASS_REDUCTIONS
 from worker.spec import TASKS
 
 
@@ -46,12 +47,15 @@ class TaskConfig:
     data_path: str | None = None  # where the worker looks first (not part of the cache key)
     epsilon: float = 1e-7
     seed: int = 0  # training seed: every candidate trains from the same initial weights
+    # "mean": L = -(1/n) Σ_classes f, the paper's formula; "sum": L = -Σ_classes f, the scale at
+    # which x*log(y) is Keras' cross-entropy and at which the paper's accuracies are reproduced.
+    class_reduction: str = "mean"
 
     def budget(self) -> dict[str, Any]:
         """The fields that change a measured fitness (cache key material)."""
         return {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "validation_size": self.validation_size, "train_subset": self.train_subset,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "class_reduction": self.class_reduction}
 
     def seed_policy(self) -> str:
         return f"fixed:{self.seed}"
@@ -120,6 +124,12 @@ def _str(key: str, v: Any, *, optional: bool = False) -> str | None:
     return v
 
 
+def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
 def from_dict(data: Mapping[str, Any]) -> GloConfig:
     """Validate plain data (parsed TOML or a stored snapshot) into a GloConfig."""
     top = _check_keys("config", data, GloConfig) if isinstance(data, Mapping) else None
@@ -143,6 +153,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         data_path=_str("task.data_path", t.get("data_path"), optional=True),
         epsilon=_real("task.epsilon", t.get("epsilon", 1e-7), hi=1.0),
         seed=_int("task.seed", t.get("seed", 0), 0),
+        class_reduction=_choice("task.class_reduction", t.get("class_reduction", "mean"), CLASS_REDUCTIONS),
     )
 
     s = top.get("search", {})

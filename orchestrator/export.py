@@ -3,12 +3,14 @@
 The output is text written node by node from the validated tree -- one line per node, only
 whitelisted ops, floats printed with repr() -- so nothing stored is ever eval'd, here or by
 the user who pastes it.  Semantics equal worker.tf_loss.make_loss: predictions clipped to
-[epsilon, 1], L = -mean over batch and classes of f(x, y), x the one-hot label.
+[epsilon, 1], L = -mean over the batch of the mean (or, with class_reduction "sum", the sum)
+over classes of f(x, y), x the one-hot label.
 """
 
 from __future__ import annotations
 
 from worker.lossexpr import Node, to_infix
+from worker.lossexpr.numeric import CLASS_REDUCTIONS
 
 FORMATS = ("python", "keras")
 
@@ -47,7 +49,10 @@ def _lines(tree: Node, table: dict[str, str], const_fmt: str) -> tuple[list[str]
 
 
 def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-7,
-           comment: str = "") -> str:
+           class_reduction: str = "mean", comment: str = "") -> str:
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
+    summed = class_reduction == "sum"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not name.isidentifier():
@@ -64,11 +69,13 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
             "",
             "",
             f"def {name}(y_true, y_pred):",
-            f'    """L = -mean(f(x, y)) with f = {infix}; x one-hot labels, y clipped probabilities."""',
+            f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
+            'x one-hot labels, y clipped probabilities."""',
             "    y = tf.clip_by_value(tf.convert_to_tensor(y_pred), EPSILON, 1.0)",
             "    x = tf.cast(y_true, y.dtype)",
             *body, *broadcast,
-            f"    return -tf.reduce_mean({result})",
+            f"    return -tf.reduce_mean(tf.reduce_sum({result}, axis=-1))" if summed
+            else f"    return -tf.reduce_mean({result})",
             "",
             "",
             f"# model.compile(optimizer='sgd', loss={name}, metrics=['accuracy'])",
@@ -82,11 +89,13 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
             "",
             "",
             f"def {name}(y_true, y_pred):",
-            f'    """L = -mean(f(x, y)) with f = {infix}; x one-hot labels, y clipped probabilities."""',
+            f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
+            'x one-hot labels, y clipped probabilities."""',
             "    y = np.clip(np.asarray(y_pred, dtype=np.float64), EPSILON, 1.0)",
             "    x = np.asarray(y_true, dtype=np.float64)",
             "    with np.errstate(all='ignore'):",
             *["    " + line for line in body],
-            f"        return float(-np.mean(np.broadcast_to({result}, y.shape)))",
+            f"        return float(-np.mean(np.sum(np.broadcast_to({result}, y.shape), axis=-1)))" if summed
+            else f"        return float(-np.mean(np.broadcast_to({result}, y.shape)))",
         ]
     return "\n".join(code) + "\n"

@@ -302,7 +302,7 @@ class Scheduler:
                                           for c in cands),
             steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, seed=t.seed,
             validation_size=t.validation_size, train_subset=t.train_subset, data_path=t.data_path,
-            epsilon=t.epsilon,
+            epsilon=t.epsilon, class_reduction=t.class_reduction,
         )
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, job.backend_job_id)

@@ -32,6 +32,7 @@ def test_shipped_configs_load_and_round_trip(name: str) -> None:
     ({"task": {"name": "imagenet"}}, "task.name"),
     ({"task": {"learning_rate": 0}}, "task.learning_rate"),
     ({"task": {"epsilon": 2.0}}, "task.epsilon"),
+    ({"task": {"class_reduction": "max"}}, "task.class_reduction"),
     ({"task": {"batch_size": True}}, "task.batch_size"),
     ({"search": {"seed": 3}}, "search.seed"),
     ({"search": {"ga": {"population_sz": 3}}}, "search.ga.population_sz"),
