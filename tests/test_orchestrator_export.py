@@ -43,6 +43,14 @@ def test_class_reduction_is_part_of_the_cache_budget():
     assert mean.budget() != summed.budget()
 
 
+def test_task_defaults_are_the_papers_per_task():
+    cifar = from_dict({"task": {"name": "cifar10"}}).task
+    assert (cifar.batch_size, cifar.learning_rate) == (1024, 0.05)
+    mnist = from_dict({"task": {"name": "mnist"}}).task
+    assert (mnist.batch_size, mnist.learning_rate, mnist.steps) == (100, 0.01, 2000)
+    assert from_dict({"task": {"name": "cifar10", "batch_size": 64}}).task.batch_size == 64
+
+
 def test_export_rejects_unknown_reduction():
     with pytest.raises(ValueError, match="class_reduction"):
         export(named_loss("ce"), "keras", class_reduction="max")
