@@ -42,6 +42,15 @@ class NewCandidate:
 
 
 @dataclass(frozen=True)
+class NewResolution:
+    """A candidate the search settled itself (invalid, elite, duplicate): stored already told."""
+
+    candidate: NewCandidate
+    fitness: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class NewEvaluation:
     """A finished training, keyed for the cache."""
 
@@ -135,32 +144,24 @@ class Store:
 
     # -- candidates ----------------------------------------------------------------------------
     def record_asked(self, run_id: str, cands: Iterable[NewCandidate], state: dict[str, Any],
-                     generation: int | None = None, phase: str | None = None) -> list[CandidateRow]:
+                     generation: int | None = None, phase: str | None = None,
+                     resolved: Iterable[NewResolution] = ()) -> list[CandidateRow]:
         """Store freshly asked candidates together with the search state that handed them out.
 
         Idempotent: a candidate already stored (a resumed search re-asking what it had asked
-        before the crash) keeps its row, so its job or result is reused.
+        before the crash) keeps its row, so its job or result is reused.  `resolved`: what the
+        search settled itself since the last save; stored resolved and told in the same
+        transaction, because the saved state already counts them as settled (a resume never
+        stores them again, so they must never be left pending).
         """
         now = time.time()
         out: list[CandidateRow] = []
         with self.db.session(write=True) as s:
-            next_seq = (s.execute(select(func.max(models.Candidate.seq)).where(
-                models.Candidate.run_id == run_id)).scalar() or 0) + 1
+            next_seq = self._next_seq(s, run_id)
             for c in cands:
-                uid = candidate_uid(run_id, c.search_id)
-                row = s.get(models.Candidate, uid)
-                if row is None:
-                    row = models.Candidate(
-                        uid=uid, run_id=run_id, search_id=c.search_id, seq=next_seq,
-                        tree_json=json.dumps(c.tree_json, sort_keys=True), infix=c.infix,
-                        coefficients_json=json.dumps(c.coefficients), canonical_key=c.canonical_key,
-                        eval_key=c.eval_key, generation=c.generation, phase=c.phase, origin=c.origin,
-                        parents_json=json.dumps(list(c.parents)), status="pending", told=False, created_at=now,
-                    )
-                    next_seq += 1
-                    s.add(row)
-                s.flush()
+                row, next_seq = self._add_candidate(s, run_id, c, next_seq, now)
                 out.append(CandidateRow.of(row))
+            self._add_resolved(s, run_id, resolved, next_seq, now)
             self._save_state(s, run_id, state)
             values: dict[str, Any] = {"updated_at": now}
             if generation is not None:
@@ -169,6 +170,39 @@ class Store:
                 values["phase"] = phase
             s.execute(update(models.Run).where(models.Run.id == run_id).values(**values))
         return out
+
+    @staticmethod
+    def _next_seq(s: Any, run_id: str) -> int:
+        return (s.execute(select(func.max(models.Candidate.seq)).where(
+            models.Candidate.run_id == run_id)).scalar() or 0) + 1
+
+    @staticmethod
+    def _add_candidate(s: Any, run_id: str, c: NewCandidate, next_seq: int,
+                       now: float) -> tuple[models.Candidate, int]:
+        """(the candidate's row, the next free seq): an existing row is kept as it is."""
+        uid = candidate_uid(run_id, c.search_id)
+        row = s.get(models.Candidate, uid)
+        if row is None:
+            row = models.Candidate(
+                uid=uid, run_id=run_id, search_id=c.search_id, seq=next_seq,
+                tree_json=json.dumps(c.tree_json, sort_keys=True), infix=c.infix,
+                coefficients_json=json.dumps(c.coefficients), canonical_key=c.canonical_key,
+                eval_key=c.eval_key, generation=c.generation, phase=c.phase, origin=c.origin,
+                parents_json=json.dumps(list(c.parents)), status="pending", told=False, created_at=now,
+            )
+            next_seq += 1
+            s.add(row)
+        s.flush()
+        return row, next_seq
+
+    def _add_resolved(self, s: Any, run_id: str, resolved: Iterable[NewResolution], next_seq: int,
+                      now: float) -> None:
+        """Rows for candidates the search settled itself: resolved, with their reason, told."""
+        for r in resolved:
+            row, next_seq = self._add_candidate(s, run_id, r.candidate, next_seq, now)
+            if row.status == "pending":
+                row.status, row.fitness, row.error, row.resolved_at = "resolved", r.fitness, r.reason, now
+            row.told = True
 
     def candidates(self, run_id: str, *, told: bool | None = None) -> list[CandidateRow]:
         with self.db.session() as s:
@@ -229,11 +263,15 @@ class Store:
                 if c.status == "pending":
                     c.status, c.fitness, c.error, c.resolved_at = "failed", 0.0, reason[:4000], time.time()
 
-    def mark_told(self, run_id: str, uids: list[str], state: dict[str, Any]) -> None:
-        """The search absorbed these results: save its state and the marks in one transaction."""
+    def mark_told(self, run_id: str, uids: list[str], state: dict[str, Any],
+                  resolved: Iterable[NewResolution] = ()) -> None:
+        """The search absorbed these results: save its state and the marks in one transaction
+        (with `resolved`, what the tells made the search settle itself, as in `record_asked`)."""
+        now = time.time()
         with self.db.session(write=True) as s:
             if uids:
                 s.execute(update(models.Candidate).where(models.Candidate.uid.in_(uids)).values(told=True))
+            self._add_resolved(s, run_id, resolved, self._next_seq(s, run_id), now)
             self._save_state(s, run_id, state)
             s.execute(update(models.Run).where(models.Run.id == run_id).values(updated_at=time.time()))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -43,10 +44,15 @@ class Completed:
     stderr: str
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     """Child side: get SIGKILL when the scheduler dies (even by kill -9), so no orphan worker
     keeps training after its scheduler is gone; also start a new process group so a timeout
-    can kill the worker and everything it started."""
+    can kill the worker and everything it started.
+
+    The death signal only covers a parent that dies *after* prctl: one killed between fork
+    and prctl has already gone, and its worker would train on unseen while a resumed
+    scheduler reruns the same job (trained twice).  So check, after prctl, that the parent
+    (`parent_pid`, taken before the fork) is still ours, and exit at once if not."""
     os.setsid()
     if sys.platform.startswith("linux"):
         try:
@@ -54,6 +60,8 @@ def _die_with_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except OSError:
             pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _kill_group(pid: int) -> None:
@@ -93,7 +101,7 @@ async def run_async(argv: Sequence[str], *, cwd: Path | None = None, timeout: fl
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=out_fh or subprocess.PIPE, stderr=err_fh or subprocess.PIPE,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         except OSError as exc:
             raise CommandError(argv, None, "", f"cannot start: {exc}") from None

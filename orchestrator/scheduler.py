@@ -2,11 +2,16 @@
 
 One asyncio loop, one writer.  The order of writes is what makes any crash recoverable:
 
-1. `ask()` -> the candidates, their jobs (state queued) and the search state that handed them
-   out are stored in one transaction, *before* anything is submitted;
+1. `ask()` -> the candidates and the search state that handed them out are stored in one
+   transaction (then their jobs, state queued), *before* anything is submitted; whatever the
+   search settled itself (invalid, elite, duplicate) is stored, resolved and told, in the very
+   transaction that first saves a state counting it as settled;
 2. a job is marked submitted (with its backend id) before the backend may report on it;
 3. a result is stored in the fitness cache before the search is told;
 4. after each batch of tells, the search state and the `told` marks are saved together.
+
+A saved state is therefore never ahead of the rows: no candidate it counts as asked or settled
+is missing from the database or left pending there.
 
 On resume, the saved search state is imported; untold candidates whose result is stored are
 told, recorded jobs are re-adopted from the backend or rerun, and the loop continues.  The
@@ -30,7 +35,7 @@ from typing import Any
 
 from db.session import Database
 from db.snapshots import CandidateRow, JobRow
-from db.store import NewCandidate, NewEvaluation, Store
+from db.store import NewCandidate, NewEvaluation, NewResolution, Store
 from orchestrator.backends import JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
 from orchestrator.cachekey import canonical, eval_key
@@ -163,10 +168,10 @@ class Scheduler:
                 self._tell_pending()
                 return self._stopped()
             asked = self.search.ask()
-            self._record_resolved()
             if asked:
                 self._handle_asked(asked)
                 continue
+            self._record_resolved()
             await self._submit_ready()
             if not self.running and not self.ready and not self.to_tell:
                 raise SchedulerError(
@@ -201,11 +206,17 @@ class Scheduler:
         )
 
     def _handle_asked(self, asked: list[Candidate]) -> None:
-        """Write ahead: candidates + search state first; then cache lookups and job creation."""
+        """Write ahead: candidates + search state first; then cache lookups and job creation.
+
+        What the search settled itself goes into the same transaction: the state saved here
+        already lists it (a fresh search resolves generation 0 on its first ask), and a state
+        saved without the rows of what it counts as asked would leave a resume waiting on
+        candidates it never heard of."""
         assert self.search is not None
         news = [self._new_candidate(c) for c in asked]
         rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
-                                       generation=self.search.generation, phase=self.search.phase)
+                                       generation=self.search.generation, phase=self.search.phase,
+                                       resolved=self._fresh_resolutions())
         to_train: list[CandidateRow] = []
         for row in rows:
             self.outstanding[row.uid] = row
@@ -251,21 +262,22 @@ class Scheduler:
             if row is not None and row.status == "pending":
                 self.job_of_key[row.eval_key] = job.id
 
-    def _record_resolved(self) -> None:
-        """Store what the search settled without training (invalid, elite, duplicate)."""
+    def _fresh_resolutions(self) -> list[NewResolution]:
+        """What the search settled without training (invalid, elite, duplicate) since last taken."""
         assert self.search is not None
         fresh = self.search.resolved_without_training(self._resolved_seen)
-        if not fresh:
-            return
         self._resolved_seen += len(fresh)
-        news = [self._new_candidate(r.candidate) for r in fresh]
-        rows = self.store.record_asked(self.run_id, news, self.search.export_state())
-        for r, row in zip(fresh, rows, strict=True):
-            if row.status == "pending":
-                reason = r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")
-                self.store.resolve_without_training(row.uid, r.fitness, reason)
-                self.progress.resolved += 1
-        self.store.mark_told(self.run_id, [row.uid for row in rows], self.search.export_state())
+        self.progress.resolved += len(fresh)
+        return [NewResolution(self._new_candidate(r.candidate), r.fitness,
+                              r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")) for r in fresh]
+
+    def _record_resolved(self) -> None:
+        """Store what the search settled without training, resolved and told, with the state --
+        one transaction: stored pending, a resume would take them for untrained candidates."""
+        assert self.search is not None
+        fresh = self._fresh_resolutions()
+        if fresh:
+            self.store.mark_told(self.run_id, [], self.search.export_state(), resolved=fresh)
 
     # -- telling -----------------------------------------------------------------------------------
     def _tell_pending(self) -> None:
@@ -286,8 +298,7 @@ class Scheduler:
                 self.progress.best = fitness
                 self.progress.best_infix = row.infix if row else ""
         self.to_tell.clear()
-        self._record_resolved()
-        self.store.mark_told(self.run_id, told, self.search.export_state())
+        self.store.mark_told(self.run_id, told, self.search.export_state(), resolved=self._fresh_resolutions())
         self._update_progress()
 
     # -- jobs --------------------------------------------------------------------------------------
