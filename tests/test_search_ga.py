@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 import sys
 
 import pytest
@@ -152,7 +153,24 @@ def test_full_run_reaches_cma_and_finishes_and_best():
     best, f = s.best()
     assert f == max(fit_fn(parse(t)) for _, t in asked)
     assert s.phase == "done" and s.ask() == []
-    assert "tensorflow" not in sys.modules
+
+
+def test_a_whole_search_never_imports_tensorflow():
+    """Checked in a fresh interpreter: other tests in this process may have imported TensorFlow."""
+    code = (
+        "import sys\n"
+        "from orchestrator.search import Search, SearchConfig, GAConfig, CMAConfig\n"
+        "from worker.lossexpr import to_infix\n"
+        "s = Search(SearchConfig(seed=3, ga=GAConfig(population_size=12, generations=2, elites=2),\n"
+        "           cma=CMAConfig(top_k=1, iterations=2)), key_fn=to_infix)\n"
+        "while not s.finished:\n"
+        "    for c in s.ask():\n"
+        "        s.tell(c.id, (len(to_infix(c.tree)) % 7) / 7)\n"
+        "assert s.phase == 'done'\n"
+        "assert 'tensorflow' not in sys.modules, 'the search imported tensorflow'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_default_config_is_the_papers():
