@@ -177,7 +177,9 @@ class Search:
         self._note_best(cand, fitness)
 
     def _note_best(self, cand: Candidate, fitness: float) -> None:
-        if self._best is None or fitness > self._best[1]:
+        """Ties go to the candidate handed out first, so the best does not depend on tell order."""
+        if (self._best is None or fitness > self._best[1]
+                or (fitness == self._best[1] and _ask_order(cand.id) < _ask_order(self._best[0].id))):
             self._best = (cand, fitness)
 
     def _advance(self) -> None:
@@ -423,3 +425,9 @@ class Search:
             for p in s._cma:
                 p.reissue = p.pending is not None
         return s
+
+
+def _ask_order(candidate_id: str) -> tuple[int, ...]:
+    """Hand-out order from an id: discovery `g<gen>-<i>` before CMA-ES `c<k>-<iteration>-<j>`."""
+    phase = 0 if candidate_id.startswith("g") else 1
+    return (phase, *(int(part) for part in candidate_id[1:].split("-")))
