@@ -59,18 +59,21 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
         raise ValueError(f"function name must be a Python identifier, got {name!r}")
     infix = to_infix(tree)
     header = [f"# GLO loss: {infix}"] + ([f"# {line}" for line in comment.splitlines()] if comment else [])
+    lib = "tensorflow as tf" if fmt == "keras" else "numpy as np"
+    prelude = header + [
+        f"import {lib}",
+        "",
+        f"EPSILON = {repr(float(epsilon))}",
+        "",
+        "",
+        f"def {name}(y_true, y_pred):",
+        f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
+        'x one-hot labels, y clipped probabilities."""',
+    ]
     if fmt == "keras":
         body, result = _lines(tree, _TF, "tf.constant({v}, dtype=y.dtype)")
         broadcast = [] if (tree.has_x() or tree.has_y()) else [f"    {result} = tf.broadcast_to({result}, tf.shape(y))"]
-        code = header + [
-            "import tensorflow as tf",
-            "",
-            f"EPSILON = {repr(float(epsilon))}",
-            "",
-            "",
-            f"def {name}(y_true, y_pred):",
-            f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
-            'x one-hot labels, y clipped probabilities."""',
+        code = prelude + [
             "    y = tf.clip_by_value(tf.convert_to_tensor(y_pred), EPSILON, 1.0)",
             "    x = tf.cast(y_true, y.dtype)",
             *body, *broadcast,
@@ -82,15 +85,7 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
         ]
     else:
         body, result = _lines(tree, _NP, "np.float64({v})")
-        code = header + [
-            "import numpy as np",
-            "",
-            f"EPSILON = {repr(float(epsilon))}",
-            "",
-            "",
-            f"def {name}(y_true, y_pred):",
-            f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
-            'x one-hot labels, y clipped probabilities."""',
+        code = prelude + [
             "    y = np.clip(np.asarray(y_pred, dtype=np.float64), EPSILON, 1.0)",
             "    x = np.asarray(y_true, dtype=np.float64)",
             "    with np.errstate(all='ignore'):",
