@@ -25,9 +25,17 @@ def _v1(conn: Connection) -> None:
         conn.exec_driver_sql(sql)
 
 
+def _v2(conn: Connection) -> None:
+    """canonical_keys: the key first computed for each exact tree (see models.CanonicalKey)."""
+    from db.models import CanonicalKey
+
+    CanonicalKey.__table__.create(conn, checkfirst=True)  # a fresh file got it from _v1's create_all
+
+
 #: (version, description, function).  Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1),
+    (2, "canonical_keys: one key per exact tree", _v2),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -87,6 +87,20 @@ class Evaluation(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class CanonicalKey(Base):
+    """The canonical key once computed for an exact tree (coefficients included), shared by all runs.
+
+    Canonicalization is bounded in time: a tree whose symbolic step times out on a loaded machine
+    gets its structural key instead.  Remembering the first answer makes the key a fixed function
+    of the tree within a database, so a resumed or repeated run dedups and hits the cache exactly
+    as the first one did."""
+
+    __tablename__ = "canonical_keys"
+    tree_sha: Mapped[str] = mapped_column(String, primary_key=True)  # sha256 of the tree's sorted JSON
+    canonical_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Candidate(Base):
     __tablename__ = "candidates"
     uid: Mapped[str] = mapped_column(String, primary_key=True)  # "<run_id>/<search id>"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from db import models
@@ -210,6 +211,21 @@ class Store:
             if told is not None:
                 q = q.where(models.Candidate.told == told)
             return [CandidateRow.of(c) for c in s.scalars(q.order_by(models.Candidate.seq))]
+
+    # -- canonical keys ----------------------------------------------------------------------------
+    def canonical_key_of(self, tree_sha: str) -> str | None:
+        """The key remembered for this exact tree, if any (see models.CanonicalKey)."""
+        with self.db.session() as s:
+            row = s.get(models.CanonicalKey, tree_sha)
+            return row.canonical_key if row else None
+
+    def remember_canonical_key(self, tree_sha: str, canonical_key: str) -> str:
+        """Store the key unless one is already there; returns the stored one (first writer wins)."""
+        with self.db.session(write=True) as s:
+            s.execute(sqlite_insert(models.CanonicalKey)
+                      .values(tree_sha=tree_sha, canonical_key=canonical_key, created_at=time.time())
+                      .on_conflict_do_nothing(index_elements=["tree_sha"]))
+            return s.get(models.CanonicalKey, tree_sha).canonical_key
 
     def lookup_cache(self, eval_key: str) -> EvaluationRow | None:
         with self.db.session() as s:

@@ -38,7 +38,7 @@ from db.snapshots import CandidateRow, JobRow
 from db.store import NewCandidate, NewEvaluation, NewResolution, Store
 from orchestrator.backends import JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
-from orchestrator.cachekey import canonical, eval_key
+from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, from_dict
 from orchestrator.search.candidate import Candidate
 from orchestrator.search.search import Search
@@ -75,6 +75,7 @@ class Scheduler:
                  work_root: Path | None = None, show_progress: bool | None = None) -> None:
         self.db = db
         self.store = Store(db)
+        self.keys = RememberedKeys(self.store)  # canonical keys, fixed per tree within this database
         self.run_id = run_id
         self.config = config
         self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -198,7 +199,7 @@ class Scheduler:
 
     # -- asking ------------------------------------------------------------------------------------
     def _new_candidate(self, cand: Candidate) -> NewCandidate:
-        ck = canonical(cand.tree)
+        ck = self.keys(cand.tree)
         return NewCandidate(
             search_id=cand.id, tree_json=cand.tree.to_json(), infix=to_infix(cand.tree),
             coefficients=pruned_coefficients(cand.tree), canonical_key=ck, eval_key=eval_key(ck, self.config.task),
@@ -443,9 +444,9 @@ class Scheduler:
         """Rebuild the in-memory picture from the database (a no-op for a new run)."""
         state = self.store.load_search_state(self.run_id)
         if state is None:
-            self.search = Search(self.config.search, key_fn=canonical)
+            self.search = Search(self.config.search, key_fn=self.keys)
         else:
-            self.search = Search.import_state(state, key_fn=canonical)
+            self.search = Search.import_state(state, key_fn=self.keys)
             self._resolved_seen = len(self.search.resolved_without_training())
         untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
         for row in untold:

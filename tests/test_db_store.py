@@ -49,9 +49,9 @@ def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
     con.commit()
     con.close()
     for create in (False, True):
-        with pytest.raises(SchemaTooNewError, match="schema version 99.*only up to version 1"):
+        with pytest.raises(SchemaTooNewError, match=f"schema version 99.*only up to version {SCHEMA_VERSION}"):
             open_db(path, create=create)
-    assert sqlite3.connect(path).execute("select count(*) from schema_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("select count(*) from schema_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
 def test_missing_and_foreign_files(tmp_path: Path) -> None:

@@ -1,0 +1,94 @@
+"""Canonical keys remembered per exact tree: a fixed function of the tree within one database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from db.migrations import SCHEMA_VERSION
+from db.session import open_db
+from db.store import Store
+from orchestrator.cachekey import RememberedKeys, tree_sha
+from tests.orch_helpers import glo, write_config
+from worker.lossexpr import Node, parse
+
+
+def counting(answer: str):
+    calls: list[Node] = []
+
+    def compute(tree: Node) -> str:
+        calls.append(tree)
+        return answer
+
+    return compute, calls
+
+
+def test_first_key_wins_across_instances_and_reopenings(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    tree = parse("log(y) - x / y")
+    compute, calls = counting("s1:first")
+    keys = RememberedKeys(Store(open_db(path, create=True)), compute)
+    assert keys(tree) == "s1:first" and keys(tree) == "s1:first"
+    assert len(calls) == 1  # memoized in the instance
+
+    # A later run (say the symbolic step timed out this time) gets the stored key, not a new one.
+    later, later_calls = counting("t1:fallback")
+    assert RememberedKeys(Store(open_db(path, create=True)), later)(tree) == "s1:first"
+    assert later_calls == []
+    # Another tree is computed and remembered.
+    assert RememberedKeys(Store(open_db(path, create=True)), later)(parse("x * log(y)")) == "t1:fallback"
+
+
+def test_coefficients_make_a_different_tree(tmp_path: Path) -> None:
+    a, b = parse("x * log(y)"), parse("2.0 * x * log(y)")
+    assert tree_sha(a) != tree_sha(b)
+    assert tree_sha(a) == tree_sha(parse("x*log(y)"))
+
+
+def test_remember_is_first_writer_wins(tmp_path: Path) -> None:
+    store = Store(open_db(tmp_path / "w.db", create=True))
+    assert store.canonical_key_of("abc") is None
+    assert store.remember_canonical_key("abc", "s1:one") == "s1:one"
+    assert store.remember_canonical_key("abc", "s1:two") == "s1:one"
+    assert store.canonical_key_of("abc") == "s1:one"
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    store = Store(open_db(path, create=True))
+    store.create_run("old", name="o", config={}, seed=0, task="mnist", backend="local", pid=None)
+    con = sqlite3.connect(path)  # make it exactly what schema version 1 wrote
+    con.execute("drop table canonical_keys")
+    con.execute("delete from schema_version where version > 1")
+    con.commit()
+    con.close()
+    open_db(path)  # a reader does not migrate, and a version-1 file is readable
+    assert "canonical_keys" not in tables(path)
+    store = Store(open_db(path, create=True))
+    assert store.get_run("old").name == "o"
+    assert "canonical_keys" in tables(path)
+    con = sqlite3.connect(path)
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.remember_canonical_key("t", "s1:x") == "s1:x"
+
+
+def tables(path: Path) -> set[str]:
+    con = sqlite3.connect(path)
+    try:
+        return {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+    finally:
+        con.close()
+
+
+def test_a_run_remembers_the_key_of_every_candidate(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", population=10, generations=2, cma_iterations=1)
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "r")
+    assert r.returncode == 0, r.stderr
+    con = sqlite3.connect(db)
+    remembered = dict(con.execute("select tree_sha, canonical_key from canonical_keys"))
+    rows = con.execute("select tree_json, canonical_key from candidates where run_id = 'r'").fetchall()
+    assert rows
+    for tree_json, key in rows:
+        assert remembered[tree_sha(Node.from_json(json.loads(tree_json)))] == key
