@@ -15,10 +15,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from orchestrator.cli_condor import condor
     from orchestrator.cli_loss import loss
     from orchestrator.cli_runs import COMMANDS
 
     main.add_command(loss)
+    main.add_command(condor)
     for command in COMMANDS:
         main.add_command(command)
 
