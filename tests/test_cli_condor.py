@@ -13,6 +13,7 @@ import htcondor2
 import numpy as np
 import pytest
 
+from tests.condor_pool import skip_without_pool
 from tests.orch_helpers import REPO, glo, write_config
 from worker.lossexpr import named_loss, parse
 from worker.spec import load_spec
@@ -86,15 +87,21 @@ def _mnist_like(path: Path, n: int = 300) -> None:
     np.savez(path, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
 
 
-def test_show_reads_the_event_log_and_the_results(tmp_path: Path) -> None:
-    """The job as HTCondor would run it: the spec alone in a scratch dir, the worker started with the
-    submit file's arguments and environment, result.json transferred back next to the event log."""
-    pytest.importorskip("tensorflow")
+def _tiny_inputs(tmp_path: Path) -> Path:
+    """Synthetic MNIST in tmp_path/data and a 15-step task config tmp_path/tiny.toml; returns the data dir."""
     data = tmp_path / "data"
     data.mkdir()
     _mnist_like(data / "mnist.npz")
     (tmp_path / "tiny.toml").write_text('[task]\nname = "mnist"\nsteps = 15\nbatch_size = 32\n'
                                         'learning_rate = 0.1\nvalidation_size = 60\n')
+    return data
+
+
+def test_show_reads_the_event_log_and_the_results(tmp_path: Path) -> None:
+    """The job as HTCondor would run it: the spec alone in a scratch dir, the worker started with the
+    submit file's arguments and environment, result.json transferred back next to the event log."""
+    pytest.importorskip("tensorflow")
+    data = _tiny_inputs(tmp_path)
     out = tmp_path / "job"
     r = glo("condor", "job", "ce", "baikal", "--config", str(tmp_path / "tiny.toml"), "--out", str(out),
             "--python", sys.executable, "--data-dir", str(data))
@@ -136,25 +143,12 @@ def test_show_a_held_job_and_a_result_for_another_spec(tmp_path: Path) -> None:
     assert any("not valid JSON" in n for n in shown["notes"])
 
 
-def _pool_answers() -> bool:
-    if shutil.which("condor_version") is None or shutil.which("condor_submit") is None:
-        return False
-    try:
-        return subprocess.run(["condor_version"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 @pytest.mark.condor
-@pytest.mark.skipif(not _pool_answers(), reason="no HTCondor pool here (condor_version does not answer)")
+@skip_without_pool
 def test_live_pool_trains_the_job_and_show_reports_it(tmp_path: Path) -> None:
     """On a real pool (execute nodes that see this interpreter and tmp_path's data): submit, wait, show."""
     pytest.importorskip("tensorflow")
-    data = tmp_path / "data"
-    data.mkdir()
-    _mnist_like(data / "mnist.npz")
-    (tmp_path / "tiny.toml").write_text('[task]\nname = "mnist"\nsteps = 15\nbatch_size = 32\n'
-                                        'learning_rate = 0.1\nvalidation_size = 60\n')
+    data = _tiny_inputs(tmp_path)
     out = tmp_path / "job"
     r = glo("condor", "job", "ce", "baikal", "--config", str(tmp_path / "tiny.toml"), "--out", str(out),
             "--python", sys.executable, "--data-dir", str(data), "--gpus", "0", "--memory", "2GB", "--disk", "1GB")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from condor.submit import (
     quote_environment,
     render_submit,
 )
+from tests.condor_pool import skip_without_pool
 
 GOLDEN = Path(__file__).parent / "golden" / "condor"
 PY = ("/opt/glo/venv/bin/python", "-m", "worker")
@@ -113,17 +113,8 @@ def test_submit_output_from_a_real_pool() -> None:
         parse_submit_output("")
 
 
-def _pool_answers() -> bool:
-    if shutil.which("condor_version") is None or shutil.which("condor_submit") is None:
-        return False
-    try:
-        return subprocess.run(["condor_version"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 @pytest.mark.condor
-@pytest.mark.skipif(not _pool_answers(), reason="no HTCondor pool here (condor_version does not answer)")
+@skip_without_pool
 def test_live_pool_runs_a_rendered_job_and_keeps_every_argument(tmp_path: Path) -> None:
     """A rendered job on a real pool: argv with spaces and both quote kinds arrives intact, the
     spec goes in and the result comes back by file transfer."""
