@@ -31,8 +31,8 @@ def test_job_writes_a_spec_the_worker_accepts_and_a_submit_file_htcondor_reads(t
     spec = load_spec(out / "spec.json")
     assert spec.spec_hash() == info["spec_hash"]
     assert [c.tree for c in spec.candidates] == [named_loss("baikal"), parse("x * log(y)")]
-    assert (spec.task, spec.seed, spec.test_accuracy, spec.batch_size, spec.learning_rate) == \
-        ("mnist", 3, True, 100, 0.01)
+    assert (spec.task, spec.seed, spec.test_accuracy, spec.batch_size, spec.learning_rate, spec.class_reduction) == \
+        ("mnist", 3, True, 100, 0.01, "sum")
     sub = htcondor2.Submit((out / "job.sub").read_text())
     assert sub["executable"] == "/opt/glo/bin/python"
     assert sub["arguments"] == '"-m worker spec.json --out result.json"'
