@@ -8,6 +8,7 @@ test accuracy, or to compare it with cross-entropy over several seeds, without a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -108,14 +109,11 @@ def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task
     else:
         name = task or "mnist"
         base = TaskConfig(name=name, **TASK_DEFAULTS[name])
-    spec = WorkerSpec(
-        task=base.name, candidates=tuple(_losses(losses, db_path)),
-        steps=steps or base.steps, batch_size=base.batch_size, learning_rate=base.learning_rate,
-        seed=base.seed if seed is None else seed, validation_size=base.validation_size,
-        train_subset=base.train_subset, data_path=None, test_accuracy=test_accuracy,
-        curve_interval=curve_interval, epsilon=base.epsilon,
+    base = dataclasses.replace(
+        base, steps=steps or base.steps, seed=base.seed if seed is None else seed,
         class_reduction=class_reduction or (base.class_reduction if config_path else "sum"),
-    )
+        data_path=None)  # the submit side's path means nothing on an execute node: --data-dir sets GLO_DATA_DIR
+    spec = base.worker_spec(_losses(losses, db_path), test_accuracy=test_accuracy, curve_interval=curve_interval)
     try:
         WorkerSpec.from_json(spec.to_json())  # the worker's own validation, before anything is written
         settings = CondorJobSettings(request_gpus=gpus, request_cpus=cpus, request_memory=memory, request_disk=disk,

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.search.config import ConfigError as SearchConfigError
 from orchestrator.search.config import SearchConfig
 from worker.lossexpr.numeric import CLASS_REDUCTIONS
-from worker.spec import TASKS
+from worker.spec import TASKS, CandidateSpec, WorkerSpec
 
 
 class ConfigError(ValueError):
@@ -59,6 +59,16 @@ class TaskConfig:
 
     def seed_policy(self) -> str:
         return f"fixed:{self.seed}"
+
+    def worker_spec(self, candidates: Sequence[CandidateSpec], *, test_accuracy: bool = False,
+                    curve_interval: int | None = None) -> WorkerSpec:
+        """The worker's spec training `candidates` with this task's settings (one mapping for every caller)."""
+        return WorkerSpec(
+            task=self.name, candidates=tuple(candidates), steps=self.steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, seed=self.seed, validation_size=self.validation_size,
+            train_subset=self.train_subset, data_path=self.data_path, test_accuracy=test_accuracy,
+            curve_interval=curve_interval, epsilon=self.epsilon, class_reduction=self.class_reduction,
+        )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from orchestrator.search.candidate import Candidate
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.coefficients import pruned_coefficients
-from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError, WorkerSpec, load_spec
+from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError, load_spec
 
 log = logging.getLogger("glo.scheduler")
 
@@ -132,7 +132,7 @@ class Scheduler:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
-            except (NotImplementedError, RuntimeError):
+            except (NotImplementedError, RuntimeError):  # not the main thread (e.g. tests): no handler there
                 pass
         self._start_progress()
         status = "failed"
@@ -308,14 +308,8 @@ class Scheduler:
                         if u in self.outstanding and self.outstanding[u].status == "pending"), key=lambda c: c.seq)
         if not cands:
             return None
-        t = self.config.task
-        spec = WorkerSpec(
-            task=t.name, candidates=tuple(CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree))
-                                          for c in cands),
-            steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, seed=t.seed,
-            validation_size=t.validation_size, train_subset=t.train_subset, data_path=t.data_path,
-            epsilon=t.epsilon, class_reduction=t.class_reduction,
-        )
+        spec = self.config.task.worker_spec(
+            [CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, job.backend_job_id)
 
