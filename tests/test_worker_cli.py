@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from worker.lossexpr import named_loss
-from worker.spec import EXIT_BAD_SPEC, EXIT_MISSING_DATA
+from worker.spec import EXIT_BAD_NODE, EXIT_BAD_SPEC, EXIT_MISSING_DATA, read_results, read_worker_exit
 
 
 def _run(tmp_path, spec: dict | str, **env) -> subprocess.CompletedProcess:
@@ -30,7 +30,9 @@ def test_bad_spec_exit_65_names_the_field(tmp_path):
     proc = _run(tmp_path, _spec(steps=0))
     assert proc.returncode == EXIT_BAD_SPEC == 65
     assert "bad spec" in proc.stderr and "steps" in proc.stderr
-    assert not (tmp_path / "r.json").exists()
+    # On a cluster the result file is what comes back: it carries the exit status, and no results.
+    assert read_worker_exit(tmp_path / "r.json") == (65, proc.stderr.strip().removeprefix("glo-worker: "))
+    assert read_results(tmp_path / "r.json") == ("", [])
 
 
 def test_unparsable_spec_and_bad_tree_exit_65(tmp_path):
@@ -45,3 +47,27 @@ def test_missing_data_exit_66_lists_places(tmp_path):
     assert "missing data" in proc.stderr
     for place in ("nowhere", "env", "kh", "GLO_DATA_DOWNLOAD=0"):
         assert place in proc.stderr
+
+
+def test_missing_data_is_recorded_in_the_result_file_with_the_spec_hash(tmp_path):
+    proc = _run(tmp_path, _spec(data_path=str(tmp_path / "nowhere")))
+    code, message = read_worker_exit(tmp_path / "r.json")
+    assert (code, proc.returncode) == (66, 66) and "Places tried" in message
+    spec_hash, results = read_results(tmp_path / "r.json")
+    assert len(spec_hash) > 8 and results == []
+
+
+def test_a_required_gpu_that_is_not_there_is_a_bad_node(tmp_path):
+    """The cluster backends set GLO_REQUIRE_GPU=1 for jobs that request GPUs: a node whose GPU TensorFlow
+    cannot see must say so (exit 75, retried elsewhere) instead of training on its CPU."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (120, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 120).astype(np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x[:100], y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    spec = _spec(steps=2, batch_size=10, validation_size=20, data_path=str(tmp_path))
+    proc = _run(tmp_path, spec, GLO_REQUIRE_GPU="1", CUDA_VISIBLE_DEVICES="GPU-a0223334")
+    assert proc.returncode == EXIT_BAD_NODE == 75, proc.stderr
+    assert "bad node: no GPU visible" in proc.stderr and "GPU-a0223334" in proc.stderr
+    assert read_worker_exit(tmp_path / "r.json")[0] == 75

@@ -54,6 +54,7 @@ EXIT_OK = 0
 EXIT_BAD_SPEC = 65  # sysexits EX_DATAERR
 EXIT_MISSING_DATA = 66  # sysexits EX_NOINPUT
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE
+EXIT_BAD_NODE = 75  # sysexits EX_TEMPFAIL: this machine cannot train (no TensorFlow, no GPU, out of memory)
 
 STATUS_OK = "ok"
 STATUS_NONFINITE = "nonfinite"
@@ -62,6 +63,10 @@ STATUS_ERROR = "error"
 
 class SpecError(ValueError):
     """The spec is malformed; the message names the offending field."""
+
+
+class BadNodeError(RuntimeError):
+    """The machine, not the candidate, is at fault: retrying elsewhere can succeed (exit EXIT_BAD_NODE)."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,38 @@ def write_results(path: str | os.PathLike[str], spec_hash: str, results: list[Ca
         except OSError:
             pass
         raise
+
+
+def record_exit(path: str | os.PathLike[str], spec_hash: str, code: int, message: str) -> None:
+    """Add the worker's exit status to the result file (creating it, empty, when there is none yet).
+
+    On a cluster the result file is the one thing sure to come back (condor transfers it on any exit),
+    and without it a failed job would look like "result file missing" whatever the cause: so the
+    orchestrator can tell a bad spec or a bad node from a crash even where it never sees the exit code."""
+    path = Path(path)
+    payload: dict[str, Any] = {"glo_worker_result": RESULT_VERSION, "spec_hash": spec_hash, "results": []}
+    try:
+        old = json.loads(path.read_text())
+        if isinstance(old, dict) and old.get("spec_hash") == spec_hash and isinstance(old.get("results"), list):
+            payload["results"] = old["results"]
+    except (OSError, ValueError):
+        pass
+    payload["worker_exit"] = {"code": int(code), "message": message[-2000:]}
+    tmp = path.with_name(f".{path.name}.exit")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def read_worker_exit(path: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """(code, message) that `record_exit` left in a result file, or None."""
+    try:
+        data = json.loads(Path(path).read_text())
+        ex = data.get("worker_exit") if isinstance(data, dict) else None
+        if isinstance(ex, dict) and isinstance(ex.get("code"), int):
+            return ex["code"], str(ex.get("message", ""))
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def read_results(path: str | os.PathLike[str]) -> tuple[str, list[CandidateResult]]:

@@ -34,6 +34,7 @@ from worker.spec import (  # noqa: E402
     STATUS_ERROR,
     STATUS_NONFINITE,
     STATUS_OK,
+    BadNodeError,
     CandidateResult,
     CandidateSpec,
     WorkerSpec,
@@ -159,7 +160,12 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             result = self._train(cand, t0)
-        except (tf.errors.OpError, MemoryError) as exc:
+        except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+            # Every candidate trains the same model on the same batches: running out of memory is the
+            # machine's doing, not the loss's, so the job is retried elsewhere instead of scoring 0.
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise BadNodeError(f"out of memory on {self.device}: {msg}") from exc
+        except tf.errors.OpError as exc:
             msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
             result = self._result(cand, STATUS_ERROR, 0.0, error=f"{type(exc).__name__}: {msg}")
         result.wall_seconds = time.perf_counter() - t0
