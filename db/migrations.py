@@ -32,10 +32,29 @@ def _v2(conn: Connection) -> None:
     CanonicalKey.__table__.create(conn, checkfirst=True)  # a fresh file got it from _v1's create_all
 
 
+#: Columns schema v3 adds to `jobs` (a fresh file gets them from _v1's create_all).
+_V3_JOB_COLUMNS = {
+    "hold_code": "INTEGER", "hold_subcode": "INTEGER", "host": "TEXT NOT NULL DEFAULT ''",
+    "evictions": "INTEGER NOT NULL DEFAULT 0", "releases": "INTEGER NOT NULL DEFAULT 0",
+    "bad_nodes_json": "TEXT NOT NULL DEFAULT '[]'",
+}
+
+
+def _v3(conn: Connection) -> None:
+    """Cluster jobs: hold code/subcode, host, evictions, releases, bad nodes; job_states shows them."""
+    have = {c["name"] for c in inspect(conn).get_columns("jobs")}
+    for name, decl in _V3_JOB_COLUMNS.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    conn.exec_driver_sql("DROP VIEW IF EXISTS job_states")
+    conn.exec_driver_sql(VIEWS["job_states"])
+
+
 #: (version, description, function).  Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1),
     (2, "canonical_keys: one key per exact tree", _v2),
+    (3, "jobs: hold code, host, evictions, releases, bad nodes", _v3),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -18,8 +18,8 @@ JOB_STATES = ("queued", "submitted", "running", "done", "failed", "held", "lost"
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"submitted", "done", "failed"}),  # done: settled elsewhere (cache)
     "submitted": frozenset({"running", "done", "failed", "held", "lost", "queued"}),
-    "running": frozenset({"done", "failed", "held", "lost", "queued"}),
-    "held": frozenset({"queued", "running", "failed", "lost"}),
+    "running": frozenset({"done", "failed", "held", "lost", "queued", "submitted"}),  # submitted: evicted
+    "held": frozenset({"queued", "submitted", "running", "failed", "lost"}),  # submitted: released
     "lost": frozenset({"queued", "failed"}),
     "done": frozenset(),
     "failed": frozenset(),
@@ -139,6 +139,14 @@ class Job(Base):
     hold_reason: Mapped[str] = mapped_column(Text, default="")
     work_dir: Mapped[str] = mapped_column(Text, default="")
     lease_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Cluster jobs (schema v3): the hold GLO last saw (HTCondor's HoldReasonCode / SubCode), the machine the
+    # job last ran on, and what happened to it in the pool (evictions, releases, machines it failed on).
+    hold_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hold_subcode: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str] = mapped_column(Text, default="")
+    evictions: Mapped[int] = mapped_column(Integer, default=0)
+    releases: Mapped[int] = mapped_column(Integer, default=0)
+    bad_nodes_json: Mapped[str] = mapped_column(Text, default="[]")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)

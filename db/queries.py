@@ -35,6 +35,9 @@ class Status:
     expected_evaluations: int
     elapsed_seconds: float
     message: str
+    backend: str = "local"
+    jobs: dict[str, int] | None = None  # job count per state
+    held_jobs: list[dict[str, Any]] | None = None  # jobs held now or that were held (cluster backends)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,8 +131,24 @@ def status(db: Database, run_id: str | None = None) -> Status:
                          "queued": int(jobs.get("queued", 0))},
             best=None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix},
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
-            message=run.message,
+            message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
+            held_jobs=_held_jobs(s, run.id),
         )
+
+
+#: How many held jobs `glo status` lists (the ones held now first, then the latest).
+HELD_JOBS_SHOWN = 20
+
+
+def _held_jobs(s: Any, run_id: str) -> list[dict[str, Any]]:
+    """Jobs on hold now, and jobs whose last hold ended in a release or a resubmission: the hold the
+    pool reported (HoldReason and its codes), where, and what GLO did about it."""
+    held = s.execute(select(models.Job).where(
+        models.Job.run_id == run_id, (models.Job.state == "held") | models.Job.hold_code.is_not(None)).order_by(
+        (models.Job.state != "held"), models.Job.updated_at.desc()).limit(HELD_JOBS_SHOWN)).scalars()
+    return [{"job_id": j.id, "backend_job_id": j.backend_job_id, "state": j.state, "attempts": j.attempts,
+             "hold_reason": j.hold_reason, "hold_code": j.hold_code, "hold_subcode": j.hold_subcode,
+             "host": j.host, "releases": j.releases, "last_error": j.last_error[:500]} for j in held]
 
 
 def best(db: Database, run_id: str | None = None, k: int = 10) -> list[CandidateRow]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import make_engine, writer
 from db.errors import DatabaseLockedError, StorageError
-from db.migrations import check_version, migrate
+from db.migrations import SCHEMA_VERSION, check_version, migrate
 
 DEFAULT_DB = "glo.db"
 
@@ -69,8 +69,10 @@ class Database:
 def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False) -> Database:
     """Open (and with `create`, create or migrate) the database.
 
-    Readers (`create=False`) need an existing file at a known schema version and never
-    migrate; `glo run` opens with `create=True`.
+    Readers (`create=False`) need an existing file at a known schema version; `glo run` opens
+    with `create=True`.  A reader that finds an older version upgrades the file first: every
+    migration only adds (tables, columns, views) in one transaction, and the models would not
+    read the old layout.
     """
     p = resolve_db_path(path)
     if not create and not p.exists():
@@ -87,6 +89,8 @@ def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False)
                 conn.rollback()
             if version == 0:
                 raise StorageError(f"{p} is not a GLO database (no schema); run `glo run` to create one")
+            if version < SCHEMA_VERSION:
+                migrate(writer(engine), str(p))
     except SQLAlchemyError as exc:
         engine.dispose()
         raise _translate(exc, p) from exc

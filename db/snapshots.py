@@ -106,10 +106,17 @@ class JobRow:
     created_at: float
     submitted_at: float | None
     finished_at: float | None
+    hold_code: int | None = None
+    hold_subcode: int | None = None
+    host: str = ""
+    evictions: int = 0
+    releases: int = 0
+    bad_nodes: tuple[str, ...] = ()
 
     @staticmethod
     def of(j: models.Job, uids: tuple[str, ...]) -> "JobRow":
         return JobRow(
             j.id, j.run_id, j.backend, j.backend_job_id, j.state, j.attempts, j.last_error, j.hold_reason,
-            j.work_dir, uids, j.created_at, j.submitted_at, j.finished_at,
+            j.work_dir, uids, j.created_at, j.submitted_at, j.finished_at, j.hold_code, j.hold_subcode,
+            j.host or "", j.evictions or 0, j.releases or 0, tuple(json.loads(j.bad_nodes_json or "[]")),
         )

@@ -70,6 +70,11 @@ class NewEvaluation:
     device: str
 
 
+#: Job columns the scheduler may set besides the state (bad_nodes: a list, stored as JSON).
+_JOB_FIELDS = frozenset({"backend_job_id", "last_error", "hold_reason", "work_dir", "lease_deadline", "hold_code",
+                         "hold_subcode", "host", "evictions", "releases"})
+
+
 def candidate_uid(run_id: str, search_id: str) -> str:
     return f"{run_id}/{search_id}"
 
@@ -323,19 +328,17 @@ class Store:
                 raise IllegalTransitionError(f"job {job_id} is {job.state}, expected one of {sorted(expect)}")
             if new_state not in JOB_TRANSITIONS.get(job.state, frozenset()):
                 raise IllegalTransitionError(f"job {job_id}: {job.state} -> {new_state} is not allowed")
+            previous = job.state
             job.state = new_state
             job.updated_at = now
-            if new_state == "submitted":
+            if new_state == "submitted" and previous == "queued":  # held -> submitted is a release
                 job.attempts += 1
                 job.submitted_at = now
             elif new_state == "running":
                 job.started_at = now
             elif new_state in ("done", "failed"):
                 job.finished_at = now
-            for key, value in fields.items():
-                if key not in {"backend_job_id", "last_error", "hold_reason", "work_dir", "lease_deadline"}:
-                    raise ValueError(f"transition_job: unknown field {key!r}")
-                setattr(job, key, value)
+            self._set_fields(job, fields, "transition_job")
             s.flush()
             return JobRow.of(job, self._job_uids(s, job_id))
 
@@ -345,13 +348,20 @@ class Store:
             job = s.get(models.Job, job_id)
             if job is None:
                 raise NotFoundError(f"no job {job_id}")
-            for key, value in fields.items():
-                if key not in {"backend_job_id", "last_error", "hold_reason", "work_dir", "lease_deadline"}:
-                    raise ValueError(f"set_job_fields: unknown field {key!r}")
-                setattr(job, key, value)
+            self._set_fields(job, fields, "set_job_fields")
             job.updated_at = time.time()
             s.flush()
             return JobRow.of(job, self._job_uids(s, job_id))
+
+    @staticmethod
+    def _set_fields(job: models.Job, fields: dict[str, Any], caller: str) -> None:
+        for key, value in fields.items():
+            if key == "bad_nodes":
+                job.bad_nodes_json = json.dumps(list(value))
+                continue
+            if key not in _JOB_FIELDS:
+                raise ValueError(f"{caller}: unknown field {key!r}")
+            setattr(job, key, value)
 
     @staticmethod
     def _job_uids(s: Any, job_id: int) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ ORDER BY c.fitness DESC, c.uid
 CREATE VIEW job_states AS
 SELECT j.id AS job_id, j.run_id AS run_id, j.backend AS backend, j.backend_job_id AS backend_job_id,
        j.state AS state, j.attempts AS attempts, j.last_error AS last_error, j.hold_reason AS hold_reason,
+       j.hold_code AS hold_code, j.hold_subcode AS hold_subcode, j.host AS host, j.evictions AS evictions,
+       j.releases AS releases, j.bad_nodes_json AS bad_nodes,
        (SELECT count(*) FROM job_candidates jc WHERE jc.job_id = j.id) AS candidates,
        datetime(j.created_at, 'unixepoch') AS created,
        datetime(j.updated_at, 'unixepoch') AS updated,

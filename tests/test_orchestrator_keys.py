@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from db.migrations import SCHEMA_VERSION
 from db.session import open_db
 from db.store import Store
@@ -63,13 +65,11 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     con.execute("delete from schema_version where version > 1")
     con.commit()
     con.close()
-    open_db(path)  # a reader does not migrate, and a version-1 file is readable
-    assert "canonical_keys" not in tables(path)
     store = Store(open_db(path, create=True))
     assert store.get_run("old").name == "o"
     assert "canonical_keys" in tables(path)
     con = sqlite3.connect(path)
-    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert store.remember_canonical_key("t", "s1:x") == "s1:x"
 
 
@@ -92,3 +92,29 @@ def test_a_run_remembers_the_key_of_every_candidate(tmp_path: Path) -> None:
     assert rows
     for tree_json, key in rows:
         assert remembered[tree_sha(Node.from_json(json.loads(tree_json)))] == key
+
+
+def test_a_version_2_file_gets_the_job_columns_of_version_3_even_from_a_reader(tmp_path: Path) -> None:
+    """Schema v3 adds hold code, host, evictions, releases and bad nodes to jobs: a reader (glo status,
+    glo show) opening a v2 file upgrades it, the rows stay, and the job_states view shows the new columns."""
+    from db.queries import candidate
+
+    path = tmp_path / "v2.db"
+    store = Store(open_db(path, create=True))
+    store.create_run("old", name="o", config={}, seed=0, task="mnist", backend="local", pid=None)
+    con = sqlite3.connect(path)
+    con.execute("drop view job_states")
+    for col in ("hold_code", "hold_subcode", "host", "evictions", "releases", "bad_nodes_json"):
+        con.execute(f"alter table jobs drop column {col}")
+    con.execute("create view job_states as select id as job_id from jobs")
+    con.execute("delete from schema_version where version > 2")
+    con.commit()
+    con.close()
+    db = open_db(path)
+    assert Store(db).get_run("old").name == "o"
+    con = sqlite3.connect(path)
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == 3
+    cols = [r[1] for r in con.execute("pragma table_info(job_states)")]
+    assert {"hold_code", "hold_subcode", "host", "evictions", "releases", "bad_nodes"} <= set(cols)
+    with pytest.raises(Exception, match="no candidate"):
+        candidate(db, "old/g0-0")
