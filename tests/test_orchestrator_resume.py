@@ -124,4 +124,4 @@ def test_cancel_a_running_run(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert scalar(db, "select count(*) from runs where status = 'cancelled'") == 1
     r = glo("run", "--resume", "cx", "--db", str(db))
-    assert r.returncode == 1 and "cancelled" in r.stderr
+    assert r.returncode == 3 and "cancelled" in r.stderr
