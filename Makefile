@@ -26,7 +26,7 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
 	  else echo "openssh-server missing: run 'sudo apt-get install openssh-server' (SSH tests will be skipped)"; fi; }
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -40,15 +40,23 @@ demo: install
 	$(BIN)/glo loss plot ce baikal baikal_cma --out $(OUT)/fig6_binary_loss.png
 	@echo "database: $(OUT)/demo.db (sqlite3 $(OUT)/demo.db 'select * from leaderboard limit 5')"
 
-# The paper's setups on the local backend (days on a CPU; resume with: glo run --resume RUN_ID --db ...).
+# The paper's setups (days on a CPU; resume with: glo run --resume RUN_ID --db ...), where BACKEND says:
+#   make mnist                                   local worker processes
+#   make mnist BACKEND=condor WORKER_PYTHON=/shared/glo/bin/python   on the pool's submit host
+#   make mnist BACKEND=ssh SSH_HOST=submit.example.org WORKER_PYTHON=...   from anywhere, over SSH
+# WORKER_PYTHON: the Python with GLO's [worker] extra on the execute nodes; GLO_SET: more KEY=VALUE settings.
+BACKEND ?= local
+RUN_SETTINGS = --set backend.kind=$(BACKEND) $(if $(SSH_HOST),--set backend.ssh.host=$(SSH_HOST)) \
+	$(if $(WORKER_PYTHON),--set "backend.worker_command=$(WORKER_PYTHON) -m worker") $(foreach s,$(GLO_SET),--set $(s))
+
 mnist: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo run configs/mnist.toml --db $(OUT)/glo.db
+	$(BIN)/glo run configs/mnist.toml --db $(OUT)/glo.db $(RUN_SETTINGS)
 	$(BIN)/glo best --db $(OUT)/glo.db -k 10
 
 cifar10: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo run configs/cifar10.toml --db $(OUT)/glo.db
+	$(BIN)/glo run configs/cifar10.toml --db $(OUT)/glo.db $(RUN_SETTINGS)
 	$(BIN)/glo best --db $(OUT)/glo.db -k 10
 
 bench: install

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Names of the files of one job, relative to its work directory (condor_submit's initialdir).
 SPEC_FILE = "spec.json"
@@ -24,6 +24,8 @@ RESULT_FILE = "result.json"
 LOG_FILE = "job.log"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
+#: The one event log every job of a run writes (in the run directory, beside the job directories).
+EVENT_LOG_FILE = "events.log"
 
 _COMMAND_NAME = re.compile(r"^\+?[A-Za-z_][A-Za-z0-9_.]*$")
 _BATCH_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -33,7 +35,7 @@ _SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B?)?$", re.IGNORECASE)
 _RESERVED = frozenset({
     "universe", "executable", "arguments", "transfer_executable", "should_transfer_files",
     "when_to_transfer_output", "transfer_input_files", "transfer_output_files", "log", "output", "error",
-    "queue", "initialdir",
+    "queue", "initialdir", "container_image",
 })
 
 
@@ -57,6 +59,7 @@ class CondorJobSettings:
     environment: Mapping[str, str] = field(default_factory=dict)  # e.g. GLO_DATA_DIR on the execute nodes
     max_runtime_s: int | None = None  # allowed_execute_duration: the pool puts an overlong job on hold
     extra: Mapping[str, str] = field(default_factory=dict)  # more submit commands, e.g. accounting_group
+    container_image: str = ""  # run the worker in this image (container universe) instead of on the node
 
     def check(self) -> None:
         for name, value in (("request_gpus", self.request_gpus), ("request_cpus", self.request_cpus)):
@@ -68,6 +71,9 @@ class CondorJobSettings:
         if self.max_runtime_s is not None and (not isinstance(self.max_runtime_s, int) or self.max_runtime_s <= 0):
             raise SubmitDescriptionError(f"max_runtime_s must be a positive whole number, got {self.max_runtime_s!r}")
         _one_line("requirements", self.requirements)
+        _one_line("container_image", self.container_image)
+        if any(c.isspace() for c in self.container_image):
+            raise SubmitDescriptionError(f"container_image may not contain white space: {self.container_image!r}")
         for key, value in self.environment.items():
             if not _ENV_NAME.match(key):
                 raise SubmitDescriptionError(f"environment: {key!r} is not a variable name")
@@ -122,6 +128,48 @@ def render_submit(worker_command: Sequence[str], settings: CondorJobSettings, *,
     `attributes` become custom job ClassAd attributes (`+GloRunId = "..."`) that condor_q and
     condor_history can filter on.
     """
+    lines = _job_lines(worker_command, settings, attributes=attributes, batch_name=batch_name)
+    return "\n".join([*lines, "queue"]) + "\n"
+
+
+#: The per-job variables of a batch: `render_batch` queues one job per (GloJob, GloAttempt) item.
+BATCH_VARS = ("GloJob", "GloAttempt")
+
+
+def render_batch(worker_command: Sequence[str], settings: CondorJobSettings, *, run_dir: str, run_id: str,
+                 items: Sequence[tuple[int, int]], extra_requirements: str = "", batch_name: str = "") -> str:
+    """One cluster of GLO jobs: a job per (job id, attempt) in `items`, each in its own work directory
+    `<run_dir>/job-<id>/a<attempt>` (initialdir), all writing the run's one event log `<run_dir>/events.log`,
+    each tagged `+GloRunId`, `+GloJobId`, `+GloAttempt` so that condor_q / condor_history find GLO's jobs.
+
+    The items go inline into `queue GloJob, GloAttempt from ( ... )`, so the text alone is the whole
+    submission: the bindings (htcondor2.Submit) and `condor_submit` over SSH read the same description.
+    `extra_requirements` is and-ed to the configured requirements (e.g. nodes to avoid)."""
+    if not items:
+        raise SubmitDescriptionError("a batch needs at least one job")
+    for job_id, attempt in items:
+        if not (isinstance(job_id, int) and isinstance(attempt, int) and job_id >= 0 and attempt >= 0):
+            raise SubmitDescriptionError(f"batch items must be (job id, attempt) whole numbers, got {(job_id, attempt)!r}")
+    _one_line("run_dir", run_dir)
+    if not run_dir.startswith("/") or any(c.isspace() or c in "$\"'" for c in run_dir):
+        raise SubmitDescriptionError(f"the run directory must be an absolute path without white space, quotes "
+                                     f"or $, got {run_dir!r}")
+    _one_line("extra_requirements", extra_requirements)
+    base = settings.requirements.strip()
+    requirements = " && ".join(f"({r})" for r in (base, extra_requirements.strip()) if r)
+    settings = replace(settings, requirements=requirements)
+    lines = _job_lines(worker_command, settings, batch_name=batch_name, attributes={"GloRunId": run_id},
+                       initialdir=f"{run_dir}/job-$(GloJob)/a$(GloAttempt)", log=f"{run_dir}/{EVENT_LOG_FILE}")
+    lines += ["+GloJobId = $(GloJob)", "+GloAttempt = $(GloAttempt)", f"queue {', '.join(BATCH_VARS)} from ("]
+    lines += [f"{job_id}, {attempt}" for job_id, attempt in items]
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def _job_lines(worker_command: Sequence[str], settings: CondorJobSettings, *,
+               attributes: Mapping[str, str | int] | None = None, batch_name: str = "",
+               initialdir: str | None = None, log: str = LOG_FILE) -> list[str]:
+    """Every command of a GLO job's description but the `queue` statement."""
     if not worker_command:
         raise SubmitDescriptionError("worker_command is empty")
     settings.check()
@@ -129,17 +177,26 @@ def render_submit(worker_command: Sequence[str], settings: CondorJobSettings, *,
     _one_line("worker_command", executable)
     if any(c.isspace() for c in executable):
         raise SubmitDescriptionError(f"the executable path may not contain white space: {executable!r}")
+    universe = "container" if settings.container_image else "vanilla"
     lines = [
         "# GLO worker job: spec.json in, result.json out (rendered by condor/submit.py)",
-        "universe                = vanilla",
+        f"universe                = {universe}",
+    ]
+    if settings.container_image:
+        lines.append(f"container_image         = {settings.container_image}")
+    lines += [
         f"executable              = {executable}",
         "transfer_executable     = false",
         f"arguments               = {quote_arguments([*args, SPEC_FILE, '--out', RESULT_FILE])}",
+    ]
+    if initialdir is not None:
+        lines.append(f"initialdir              = {initialdir}")
+    lines += [
         "should_transfer_files   = YES",
         "when_to_transfer_output = ON_EXIT",
         f"transfer_input_files    = {SPEC_FILE}",
         f"transfer_output_files   = {RESULT_FILE}",
-        f"log                     = {LOG_FILE}",
+        f"log                     = {log}",
         f"output                  = {STDOUT_FILE}",
         f"error                   = {STDERR_FILE}",
         f"request_cpus            = {settings.request_cpus}",
@@ -164,8 +221,7 @@ def render_submit(worker_command: Sequence[str], settings: CondorJobSettings, *,
         lines.append(f"+{key} = {literal}")
     for key, value in settings.extra.items():
         lines.append(f"{key} = {value}")
-    lines.append("queue")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 @dataclass(frozen=True)

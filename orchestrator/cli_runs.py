@@ -1,4 +1,4 @@
-"""`glo run/runs/status/best/show/export/cancel`: a thin CLI over orchestrator.runner and queries."""
+"""`glo run/runs/status/best/show/export/cancel/stop`: a thin CLI over orchestrator.runner and queries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,18 +22,24 @@ DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False), def
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+_LAZY_ERRORS = (("orchestrator.config", "ConfigError"), ("orchestrator.scheduler", "SchedulerError"),
+                ("orchestrator.backends.base", "BackendError"))
+
+
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the project's own exceptions into one clean line and exit status 1 (no traceback)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.config import ConfigError
-        from orchestrator.scheduler import SchedulerError
-
         try:
             return fn(*args, **kwargs)
-        except (StorageError, ConfigError, SchedulerError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # ConfigError and SchedulerError only exist once their (heavy) modules are imported: look them
+            # up then, so that a quick command such as `glo status` never pays for importing the scheduler
+            known = [StorageError] + [getattr(sys.modules[mod], name) for mod, name in _LAZY_ERRORS if mod in sys.modules]
+            if isinstance(exc, tuple(known)):
+                raise click.ClickException(str(exc)) from None
+            raise
 
     return wrapper
 
@@ -58,37 +65,112 @@ def _fmt_secs(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+class NotResumable(click.ClickException):
+    """`glo run --resume` of a finished or cancelled run: exit status 3 (a supervisor must not retry)."""
+
+    exit_code = 3
+
+
 @click.command("run")
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False))
 @DB_OPTION
-@click.option("--backend", type=click.Choice(["local"]), default=None, help="Override backend.kind.")
+@click.option("--backend", type=click.Choice(["local", "condor", "ssh"]), default=None, help="Override backend.kind.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config setting, e.g. --set backend.ssh.host=submit.example.org (repeatable).")
 @click.option("--resume", "resume", metavar="RUN_ID", default=None, help="Continue a stopped or crashed run.")
 @click.option("--run-id", default=None, help="Name the new run (default: time stamp + random suffix).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--detach", is_flag=True,
+              help="Run the scheduler in the background (log in DB.runs/RUN.log); stop it with glo stop RUN.")
 @_errors
-def run_cmd(config: str | None, db_path: str | None, backend: str | None, resume: str | None,
-            run_id: str | None, progress: bool | None) -> None:
-    """Run a GLO search in the foreground (Ctrl-C stops cleanly; --resume continues)."""
-    from dataclasses import replace
+def run_cmd(config: str | None, db_path: str | None, backend: str | None, overrides: tuple[str, ...],
+            resume: str | None, run_id: str | None, progress: bool | None, detach: bool) -> None:
+    """Run a GLO search in the foreground (Ctrl-C stops cleanly; --resume continues; --detach: in the background).
 
+    Exit status: 0 finished, 130 stopped (resumable), 3 a --resume of a finished or cancelled run
+    (nothing to do), 1 any other error (e.g. the run's scheduler is already alive)."""
     from orchestrator.config import load_config
-    from orchestrator.runner import run_search
+    from orchestrator.runner import NotResumableError, run_search
 
     if (config is None) == (resume is None):
         raise click.UsageError("give either CONFIG.toml (a new run) or --resume RUN_ID")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if resume is not None and (overrides or backend):
+        raise click.UsageError("a resumed run keeps its stored config: --set and --backend apply to a new run")
+    overrides = (*overrides, f"backend.kind={backend}") if backend else overrides
     cfg = None
     if config is not None:
-        cfg = load_config(config)
-        if backend is not None:
-            cfg = replace(cfg, backend=replace(cfg.backend, kind=backend))
-    rid, status = run_search(db_path, config=cfg, resume=resume, run_id=run_id, show_progress=progress)
+        cfg = load_config(config, overrides)
+    if detach:
+        _run_detached(config, db_path, overrides, resume, run_id)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        rid, status = run_search(db_path, config=cfg, resume=resume, run_id=run_id, show_progress=progress)
+    except NotResumableError as exc:
+        raise NotResumable(str(exc)) from None
     click.echo(f"run {rid}: {status}")
     if status == "stopped":
         click.echo(f"resume with: glo run --resume {rid}" + (f" --db {db_path}" if db_path else ""))
         sys.exit(130)
     if status != "finished":
         sys.exit(1)
+
+
+def _run_detached(config: str | None, db_path: str | None, overrides: tuple[str, ...], resume: str | None,
+                  run_id: str | None) -> None:
+    """`glo run --detach`: check what can be checked here, start `glo run ... --no-progress` in its own
+    session with its output in the run's log, and wait until it holds the run's lock."""
+    from db.errors import NotFoundError
+    from db.queries import get_run
+    from db.session import open_db, resolve_db_path
+    from orchestrator.daemon import held_message, log_path, scheduler_info, start_detached, tail
+    from orchestrator.scheduler import SchedulerError, new_run_id
+
+    db_file = resolve_db_path(db_path).resolve()
+    rid = resume if resume is not None else (run_id or new_run_id())
+    if resume is not None or db_file.exists():
+        db = open_db(db_file)  # a resume needs the database; a new run needs only a free run id
+        try:
+            try:
+                row = get_run(db, rid)
+            except NotFoundError:
+                if resume is not None:
+                    raise
+            else:
+                if resume is None:
+                    raise click.ClickException(f"run {rid} already exists in {db_file}; resume it with --resume {rid}")
+                if row.status == "finished":
+                    raise NotResumable(f"run {rid} already finished; nothing to resume")
+                if row.status == "cancelled":
+                    raise NotResumable(f"run {rid} was cancelled; start a new run instead")
+        finally:
+            db.dispose()
+    info = scheduler_info(db_file, rid)
+    if info["alive"]:
+        raise SchedulerError(held_message(rid, info, info["log"]))
+    args = [str(Path(config).resolve())] if config is not None else ["--resume", rid]
+    args += ["--db", str(db_file), "--no-progress"]
+    if config is not None:
+        args += ["--run-id", rid]
+    for item in overrides:
+        args += ["--set", item]
+    child, info = start_detached(db_file, rid, args)
+    log = log_path(db_file, rid)
+    db_arg = f" --db {db_file}"
+    if info["alive"] and info["pid"] == child.pid:
+        click.echo(f"run {rid}: scheduler started in the background, pid {child.pid}")
+        click.echo(f"log:    {log}")
+        click.echo(f"status: glo status {rid}{db_arg}")
+        click.echo(f"stop:   glo stop {rid}{db_arg}")
+        return
+    if child.returncode is None:
+        click.echo(f"run {rid}: scheduler started in the background, pid {child.pid}, but it does not hold the "
+                   f"run's lock yet; see its log {log}")
+        return
+    click.echo(f"run {rid}: the detached scheduler exited at once (exit {child.returncode}); the end of {log}:",
+               err=True)
+    click.echo(tail(log).rstrip(), err=True)
+    sys.exit(child.returncode or 0)
 
 
 @click.command("runs")
@@ -122,10 +204,13 @@ def runs_cmd(db_path: str | None, as_json: bool) -> None:
 def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     """Phase, generation, evaluations, best loss, rate and time left of a run (default: latest)."""
     from db.queries import status
+    from orchestrator.daemon import scheduler_info
 
-    st = status(_open(db_path), run)
+    db = _open(db_path)
+    st = status(db, run)
+    sched = scheduler_info(db.path, st.run_id)
     if as_json:
-        _echo_json(st.to_json())
+        _echo_json({**st.to_json(), "scheduler": sched})
         return
     from rich.console import Console
     from rich.table import Table
@@ -141,6 +226,21 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
                   f"({st.best['candidate_id']})")
     table.add_row("rate", "-" if st.evaluations_per_hour is None else f"{st.evaluations_per_hour:.0f} trainings/hour")
     table.add_row("elapsed / time left", f"{_fmt_secs(st.elapsed_seconds)} / {_fmt_secs(st.eta_seconds)}")
+    if sched["alive"]:
+        where = f"alive, pid {sched['pid']} on {sched['host']}"
+    elif st.status == "running":
+        where = f"not running (it died; continue with: glo run --resume {st.run_id})"
+    else:
+        where = "not running"
+    table.add_row("scheduler", where)
+    table.add_row("log", sched["log"] or "-")
+    jobs = ", ".join(f"{n} {state}" for state, n in sorted((st.jobs or {}).items()))
+    table.add_row("backend / jobs", f"{st.backend}: {jobs or 'none yet'}")
+    for h in (st.held_jobs or [])[:5]:
+        now = "held now" if h["state"] == "held" else f"was held, now {h['state']}"
+        table.add_row(f"job {h['job_id']} ({h['backend_job_id'] or '-'})",
+                      f"{now}: {h['hold_reason'] or '-'} (code {h['hold_code']}/{h['hold_subcode']}"
+                      f"{', released ' + str(h['releases']) + 'x' if h['releases'] else ''})")
     Console(width=140).print(table)
 
 
@@ -254,10 +354,63 @@ def cancel_cmd(run: str, db_path: str | None, as_json: bool) -> None:
             signalled = True
         except (ProcessLookupError, PermissionError):
             pass
+    removed = _remove_cluster_jobs(r)
     if as_json:
-        _echo_json({"run_id": run, "status": "cancelled", "signalled_pid": r.pid if signalled else None})
+        _echo_json({"run_id": run, "status": "cancelled", "signalled_pid": r.pid if signalled else None,
+                    "removed_jobs": removed})
     else:
-        click.echo(f"run {run} cancelled" + (f" (stopping pid {r.pid})" if signalled else ""))
+        click.echo(f"run {run} cancelled" + (f" (stopping pid {r.pid})" if signalled else "") +
+                   (f"; {removed} job(s) removed from the queue" if removed else ""))
 
 
-COMMANDS = [run_cmd, runs_cmd, status_cmd, best_cmd, show_cmd, export_cmd, cancel_cmd]
+def _remove_cluster_jobs(r: Any) -> int | None:
+    """A cluster run's jobs leave the pool's queue too (constraint on GloRunId), whether or not its
+    scheduler is alive to do it; None for a local run."""
+    from orchestrator.backends import BackendError, cancel_cluster_run
+    from orchestrator.config import ConfigError, from_dict
+
+    try:
+        config = from_dict(r.config)
+    except ConfigError:
+        return None
+    if not config.backend.cluster:
+        return None
+    try:
+        return cancel_cluster_run(config.backend, r.id)
+    except BackendError as exc:
+        raise click.ClickException(f"run {r.id} is cancelled, but its jobs could not be removed from the queue: "
+                                   f"{exc}\n(remove them by hand: condor_rm -constraint 'GloRunId == \"{r.id}\"')"
+                                   ) from None
+
+
+@click.command("stop")
+@click.argument("run")
+@DB_OPTION
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0), default=120.0, show_default=True,
+              help="Seconds to wait for the scheduler to let go of the run.")
+@JSON_OPTION
+@_errors
+def stop_cmd(run: str, db_path: str | None, timeout_s: float, as_json: bool) -> None:
+    """Stop a run's scheduler cleanly (SIGTERM, as Ctrl-C): finished work is kept, the run can be resumed."""
+    from db.queries import get_run
+    from orchestrator.daemon import scheduler_info, stop_scheduler
+
+    db = _open(db_path)
+    row = get_run(db, run)  # an unknown run: a clean "no run" error
+    if not scheduler_info(db.path, run)["alive"]:
+        raise click.ClickException(f"run {run} has no live scheduler (the run is {row.status}); nothing to stop")
+    res = stop_scheduler(db.path, run, timeout_s=timeout_s)
+    if not res["stopped"]:
+        raise click.ClickException(
+            f"run {run}: pid {res['pid']} still drives it {timeout_s:g} s after SIGTERM; see {res['log']} "
+            f"(kill -9 {res['pid']} loses nothing stored: glo run --resume {run} goes on from the database)")
+    final = get_run(db, run).status
+    if as_json:
+        _echo_json({"run_id": run, "pid": res["pid"], "status": final, "log": res["log"]})
+        return
+    click.echo(f"run {run}: scheduler pid {res['pid']} stopped; the run is {final}")
+    if final == "stopped":
+        click.echo(f"resume with: glo run --resume {run} --detach" + (f" --db {db_path}" if db_path else ""))
+
+
+COMMANDS = [run_cmd, runs_cmd, status_cmd, best_cmd, show_cmd, export_cmd, cancel_cmd, stop_cmd]

@@ -71,15 +71,68 @@ class TaskConfig:
         )
 
 
+#: HTCondor hold codes (HoldReasonCode) that a release may cure: the file transfer or the execute node
+#: failed, not the job.  6 process not created, 7/11/18 transfer handshakes, 12/13 output/input transfer,
+#: 21 held by the startd, 22 user log, 32 out of resources, 34 checkpoint.  A missing result file
+#: (12 with subcode 2, errno ENOENT) is the job's own failure and never released.
+TRANSIENT_HOLD_CODES = (6, 7, 11, 12, 13, 18, 21, 22, 32, 34)
+
+
+@dataclass(frozen=True)
+class CondorConfig:
+    """[backend.condor]: what each job asks of the pool and the hold/retry policy (kinds condor and ssh)."""
+
+    request_gpus: int = 1
+    request_cpus: int = 1
+    request_memory: str = "8GB"
+    request_disk: str = "4GB"
+    requirements: str = ""  # a ClassAd expression, and-ed to GLO's own
+    environment: dict[str, str] = field(default_factory=dict)  # on the execute nodes, e.g. GLO_DATA_DIR
+    submit_extra: dict[str, str] = field(default_factory=dict)  # more submit commands (accounting_group ...)
+    container_image: str = ""  # run the worker in this image (container universe)
+    max_runtime_s: int | None = None  # allowed_execute_duration: an overlong job is held, then resubmitted
+    check_gpu: bool = True  # request_gpus > 0 and no GPU visible: the worker exits "bad node"
+    max_releases: int = 2  # releases of a transiently held job before it is removed and resubmitted
+    release_hold_codes: tuple[int, ...] = TRANSIENT_HOLD_CODES
+    avoid_bad_nodes: bool = True  # resubmit a bad-node failure with a requirement excluding that machine
+    batch_size: int = 100  # jobs per submitted cluster
+    poll_interval_s: float = 2.0  # how often the run's event log is read
+    reconcile_interval_s: float = 60.0  # schedd queue/history queries: at most one per this many seconds
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """[backend.ssh]: the submit host the `ssh` backend drives (its own settings come from ~/.ssh/config too)."""
+
+    host: str = ""  # a Host alias of ~/.ssh/config or a host name
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None  # default ~/.ssh/known_hosts
+    host_key_policy: str = "reject"  # reject | accept-new (a changed key is always refused)
+    remote_dir: str = "glo-runs"  # on the submit host; relative to the login directory unless absolute
+    remote_setup: str = ""  # shell run before each command, e.g. "source /etc/profile.d/condor.sh"
+    keepalive_s: int = 30
+    connect_timeout_s: float = 20.0
+    ssh_config: str = "~/.ssh/config"  # where Host aliases are looked up ("" for none)
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     kind: str = "local"
-    max_in_flight: int = 2  # jobs at once (local: worker processes)
+    max_in_flight: int = 2  # jobs at once (local: worker processes; condor/ssh: jobs in the queue, default 500)
     candidates_per_job: int = 1  # M candidates per worker process: amortizes TensorFlow start-up
     timeout_s: float = 3600.0  # per job attempt
     max_attempts: int = 3  # submissions of a candidate before it is recorded as failed
     worker_command: tuple[str, ...] = ("{python}", "-m", "worker")  # {python}: this interpreter
     work_dir: str | None = None  # default: <db file>.work/ next to the database
+    condor: CondorConfig = field(default_factory=CondorConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
+
+    @property
+    def cluster(self) -> bool:
+        """Jobs go to an HTCondor pool (kind condor or ssh)."""
+        return self.kind in CLUSTER_BACKENDS
 
 
 @dataclass(frozen=True)
@@ -95,13 +148,15 @@ class GloConfig:
         out = {"run": asdict(self.run), "task": asdict(self.task), "search": search,
                "backend": asdict(self.backend)}
         out["backend"]["worker_command"] = list(self.backend.worker_command)
+        out["backend"]["condor"]["release_hold_codes"] = list(self.backend.condor.release_hold_codes)
         return out
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-BACKENDS = ("local",)
+CLUSTER_BACKENDS = ("condor", "ssh")
+BACKENDS = ("local", *CLUSTER_BACKENDS)
 
 
 #: The paper's training settings per task; a [task] key left out takes these, not MNIST's.
@@ -201,18 +256,132 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         raise ConfigError(f"backend.worker_command: must be a non-empty list of strings, got {cmd!r}")
     backend = BackendConfig(
         kind=kind,
-        max_in_flight=_int("backend.max_in_flight", b.get("max_in_flight", 2), 1),
+        max_in_flight=_int("backend.max_in_flight", b.get("max_in_flight", 500 if kind in CLUSTER_BACKENDS else 2), 1),
         candidates_per_job=_int("backend.candidates_per_job", b.get("candidates_per_job", 1), 1),
         timeout_s=_real("backend.timeout_s", b.get("timeout_s", 3600.0)),
         max_attempts=_int("backend.max_attempts", b.get("max_attempts", 3), 1),
         worker_command=tuple(cmd),
         work_dir=_str("backend.work_dir", b.get("work_dir"), optional=True),
+        condor=_condor(b.get("condor", {})),
+        ssh=_ssh(b.get("ssh", {}), required=kind == "ssh"),
     )
     return GloConfig(run=run, task=task, search=search, backend=backend)
 
 
-def load_config(path: str | Path) -> GloConfig:
-    """Read and validate a TOML file; every problem is a ConfigError naming file and key."""
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: must be true or false, got {v!r}")
+    return v
+
+
+def _str_table(key: str, v: Any) -> dict[str, str]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise ConfigError(f"{key}: must be a table of strings, got {v!r}")
+    return dict(v)
+
+
+def _condor(data: Any) -> CondorConfig:
+    """[backend.condor], checked here and by the submit renderer (sizes, names, single lines)."""
+    from condor.submit import SubmitDescriptionError
+
+    c = _check_keys("backend.condor", data, CondorConfig)
+    d = CondorConfig()
+    runtime = c.get("max_runtime_s")
+    codes = c.get("release_hold_codes", list(d.release_hold_codes))
+    if not isinstance(codes, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in codes):
+        raise ConfigError(f"backend.condor.release_hold_codes: must be a list of HTCondor hold codes, got {codes!r}")
+    cfg = CondorConfig(
+        request_gpus=_int("backend.condor.request_gpus", c.get("request_gpus", d.request_gpus), 0),
+        request_cpus=_int("backend.condor.request_cpus", c.get("request_cpus", d.request_cpus), 1),
+        request_memory=_str("backend.condor.request_memory", c.get("request_memory", d.request_memory)) or "",
+        request_disk=_str("backend.condor.request_disk", c.get("request_disk", d.request_disk)) or "",
+        requirements=_str("backend.condor.requirements", c.get("requirements", "")) or "",
+        environment=_str_table("backend.condor.environment", c.get("environment", {})),
+        submit_extra=_str_table("backend.condor.submit_extra", c.get("submit_extra", {})),
+        container_image=_str("backend.condor.container_image", c.get("container_image", "")) or "",
+        max_runtime_s=None if runtime is None else _int("backend.condor.max_runtime_s", runtime, 1),
+        check_gpu=_bool("backend.condor.check_gpu", c.get("check_gpu", d.check_gpu)),
+        max_releases=_int("backend.condor.max_releases", c.get("max_releases", d.max_releases), 0),
+        release_hold_codes=tuple(codes),
+        avoid_bad_nodes=_bool("backend.condor.avoid_bad_nodes", c.get("avoid_bad_nodes", d.avoid_bad_nodes)),
+        batch_size=_int("backend.condor.batch_size", c.get("batch_size", d.batch_size), 1),
+        poll_interval_s=_real("backend.condor.poll_interval_s", c.get("poll_interval_s", d.poll_interval_s)),
+        reconcile_interval_s=_real("backend.condor.reconcile_interval_s",
+                                   c.get("reconcile_interval_s", d.reconcile_interval_s)),
+    )
+    try:
+        job_settings(cfg).check()
+    except SubmitDescriptionError as exc:
+        raise ConfigError(f"backend.condor.{exc}") from None
+    return cfg
+
+
+def job_settings(cfg: CondorConfig, extra_environment: Mapping[str, str] | None = None) -> Any:
+    """The submit renderer's CondorJobSettings for these settings."""
+    from condor.submit import CondorJobSettings
+
+    return CondorJobSettings(
+        request_gpus=cfg.request_gpus, request_cpus=cfg.request_cpus, request_memory=cfg.request_memory,
+        request_disk=cfg.request_disk, requirements=cfg.requirements,
+        environment={**cfg.environment, **(extra_environment or {})}, max_runtime_s=cfg.max_runtime_s,
+        extra=dict(cfg.submit_extra), container_image=cfg.container_image,
+    )
+
+
+def _ssh(data: Any, *, required: bool) -> SshConfig:
+    s = _check_keys("backend.ssh", data, SshConfig)
+    d = SshConfig()
+    host = _str("backend.ssh.host", s.get("host", "")) or ""
+    if required and not host:
+        raise ConfigError("backend.ssh.host: the ssh backend needs the submit host (a name or a ~/.ssh/config alias)")
+    port = s.get("port")
+    cfg = SshConfig(
+        host=host,
+        user=_str("backend.ssh.user", s.get("user"), optional=True),
+        port=None if port is None else _int("backend.ssh.port", port, 1),
+        identity_file=_str("backend.ssh.identity_file", s.get("identity_file"), optional=True),
+        known_hosts=_str("backend.ssh.known_hosts", s.get("known_hosts"), optional=True),
+        host_key_policy=_choice("backend.ssh.host_key_policy", s.get("host_key_policy", d.host_key_policy),
+                                ("reject", "accept-new")),
+        remote_dir=_str("backend.ssh.remote_dir", s.get("remote_dir", d.remote_dir)) or d.remote_dir,
+        remote_setup=_str("backend.ssh.remote_setup", s.get("remote_setup", "")) or "",
+        keepalive_s=_int("backend.ssh.keepalive_s", s.get("keepalive_s", d.keepalive_s), 0),
+        connect_timeout_s=_real("backend.ssh.connect_timeout_s", s.get("connect_timeout_s", d.connect_timeout_s)),
+        ssh_config=_str("backend.ssh.ssh_config", s.get("ssh_config", d.ssh_config)) or "",
+    )
+    if port is not None and cfg.port is not None and cfg.port > 65535:
+        raise ConfigError(f"backend.ssh.port: must be a TCP port (1-65535), got {port!r}")
+    if "\n" in cfg.remote_setup or "\n" in cfg.remote_dir:
+        raise ConfigError("backend.ssh.remote_setup: must be a single line")
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` settings (`backend.kind=ssh`, `task.steps=500`, `backend.ssh.host="submit"`) on top of the
+    file's: the value is read as a TOML value (a number, true, a [list], a "string"), and taken as a plain
+    string when it is none (so `backend.ssh.host=submit.example.org` needs no quotes)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = [k.strip() for k in key.split(".")]
+        if not sep or not all(path):
+            raise ConfigError(f"--set {item!r}: give KEY=VALUE with a dotted key, e.g. backend.kind=condor")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        table = out
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a table")
+        table[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> GloConfig:
+    """Read and validate a TOML file (with `--set` overrides); every problem is a ConfigError naming file
+    and key."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -221,6 +390,6 @@ def load_config(path: str | Path) -> GloConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
-        return from_dict(data)
+        return from_dict(apply_overrides(data, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.models import JOB_TRANSITIONS
 from db.session import Database
 from db.snapshots import CandidateRow, JobRow
 from db.store import NewCandidate, NewEvaluation, NewResolution, Store
-from orchestrator.backends import JobEvent, JobRequest, make_backend
+from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, from_dict
@@ -90,6 +91,11 @@ class Scheduler:
         self.jobs: dict[int, JobRow] = {}
         self.ready: deque[int] = deque()
         self.running: set[int] = set()
+        # Submitted while the backend was unreachable: maybe in the cluster, maybe not.  Looked up with
+        # `adopt` before anything is submitted again, so that no job is ever submitted twice.
+        self.limbo: dict[int, JobRequest] = {}
+        self._limbo_retry_at = 0.0
+        self._limbo_backoff = 5.0
         self._resolved_seen = 0
         self.stop_requested = asyncio.Event()
         self.stop_reason = ""
@@ -122,7 +128,11 @@ class Scheduler:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = make_backend(self.config.backend, self.events, self.work_root)
+            try:
+                self._backend = make_backend(self.config.backend, self.events, self.work_root, self.run_id)
+            except BackendError as exc:  # e.g. the submit host refuses the SSH login: nothing stored is lost
+                raise SchedulerError(f"cannot use the {self.config.backend.kind} backend: {exc}\n"
+                                     f"(fix the cause, then: glo run --resume {self.run_id})") from None
         return self._backend
 
     # -- the loop --------------------------------------------------------------------------------
@@ -148,7 +158,10 @@ class Scheduler:
                     loop.remove_signal_handler(sig)
                 except (NotImplementedError, RuntimeError):
                     pass
-            await self.backend.shutdown(cancel_jobs=True)
+            # Local workers always die with the scheduler; cluster jobs keep running through a stop or a
+            # crash (a resume re-adopts them) and are removed only when the run is cancelled.
+            if self._backend is not None:
+                await self._backend.shutdown(cancel_jobs=status == "cancelled")
             self._stop_progress()
         return status
 
@@ -173,6 +186,7 @@ class Scheduler:
                 self._handle_asked(asked)
                 continue
             self._record_resolved()
+            await self._settle_limbo()
             await self._submit_ready()
             if not self.running and not self.ready and not self.to_tell:
                 raise SchedulerError(
@@ -311,7 +325,7 @@ class Scheduler:
         spec = self.config.task.worker_spec(
             [CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
-        return JobRequest(job.id, attempt, spec, work_dir, job.backend_job_id)
+        return JobRequest(job.id, attempt, spec, work_dir, None, avoid_hosts=job.bad_nodes)
 
     def _adoptable(self, job: JobRow) -> JobRequest | None:
         """The request exactly as it was submitted: the spec file we wrote (its hash ties the
@@ -323,11 +337,17 @@ class Scheduler:
             spec = load_spec(work_dir / "spec.json")
         except SpecError:
             return None
-        return JobRequest(job.id, job.attempts, spec, work_dir, job.backend_job_id)
+        return JobRequest(job.id, job.attempts, spec, work_dir, job.backend_job_id, avoid_hosts=job.bad_nodes,
+                          releases=job.releases)
 
     async def _submit_ready(self) -> None:
+        """Submit what is ready, up to max_in_flight, as one batch (a cluster backend makes it one cluster).
+
+        Each job is marked submitted (with its work dir) before the backend sees it, and its backend id
+        is stored as soon as the backend answers."""
         limit = self.config.backend.max_in_flight
-        while self.ready and len(self.running) < limit and not self.stop_requested.is_set():
+        batch: list[JobRequest] = []
+        while self.ready and len(self.running) + len(batch) < limit and not self.stop_requested.is_set():
             job_id = self.ready.popleft()
             job = self.jobs[job_id]
             req = self._request(job, job.attempts + 1)
@@ -335,22 +355,74 @@ class Scheduler:
                 self._finish_job(job, "done")
                 continue
             self.jobs[job_id] = self.store.transition_job(job_id, "submitted", work_dir=str(req.work_dir))
-            backend_id = await self.backend.submit(req)
-            self.jobs[job_id] = self.store.set_job_fields(job_id, backend_job_id=backend_id)
-            self.running.add(job_id)
+            batch.append(req)
+        if not batch:
+            return
+        submit_many = getattr(self.backend, "submit_many", None)
+        try:
+            if submit_many is not None:
+                backend_ids = await submit_many(batch)
+            else:
+                backend_ids = [await self.backend.submit(req) for req in batch]
+        except BackendUnavailable as exc:
+            log.warning("%d job(s) submitted while the backend was unreachable (%s): looking them up before "
+                        "anything is submitted again", len(batch), exc)
+            for req in batch:
+                self.limbo[req.job_id] = req
+                self.running.add(req.job_id)
+            self._limbo_retry_at = time.monotonic() + self._limbo_backoff
+            return
+        except BackendError as exc:
+            raise SchedulerError(f"the {self.config.backend.kind} backend could not submit: {exc}\n"
+                                 f"(fix the cause, then: glo run --resume {self.run_id})") from None
+        for req, backend_id in zip(batch, backend_ids):
+            self.jobs[req.job_id] = self.store.set_job_fields(req.job_id, backend_job_id=backend_id)
+            self.running.add(req.job_id)
+
+    async def _settle_limbo(self) -> None:
+        """Ask the backend about jobs whose submission had no answer: found -> followed, never submitted
+        -> queued again (a new attempt), still unreachable -> ask again later (backing off)."""
+        if not self.limbo or time.monotonic() < self._limbo_retry_at:
+            return
+        for job_id, req in list(self.limbo.items()):
+            try:
+                found = await self.backend.adopt(req)
+            except BackendUnavailable as exc:
+                self._limbo_backoff = min(self._limbo_backoff * 2, 120.0)
+                self._limbo_retry_at = time.monotonic() + self._limbo_backoff
+                log.warning("backend still unreachable (%s); asking again in %.0f s", exc, self._limbo_backoff)
+                return
+            del self.limbo[job_id]
+            if not found:
+                self.running.discard(job_id)
+                self.jobs[job_id] = self.store.transition_job(
+                    job_id, "queued", last_error="the submission never reached the cluster; submitting again")
+                self.ready.append(job_id)
+        self._limbo_backoff = 5.0
 
     async def _handle_event(self, ev: JobEvent) -> None:
         job = self.jobs.get(ev.job_id)
         if job is None or ev.attempt != job.attempts:
             log.debug("stale event for job %s attempt %s", ev.job_id, ev.attempt)
             return
-        if ev.kind == "running":
-            if job.state == "submitted":
-                self.jobs[job.id] = self.store.transition_job(job.id, "running")
+        if job.id in self.limbo:  # the backend found it after all
+            del self.limbo[job.id]
+        fields = self._event_fields(job, ev)
+        if ev.kind in ("running", "requeued", "held", "released"):
+            target = {"running": "running", "requeued": "submitted", "held": "held", "released": "submitted"}[ev.kind]
+            if ev.kind == "held":
+                fields.update(hold_reason=ev.error or "", hold_code=ev.hold_code, hold_subcode=ev.hold_subcode)
+                log.warning("job %s (%s) held: %s (code %s/%s)", job.id, ev.backend_job_id, ev.error, ev.hold_code,
+                            ev.hold_subcode)
+            if ev.kind == "requeued":
+                fields["last_error"] = (ev.error or "requeued")[:4000]
+            if job.state != target and target in JOB_TRANSITIONS.get(job.state, ()):
+                self.jobs[job.id] = self.store.transition_job(job.id, target, **fields)
+            elif fields:
+                self.jobs[job.id] = self.store.set_job_fields(job.id, **fields)
             return
-        if ev.kind == "held":
-            self.jobs[job.id] = self.store.transition_job(job.id, "held", hold_reason=ev.error or "")
-            return
+        if fields:
+            self.jobs[job.id] = job = self.store.set_job_fields(job.id, **fields)
         # finished: store every result first (write ahead of the tell)
         self.running.discard(job.id)
         errors: list[str] = []
@@ -385,10 +457,27 @@ class Scheduler:
             self._fail(remaining, f"failed after {job.attempts} attempt(s): {error}")
             self._finish_job(job, "failed", error)
 
+    @staticmethod
+    def _event_fields(job: JobRow, ev: JobEvent) -> dict[str, Any]:
+        """What a cluster event adds to the job's record: its cluster id, machine, counts, bad nodes."""
+        fields: dict[str, Any] = {}
+        if ev.backend_job_id and ev.backend_job_id != job.backend_job_id:
+            fields["backend_job_id"] = ev.backend_job_id
+        if ev.host and ev.host != job.host:
+            fields["host"] = ev.host
+        if ev.kind == "released":  # the job's total over its attempts
+            fields["releases"] = job.releases + 1
+        if ev.evictions is not None and ev.evictions + 0 > 0:
+            fields["evictions"] = job.evictions + (1 if ev.kind == "requeued" else 0)
+        if ev.bad_node and ev.bad_node not in job.bad_nodes:
+            fields["bad_nodes"] = [*job.bad_nodes, ev.bad_node]
+        return fields
+
     def _finish_job(self, job: JobRow, state: str, error: str = "") -> None:
         current = self.jobs[job.id]
-        if current.state not in ("done", "failed"):
-            self.jobs[job.id] = self.store.transition_job(job.id, state, last_error=error[:4000])
+        if current.state not in ("done", "failed"):  # a job done after a retry keeps why it was retried
+            fields = {"last_error": error[:4000]} if error or state == "failed" else {}
+            self.jobs[job.id] = self.store.transition_job(job.id, state, **fields)
         self.running.discard(job.id)
         for key, jid in list(self.job_of_key.items()):
             if jid == job.id:
@@ -461,7 +550,14 @@ class Scheduler:
                 self.ready.append(job.id)
                 continue
             req = self._adoptable(job)
-            adopted = req is not None and await self.backend.adopt(req)
+            try:
+                adopted = req is not None and await self.backend.adopt(req)
+            except BackendUnavailable as exc:
+                assert req is not None
+                log.warning("job %s: backend unreachable (%s); looking it up again later", job.id, exc)
+                self.limbo[job.id] = req
+                self.running.add(job.id)
+                continue
             if adopted:
                 self.running.add(job.id)
                 log.info("job %s re-adopted from the backend", job.id)
@@ -492,6 +588,9 @@ class Scheduler:
             "history": self.search.history(),
             "stats": {k: v for k, v in self.search.stats().items() if k != "operators"},
         }
+        stats = getattr(self.backend, "stats", None)
+        if stats is not None:
+            summary["backend"] = stats()
         self.store.update_run(self.run_id, status="finished", phase="done", finished_at=time.time(),
                               summary=summary, message="")
         return "finished"

@@ -6,6 +6,11 @@ Every candidate start and finish is appended to $GLO_FAKE_WORKER_LOG (one line e
 tests can count trainings; $GLO_FAKE_WORKER_SLEEP adds a pause per candidate, and
 $GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash, and
 $GLO_FAKE_WORKER_CORRUPT substrings whose candidates make it leave a corrupt result file.
+
+Faults that strike once (the cluster tests' "a bad node, then a good one"): $GLO_FAKE_WORKER_BADNODE
+and $GLO_FAKE_WORKER_NORESULT name infix substrings; the first job holding such a candidate exits
+"bad node" (75, recorded in the result file like the real worker does) or exits 0 without writing any
+result file.  Which faults have struck is remembered as files in $GLO_FAKE_WORKER_ONCE_DIR.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 
 from worker.lossexpr import to_infix
 from worker.lossexpr.numeric import batch_loss
-from worker.spec import CandidateResult, SpecError, load_spec, write_results
+from worker.spec import EXIT_BAD_NODE, CandidateResult, SpecError, load_spec, record_exit, write_results
 
 _RNG = np.random.default_rng(1234)
 _ONEHOT = np.eye(10)[_RNG.integers(0, 10, 64)]
@@ -36,6 +41,20 @@ def fitness_of(tree) -> tuple[str, float]:  # type: ignore[no-untyped-def]
     if not math.isfinite(gap):
         return "nonfinite", 0.0
     return "ok", round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, gap)))), 12)
+
+
+def _strike_once(fault: str, infixes: list[str]) -> bool:
+    """True the first time a job holds a candidate matching $GLO_FAKE_WORKER_<fault> (then never again)."""
+    wanted = [w for w in os.environ.get(f"GLO_FAKE_WORKER_{fault}", "").split(";") if w]
+    once_dir = os.environ.get("GLO_FAKE_WORKER_ONCE_DIR")
+    if not wanted or not once_dir or not any(w in i for w in wanted for i in infixes):
+        return False
+    try:
+        fd = os.open(os.path.join(once_dir, fault.lower()), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     fail = [s for s in os.environ.get("GLO_FAKE_WORKER_FAIL", "").split(";") if s]
     corrupt = [s for s in os.environ.get("GLO_FAKE_WORKER_CORRUPT", "").split(";") if s]
     results: list[CandidateResult] = []
+    infixes = [to_infix(c.tree) for c in spec.candidates]
+    if _strike_once("BADNODE", infixes):
+        print("glo-worker: bad node: fake: this machine cannot train", file=sys.stderr)
+        record_exit(args.out, spec.spec_hash(), EXIT_BAD_NODE, "bad node: fake: this machine cannot train")
+        return EXIT_BAD_NODE
+    if _strike_once("NORESULT", infixes):
+        print("fake worker: exiting 0 without a result file", file=sys.stderr)
+        return 0
     for cand in spec.candidates:
         infix = to_infix(cand.tree)
         if log:

@@ -38,7 +38,11 @@ def test_shipped_configs_load_and_round_trip(name: str) -> None:
     ({"search": {"ga": {"population_sz": 3}}}, "search.ga.population_sz"),
     ({"search": {"ga": {"elites": 100}}}, "search.ga.elites"),
     ({"search": {"cma": {"sigma0": -1}}}, "search.cma.sigma0"),
-    ({"backend": {"kind": "condor"}}, "backend.kind"),
+    ({"backend": {"kind": "pbs"}}, "backend.kind"),
+    ({"backend": {"kind": "ssh"}}, "backend.ssh.host"),
+    ({"backend": {"condor": {"request_memory": "lots"}}}, "backend.condor.request_memory"),
+    ({"backend": {"condor": {"requirments": "x"}}}, "backend.condor.requirments"),
+    ({"backend": {"ssh": {"host_key_policy": "auto"}}}, "backend.ssh.host_key_policy"),
     ({"backend": {"max_in_flight": 0}}, "backend.max_in_flight"),
     ({"backend": {"worker_command": []}}, "backend.worker_command"),
 ])
@@ -63,3 +67,25 @@ def test_cache_key_covers_the_budget_not_the_data_path() -> None:
     for change in ({"steps": 10}, {"batch_size": 7}, {"train_subset": 5}, {"seed": 1}, {"name": "cifar10"}):
         assert eval_key("s1:x*log(y)", from_dict({"task": change}).task) != k
     assert isinstance(GloConfig().digest(), str)
+
+
+def test_set_overrides_read_toml_values_and_plain_strings(tmp_path) -> None:
+    """`glo run --set KEY=VALUE` (and make mnist BACKEND=ssh SSH_HOST=...): applied to the file's data
+    before validation, so a kind's defaults follow the override and bad values are named as usual."""
+    from orchestrator.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[task]\nsteps = 5\n')
+    cfg = load_config(path, ["backend.kind=ssh", "backend.ssh.host=submit.example.org", "task.steps=7",
+                             "backend.worker_command=/shared/glo/bin/python -m worker",
+                             "backend.condor.release_hold_codes=[12, 13]", "backend.condor.check_gpu=false"])
+    assert (cfg.backend.kind, cfg.backend.ssh.host, cfg.task.steps) == ("ssh", "submit.example.org", 7)
+    assert cfg.backend.max_in_flight == 500  # the cluster default, since the kind changed before validation
+    assert cfg.backend.worker_command == ("/shared/glo/bin/python", "-m", "worker")
+    assert cfg.backend.condor.release_hold_codes == (12, 13) and cfg.backend.condor.check_gpu is False
+    import pytest
+
+    with pytest.raises(ConfigError, match="backend.condor.request_memory"):
+        load_config(path, ["backend.condor.request_memory=lots"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(path, ["backend.kind"])

@@ -4,16 +4,21 @@ A job is one worker invocation: a spec file in (one or more candidates), a resul
 The scheduler owns all state and the database; a backend only starts, watches, re-adopts and
 cancels jobs, and reports what happened as `JobEvent`s on the queue it was given:
 
-* `running`  -- the job started executing (optional; condor: idle -> running);
-* `held`     -- the cluster held it (reason in `error`); the scheduler records it;
+* `running`  -- the job started executing (optional; condor: idle -> running; `host` says where);
+* `requeued` -- the cluster put it back in its queue (evicted, the node was lost): it will run again;
+* `held`     -- the cluster held it (reason in `error`, codes in `hold_code`/`hold_subcode`);
+* `released` -- a hold was released (by the backend's policy): it is waiting to run again;
 * `finished` -- the job is over: `results` holds whatever the result file had (possibly only
   some of the candidates), `error` says why it ended badly (crash, timeout, corrupt result
   file, lost).  The scheduler stores results, then retries the rest (bounded) or gives up;
   with `fatal` (the worker said bad spec / missing data) it stores results and stops the run.
 
-An HTCondor backend (python bindings or over SSH, see orchestrator.procs for commands) fits by
-implementing the same five methods: submit writes spec.json to the job's work dir and submits,
-a poll task turns queue/history states into events, adopt looks a job up by its backend id.
+The HTCondor backends (orchestrator.backends.cluster, reached through the bindings or over SSH)
+implement the same methods, plus `submit_many` (one cluster for many jobs) and `stats`.
+
+`BackendUnavailable` from submit means the place is unreachable and the submission may or may
+not have happened: the scheduler keeps the jobs and asks `adopt` later, which looks them up
+before anything is submitted again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class JobRequest:
     spec: WorkerSpec
     work_dir: Path  # spec.json, result.json, stdout, stderr live here
     backend_job_id: str | None = None  # set when re-adopting
+    avoid_hosts: tuple[str, ...] = ()  # machines this job failed on as a bad node (cluster backends)
+    releases: int = 0  # holds already released by the policy (kept across restarts)
 
     @property
     def spec_path(self) -> Path:
@@ -48,12 +55,26 @@ class JobRequest:
 class JobEvent:
     job_id: int
     attempt: int
-    kind: str  # running | held | finished
+    kind: str  # running | requeued | held | released | finished
     results: tuple[CandidateResult, ...] = ()
     error: str | None = None
     backend_job_id: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
     fatal: bool = False  # retrying cannot help (bad spec, missing data): the run stops with `error`
+    host: str = ""  # the machine it ran on (cluster backends)
+    hold_code: int | None = None
+    hold_subcode: int | None = None
+    bad_node: str | None = None  # the job failed because of this machine: avoid it on the retry
+    releases: int | None = None  # holds released so far
+    evictions: int | None = None  # times the cluster requeued it
+
+
+class BackendError(RuntimeError):
+    """The backend cannot do what was asked (a setting or the cluster refused); the message says why."""
+
+
+class BackendUnavailable(BackendError):
+    """The cluster could not be reached; nothing may have happened, so try again later."""
 
 
 class Backend(Protocol):

@@ -1,0 +1,212 @@
+"""`backend.kind = "condor"` against a real HTCondor pool: a search, faults in the pool, kill -9 and resume.
+
+Every test runs `glo run` as a user would (a subprocess on the submit host, the htcondor2 bindings),
+and jobs run as the pool's job user with their own Python (tests/condor_pool.py).  The fake worker
+(tests/fake_worker.py) trains nothing, so a run takes seconds; one test trains with real TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_helpers import (
+    assert_complete,
+    condor,
+    condor_config,
+    count,
+    finish,
+    mnist_like,
+    rows,
+    running_job,
+    wait_for,
+)
+from tests.condor_pool import Pool
+from tests.orch_helpers import glo, glo_env, glo_popen, scalar
+
+pytestmark = [pytest.mark.condor, pytest.mark.slow]
+
+
+# -- a real search ----------------------------------------------------------------------------------------
+
+
+def test_a_search_trains_with_tensorflow_on_the_pool(condor_pool: Pool, tmp_path: Path) -> None:
+    """At least 12 candidates trained by the real worker in pool jobs (each asking for one of the pool's
+    simulated GPUs, the GPU check off since nothing CUDA runs on them), `glo status` and `glo best` show
+    the run, and the jobs were followed through the event log: at most one schedd query per minute."""
+    work = condor_pool.jobs_dir("tf-search")
+    mnist_like(work / "mnist.npz")
+    python = condor_pool.job_python(tf=True)
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, python=python, population=40, generations=1,
+                        per_job=4, worker=[python, "-m", "worker"],
+                        task="steps = 15\nbatch_size = 32\nlearning_rate = 0.1\nvalidation_size = 60\n"
+                             "class_reduction = \"sum\"",
+                        env={"GLO_DATA_DIR": str(work), "GLO_DATA_DOWNLOAD": "0"},
+                        condor={"request_gpus": 1, "check_gpu": False, "request_memory": "1500MB"})
+    db = tmp_path / "r.db"
+    t0 = time.monotonic()
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "tf", env=glo_env(), timeout=900)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-4000:]
+    trained = rows(db, "select count(*) from candidates where run_id = 'tf' and status = 'evaluated'")[0][0]
+    assert trained >= 12
+    devices = {d for (d,) in rows(db, "select distinct device from evaluations where run_id = 'tf'")}
+    assert devices == {"CPU"}  # the real worker trained them (the fake one says "fake")
+    hosts = {h for (h,) in rows(db, "select distinct host from jobs where run_id = 'tf'")}
+    assert all(h for h in hosts), hosts  # every job's record names the machine it ran on
+    summary = json.loads(rows(db, "select summary_json from runs where id = 'tf'")[0][0])
+    backend = summary["backend"]
+    assert backend["backend"] == "condor" and backend["jobs"] == scalar(db, "select count(*) from jobs")
+    assert backend["transport"].get("query", 0) <= 1 + elapsed / 60.0, backend
+    assert backend["transport"].get("history", 0) == 0, backend  # nothing had to be looked up: the log told all
+
+    status = json.loads(glo("status", "tf", "--db", str(db), "--json").stdout)
+    assert status["status"] == "finished" and status["evaluations"]["done"] == trained
+    best = json.loads(glo("best", "tf", "--db", str(db), "-k", "3", "--json").stdout)
+    assert len(best) == 3 and best[0]["fitness"] >= best[-1]["fitness"] > 0.0
+    for d in rows(db, "select work_dir from jobs where run_id = 'tf'"):
+        assert (Path(d[0]) / "result.json").exists() and (Path(d[0]) / "stderr.txt").exists()
+
+
+# -- faults in the pool -------------------------------------------------------------------------------------
+
+
+def test_a_held_job_is_released_then_removed_and_resubmitted(condor_pool: Pool, tmp_path: Path) -> None:
+    """condor_hold puts a job on hold (code 1).  With code 1 counted as transient and one release allowed,
+    the first hold is released; the second is one too many: the job is removed and its candidates
+    resubmitted.  The hold's reason and codes are on the job's record and in `glo status --json`."""
+    work = condor_pool.jobs_dir("hold")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=2.0,
+                        condor={"release_hold_codes": [1], "max_releases": 1})
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "h", env=glo_env())
+    job_id, condor_id = running_job(db, "h", proc)
+    condor("condor_hold", "-reason", "GLO test: first hold", condor_id)
+    wait_for("the release", lambda: rows(db, "select 1 from jobs where id = ? and releases = 1", job_id), proc)
+    wait_for("the job to run again", lambda: rows(
+        db, "select 1 from jobs where id = ? and state = 'running'", job_id), proc)
+    condor("condor_hold", "-reason", "GLO test: second hold", condor_id)
+    wait_for("the resubmission", lambda: rows(db, "select 1 from jobs where id = ? and attempts = 2", job_id), proc)
+    status = json.loads(glo("status", "h", "--db", str(db), "--json").stdout)
+    held = [j for j in status["held_jobs"] if j["job_id"] == job_id]
+    assert held and held[0]["hold_code"] == 1 and "GLO test: second hold" in held[0]["hold_reason"]
+    finish(proc)
+    assert_complete(db, "h", work)
+    (state, attempts, code, reason, releases, last_error), = rows(
+        db, "select state, attempts, hold_code, hold_reason, releases, last_error from jobs where id = ?", job_id)
+    assert (state, attempts, code, releases) == ("done", 2, 1, 1)
+    assert "second hold" in reason and "removed after 1 release(s)" in last_error
+    view = rows(db, "select hold_code, hold_reason from job_states where job_id = ?", job_id)
+    assert view == [(1, reason)]
+
+
+def test_a_job_removed_behind_glos_back_is_rerun(condor_pool: Pool, tmp_path: Path) -> None:
+    work = condor_pool.jobs_dir("rm")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=2.0)
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "rm", env=glo_env())
+    job_id, condor_id = running_job(db, "rm", proc)
+    condor("condor_rm", "-reason", "an admin cleaning up", condor_id)
+    finish(proc)
+    assert_complete(db, "rm", work)
+    (attempts, last_error), = rows(db, "select attempts, last_error from jobs where id = ?", job_id)
+    assert attempts == 2 and "removed from the queue outside GLO" in last_error
+    assert "an admin cleaning up" in last_error
+
+
+def test_a_bad_node_exit_is_retried_and_the_node_recorded(condor_pool: Pool, tmp_path: Path) -> None:
+    """The worker says "bad node" (exit 75) once: the job is resubmitted -- on a one-machine pool without
+    excluding that machine, which would leave it nowhere to run -- and the machine is named on the job."""
+    work = condor_pool.jobs_dir("badnode")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, env={"GLO_FAKE_WORKER_BADNODE": "y"})
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "bn", env=glo_env())
+    err = finish(proc)
+    assert_complete(db, "bn", work)
+    bad = rows(db, "select attempts, bad_nodes_json, last_error, host from jobs where bad_nodes_json != '[]'")
+    assert len(bad) == 1
+    attempts, nodes, last_error, host = bad[0]
+    machine = host.rsplit("@", 1)[-1]
+    assert attempts == 2 and json.loads(nodes) == [machine] and f"bad node {machine}" in last_error
+    assert "this machine cannot train" in last_error
+    assert "every machine of the pool" in err  # one machine: not excluded, said so
+
+
+def test_a_missing_result_file_is_a_failed_attempt(condor_pool: Pool, tmp_path: Path) -> None:
+    """The worker exits 0 but writes no result.json: HTCondor holds the job (output transfer, code 12/2);
+    GLO removes it, records why, and resubmits its candidates."""
+    work = condor_pool.jobs_dir("noresult")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, env={"GLO_FAKE_WORKER_NORESULT": "y"})
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "nr", env=glo_env())
+    finish(proc)
+    assert_complete(db, "nr", work)
+    (attempts, code, sub, last_error), = rows(
+        db, "select attempts, hold_code, hold_subcode, last_error from jobs where hold_code is not null")
+    assert (attempts, code, sub) == (2, 12, 2) and "the worker left no result file" in last_error
+    assert "without a result file" in last_error  # the worker's stderr, brought along
+
+
+# -- kill -9 and resume ----------------------------------------------------------------------------------------
+
+
+def test_kill_9_with_six_jobs_in_the_pool_then_resume_readopts_them(condor_pool: Pool, tmp_path: Path) -> None:
+    """The scheduler dies (SIGKILL) while 6 jobs are queued or running; the jobs go on in the pool; the
+    resumed scheduler re-adopts every one of them (none submitted again) and the run ends with the
+    final population of an uninterrupted run of the same seed."""
+    work = condor_pool.jobs_dir("kill9")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, population=20, generations=2, per_job=1,
+                        sleep=1.5)
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "k", env=glo_env())
+    in_pool = "select id, backend_job_id from jobs where run_id = 'k' and state in ('submitted', 'running') " \
+              "and backend_job_id is not null"
+    wait_for("6 jobs in the pool", lambda: len(rows(db, in_pool)) >= 6, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    in_flight = rows(db, in_pool)  # (a job marked submitted without an id never reached the pool: write-ahead)
+    assert len(in_flight) >= 6
+    r = glo("run", "--resume", "k", "--db", str(db), env=glo_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = assert_complete(db, "k", work)
+    for job_id, condor_id in in_flight:  # re-adopted: the same HTCondor job, never a second attempt
+        assert rows(db, "select attempts, backend_job_id, state from jobs where id = ?", job_id) == \
+            [(1, condor_id, "done")]
+    assert max(n for (n,) in rows(db, "select attempts from jobs where run_id = 'k'")) == 1
+
+    # The same search uninterrupted (on the local backend: the fake worker's fitness is the same anywhere).
+    local_cfg = tmp_path / "local.toml"
+    text = cfg.read_text().replace('kind = "condor"', 'kind = "local"')
+    local_cfg.write_text(text.split("[backend.condor]")[0].replace(f'work_dir = "{work}"', ""))
+    r = glo("run", str(local_cfg), "--db", str(tmp_path / "l.db"), "--run-id", "u", env=glo_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    uninterrupted = json.loads(rows(tmp_path / "l.db", "select summary_json from runs where id = 'u'")[0][0])
+    assert summary["population"] == uninterrupted["population"]
+    assert summary["best"] == uninterrupted["best"]
+
+
+def test_cancel_removes_the_runs_jobs_from_the_queue(condor_pool: Pool, tmp_path: Path) -> None:
+    """`glo cancel` of a run whose scheduler is gone still removes its jobs (constraint on GloRunId)."""
+    work = condor_pool.jobs_dir("cancel")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=30.0, per_job=1)
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "cx", env=glo_env())
+    wait_for("jobs in the queue", lambda: count(db, "select count(*) from jobs where run_id = 'cx' and "
+                                                    "backend_job_id is not null") >= 3, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def queued() -> int:
+        out = condor("condor_q", "-constraint", 'GloRunId == "cx"', "-af", "ClusterId").stdout
+        return len(out.split())
+
+    assert queued() >= 3
+    r = glo("cancel", "cx", "--db", str(db), "--json", env=glo_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed_jobs"] >= 3
+    wait_for("an empty queue", lambda: queued() == 0, timeout=60)
