@@ -109,6 +109,8 @@ class ClusterBackend:
         self._by_condor_id: dict[str, int] = {}
         self._follower: EventLogFollower | None = None
         self._log_offset = 0  # bytes of the remote log copied so far
+        self._copy_fresh = False  # the local copy was started anew by this process (a restart re-reads it all)
+        self._unsettled: dict[int, JobStatus] = {}  # statuses whose handling needs the submit host again
         self._watch_task: asyncio.Task[None] | None = None
         self._last_reconcile = time.monotonic()
         self._machines: set[str] | None = None
@@ -237,6 +239,9 @@ class ClusterBackend:
         """Over SSH: append the remote log's new bytes to the local copy (never re-reading the whole file)."""
         if not self.remote:
             return
+        if not self._copy_fresh:  # a copy left by an earlier process: this one counts its offset from zero
+            self.local_log.unlink(missing_ok=True)
+            self._copy_fresh = True
         size = await self._call(self.transport.file_size, self.log_path)
         if size is None:
             return
@@ -274,10 +279,26 @@ class ClusterBackend:
                 self._follower = EventLogFollower(self.local_log)
             self._log_offset = size
         changed = await self._call(self._follower.poll)
+        for job_id, status in list(self._unsettled.items()):  # first what an outage interrupted
+            if job_id in self._jobs:
+                await self._settle(self._jobs[job_id], status)
+            else:
+                self._unsettled.pop(job_id, None)
         for condor_id, status in changed.items():
             job_id = self._by_condor_id.get(condor_id)
             if job_id is not None and job_id in self._jobs:
-                await self._on_status(self._jobs[job_id], status)
+                await self._settle(self._jobs[job_id], status)
+
+    async def _settle(self, job: _Job, status: JobStatus) -> None:
+        """Act on a status; if the submit host drops out meanwhile, the status is kept and acted on again at
+        the next poll (the log reports each change once)."""
+        self._unsettled[job.req.job_id] = status
+        try:
+            await self._on_status(job, status)
+        except TransportUnavailable:
+            job.last = None  # so that the retry sees the change again
+            raise
+        self._unsettled.pop(job.req.job_id, None)
 
     async def _on_status(self, job: _Job, status: JobStatus) -> None:
         previous, job.last = job.last, status
@@ -315,6 +336,9 @@ class ClusterBackend:
             self.stats_counts["releases"] += 1
             try:
                 await self._call(self.transport.act, "release", [job.condor_id], "GLO: transient hold")
+            except TransportUnavailable:
+                job.releases -= 1
+                raise
             except TransportError as exc:
                 log.warning("release of %s failed (%s); removing it instead", job.condor_id, exc)
             else:
@@ -329,13 +353,17 @@ class ClusterBackend:
                    releases=job.releases)
 
     async def _remove(self, job: _Job, reason: str) -> None:
-        self._forget(job)
+        """Remove the job from the queue, then stop following it (its abort event is then ignored).  An
+        unreachable schedd propagates: the job stays followed and the removal is tried again."""
         if job.condor_id:
-            self.stats_counts["removals"] += 1
             try:
                 await self._call(self.transport.act, "remove", [job.condor_id], reason)
-            except TransportError as exc:  # its abort event is ignored either way: the job is no longer tracked
+                self.stats_counts["removals"] += 1
+            except TransportUnavailable:
+                raise
+            except TransportError as exc:
                 log.warning("could not remove %s: %s", job.condor_id, exc)
+        self._forget(job)
 
     def _stderr_tail(self, job: _Job) -> str:
         try:
@@ -356,7 +384,6 @@ class ClusterBackend:
         return data
 
     async def _on_completed(self, job: _Job, status: JobStatus) -> None:
-        self._forget(job)
         host = machine_of(status.host)
         base = dict(host=status.host, releases=job.releases, evictions=status.evictions)
         if self.remote:
@@ -365,6 +392,7 @@ class ClusterBackend:
         results, problem = self._results(job, data)
         exit_info = read_worker_exit(job.req.result_path) if data is not None else None
         code = status.exit_code if exit_info is None else exit_info[0]
+        self._forget(job)  # everything is fetched: from here on nothing needs the submit host
         if status.exit_signal is not None:
             error = f"worker killed by signal {status.exit_signal} on {host or 'its machine'}"
             self._emit(job, "finished", results=tuple(results), error=error, **base)
