@@ -67,6 +67,23 @@ def _losses(items: tuple[str, ...], db_path: str | None) -> list[CandidateSpec]:
     return out
 
 
+def _job_environment(items: tuple[str, ...], data_dir: str | None) -> dict[str, str]:
+    """--env NAME=VALUE items and --data-dir -> the job's environment (names are checked by CondorJobSettings)."""
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.ClickException(f"--env {item!r}: expected NAME=VALUE")
+        if name in env:
+            raise click.ClickException(f"--env {name} is given twice")
+        env[name] = value
+    if data_dir:
+        if "GLO_DATA_DIR" in env:
+            raise click.ClickException("--env GLO_DATA_DIR and --data-dir set the same variable: give one")
+        env["GLO_DATA_DIR"] = data_dir
+    return env
+
+
 @condor.command("job")
 @click.argument("losses", nargs=-1, required=True, metavar="LOSS...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -90,6 +107,8 @@ def _losses(items: tuple[str, ...], db_path: str | None) -> list[CandidateSpec]:
 @click.option("--disk", default="4GB", show_default=True)
 @click.option("--requirements", default="", help="A ClassAd expression, e.g. '(CUDACapability >= 7.0)'.")
 @click.option("--data-dir", help="GLO_DATA_DIR on the execute nodes (else the Keras cache or a download there).")
+@click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE",
+              help="Another variable in the job's environment, e.g. PYTHONPATH=/opt/glo/src (repeatable).")
 @click.option("--max-runtime", type=click.IntRange(min=1), help="Seconds before the pool holds the job.")
 @DB_OPTION
 @JSON_OPTION
@@ -97,7 +116,7 @@ def _losses(items: tuple[str, ...], db_path: str | None) -> list[CandidateSpec]:
 def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task: str | None, steps: int | None,
             seed: int | None, class_reduction: str | None, test_accuracy: bool, curve_interval: int | None,
             python: str, gpus: int, cpus: int, memory: str, disk: str, requirements: str, data_dir: str | None,
-            max_runtime: int | None, db_path: str | None, as_json: bool) -> None:
+            env_items: tuple[str, ...], max_runtime: int | None, db_path: str | None, as_json: bool) -> None:
     """Write OUT/spec.json and OUT/job.sub training each LOSS (a name such as baikal, infix text,
     or RUN/CANDIDATE from --db) one after another in one job; then `cd OUT && condor_submit job.sub`."""
     from orchestrator.config import TASK_DEFAULTS, TaskConfig, load_config
@@ -118,7 +137,7 @@ def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task
         WorkerSpec.from_json(spec.to_json())  # the worker's own validation, before anything is written
         settings = CondorJobSettings(request_gpus=gpus, request_cpus=cpus, request_memory=memory, request_disk=disk,
                                      requirements=requirements, max_runtime_s=max_runtime,
-                                     environment={"GLO_DATA_DIR": data_dir} if data_dir else {})
+                                     environment=_job_environment(env_items, data_dir))
         text = render_submit((python, "-m", "worker"), settings, attributes={"GloJob": "manual"})
     except (SpecError, SubmitDescriptionError) as exc:
         raise click.ClickException(str(exc)) from None

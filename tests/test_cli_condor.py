@@ -13,7 +13,7 @@ import htcondor2
 import numpy as np
 import pytest
 
-from tests.condor_pool import skip_without_pool
+from tests.condor_pool import Pool, open_up
 from tests.orch_helpers import REPO, glo, write_config
 from worker.lossexpr import named_loss, parse
 from worker.spec import load_spec
@@ -24,7 +24,8 @@ GOLDEN = Path(__file__).parent / "golden" / "condor"
 def test_job_writes_a_spec_the_worker_accepts_and_a_submit_file_htcondor_reads(tmp_path: Path) -> None:
     out = tmp_path / "job"
     r = glo("condor", "job", "baikal", "x * log(y)", "--out", str(out), "--steps", "20000", "--seed", "3",
-            "--python", "/opt/glo/bin/python", "--data-dir", "/data/glo sets", "--gpus", "1", "--json")
+            "--python", "/opt/glo/bin/python", "--data-dir", "/data/glo sets", "--env", "PYTHONPATH=/opt/glo/src",
+            "--gpus", "1", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["losses"] == ["baikal", "loss-1"] and info["steps"] == 20000
@@ -36,7 +37,7 @@ def test_job_writes_a_spec_the_worker_accepts_and_a_submit_file_htcondor_reads(t
     sub = htcondor2.Submit((out / "job.sub").read_text())
     assert sub["executable"] == "/opt/glo/bin/python"
     assert sub["arguments"] == '"-m worker spec.json --out result.json"'
-    assert sub["environment"] == "\"GLO_DATA_DIR='/data/glo sets' PYTHONUNBUFFERED=1\""
+    assert sub["environment"] == "\"GLO_DATA_DIR='/data/glo sets' PYTHONPATH=/opt/glo/src PYTHONUNBUFFERED=1\""
     assert sub["request_gpus"] == "1" and sub["transfer_input_files"] == "spec.json"
 
     again = glo("condor", "job", "ce", "--out", str(out))
@@ -57,6 +58,10 @@ def test_cifar10_takes_the_papers_settings(tmp_path: Path) -> None:
     (["baikal", "baikal"], "the same loss is given twice: baikal"),
     (["ce", "--memory", "lots"], "request_memory must be a size"),
     (["ce", "--requirements", "true\nqueue 9"], "requirements must be a single line"),
+    (["ce", "--env", "PYTHONPATH"], "--env 'PYTHONPATH': expected NAME=VALUE"),
+    (["ce", "--env", "BAD NAME=1"], "'BAD NAME' is not a variable name"),
+    (["ce", "--env", "A=1", "--env", "A=2"], "--env A is given twice"),
+    (["ce", "--env", "GLO_DATA_DIR=/a", "--data-dir", "/b"], "set the same variable"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     r = glo("condor", "job", *args, "--out", str(tmp_path / "j"))
@@ -87,13 +92,13 @@ def _mnist_like(path: Path, n: int = 300) -> None:
     np.savez(path, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
 
 
-def _tiny_inputs(tmp_path: Path) -> Path:
-    """Synthetic MNIST in tmp_path/data and a 15-step task config tmp_path/tiny.toml; returns the data dir."""
-    data = tmp_path / "data"
+def _tiny_inputs(root: Path) -> Path:
+    """Synthetic MNIST in root/data and a 15-step task config root/tiny.toml; returns the data dir."""
+    data = root / "data"
     data.mkdir()
     _mnist_like(data / "mnist.npz")
-    (tmp_path / "tiny.toml").write_text('[task]\nname = "mnist"\nsteps = 15\nbatch_size = 32\n'
-                                        'learning_rate = 0.1\nvalidation_size = 60\n')
+    (root / "tiny.toml").write_text('[task]\nname = "mnist"\nsteps = 15\nbatch_size = 32\n'
+                                    'learning_rate = 0.1\nvalidation_size = 60\n')
     return data
 
 
@@ -144,14 +149,18 @@ def test_show_a_held_job_and_a_result_for_another_spec(tmp_path: Path) -> None:
 
 
 @pytest.mark.condor
-@skip_without_pool
-def test_live_pool_trains_the_job_and_show_reports_it(tmp_path: Path) -> None:
-    """On a real pool (execute nodes that see this interpreter and tmp_path's data): submit, wait, show."""
+def test_live_pool_trains_the_job_and_show_reports_it(condor_pool: Pool) -> None:
+    """On a real pool: submit, wait, show.  The job runs as the pool's job user, with the pool's job
+    interpreter, GLO's code on PYTHONPATH (--env) and the synthetic data in a directory it can read."""
     pytest.importorskip("tensorflow")
-    data = _tiny_inputs(tmp_path)
-    out = tmp_path / "job"
-    r = glo("condor", "job", "ce", "baikal", "--config", str(tmp_path / "tiny.toml"), "--out", str(out),
-            "--python", sys.executable, "--data-dir", str(data), "--gpus", "0", "--memory", "2GB", "--disk", "1GB")
+    inputs = condor_pool.jobs_dir("tf-inputs")
+    data = _tiny_inputs(inputs)
+    open_up(inputs)
+    out = condor_pool.jobs_dir("tf-job")
+    env = [f"--env={name}={value}" for name, value in condor_pool.job_env().items()]
+    r = glo("condor", "job", "ce", "baikal", "--config", str(inputs / "tiny.toml"), "--out", str(out),
+            "--python", condor_pool.job_python(tf=True), "--data-dir", str(data), *env,
+            "--gpus", "0", "--memory", "2GB", "--disk", "1GB")
     assert r.returncode == 0, r.stderr
     submitted = subprocess.run(["condor_submit", "-terse", "job.sub"], cwd=out, capture_output=True, text=True,
                                timeout=120)
@@ -166,6 +175,7 @@ def test_live_pool_trains_the_job_and_show_reports_it(tmp_path: Path) -> None:
     shown = json.loads(glo("condor", "show", str(out), "--json").stdout)
     assert [j["state"] for j in shown["jobs"]] == ["done"], shown
     assert [row["loss"] for row in shown["results"]] == ["ce", "baikal"] and shown["waiting_for"] == []
+    assert all(row["status"] == "ok" for row in shown["results"]), shown
 
 
 def test_show_says_when_the_log_is_not_all_readable(tmp_path: Path) -> None:

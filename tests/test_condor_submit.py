@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import htcondor2
@@ -19,7 +18,7 @@ from condor.submit import (
     quote_environment,
     render_submit,
 )
-from tests.condor_pool import skip_without_pool
+from tests.condor_pool import Pool
 
 GOLDEN = Path(__file__).parent / "golden" / "condor"
 PY = ("/opt/glo/venv/bin/python", "-m", "worker")
@@ -114,27 +113,27 @@ def test_submit_output_from_a_real_pool() -> None:
 
 
 @pytest.mark.condor
-@skip_without_pool
-def test_live_pool_runs_a_rendered_job_and_keeps_every_argument(tmp_path: Path) -> None:
+def test_live_pool_runs_a_rendered_job_and_keeps_every_argument(condor_pool: Pool) -> None:
     """A rendered job on a real pool: argv with spaces and both quote kinds arrives intact, the
     spec goes in and the result comes back by file transfer."""
     tricky = "it's a \"quoted\" arg"
     code = ("import json, sys; spec = json.load(open(sys.argv[-3])); "
             "json.dump({'argv': sys.argv[1:], 'spec': spec}, open(sys.argv[-1], 'w'))")
-    (tmp_path / "spec.json").write_text(json.dumps({"hello": "pool"}))
-    text = render_submit((sys.executable, "-c", code, tricky),
+    job_dir = condor_pool.jobs_dir("submit")
+    (job_dir / "spec.json").write_text(json.dumps({"hello": "pool"}))
+    text = render_submit((condor_pool.job_python(), "-c", code, tricky),
                          CondorJobSettings(request_gpus=0, request_memory="128MB", request_disk="10MB"),
                          attributes={"GloTest": "submit"})
-    (tmp_path / "job.sub").write_text(text)
-    done = subprocess.run(["condor_submit", "-terse", "job.sub"], cwd=tmp_path, capture_output=True, text=True,
+    (job_dir / "job.sub").write_text(text)
+    done = subprocess.run(["condor_submit", "-terse", "job.sub"], cwd=job_dir, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     cluster = parse_submit_output(done.stdout)
     try:
-        waited = subprocess.run(["condor_wait", "-wait", "600", str(tmp_path / "job.log"), str(cluster.cluster)],
+        waited = subprocess.run(["condor_wait", "-wait", "600", str(job_dir / "job.log"), str(cluster.cluster)],
                                 capture_output=True, text=True, timeout=660)
         assert waited.returncode == 0, waited.stdout + waited.stderr
     finally:
         subprocess.run(["condor_rm", str(cluster.cluster)], capture_output=True, timeout=60)
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = json.loads((job_dir / "result.json").read_text())
     assert result == {"argv": [tricky, "spec.json", "--out", "result.json"], "spec": {"hello": "pool"}}
