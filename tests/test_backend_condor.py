@@ -193,7 +193,7 @@ def test_kill_9_with_six_jobs_in_the_pool_then_resume_readopts_them(condor_pool:
 def test_cancel_removes_the_runs_jobs_from_the_queue(condor_pool: Pool, tmp_path: Path) -> None:
     """`glo cancel` of a run whose scheduler is gone still removes its jobs (constraint on GloRunId)."""
     work = condor_pool.jobs_dir("cancel")
-    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=30.0, per_job=1)
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=30.0, per_job=1, population=20)
     db = tmp_path / "r.db"
     proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "cx", env=glo_env())
     wait_for("jobs in the queue", lambda: count(db, "select count(*) from jobs where run_id = 'cx' and "
