@@ -10,7 +10,7 @@ OUT    ?= out
 GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
 export GLO_DATA_DIR
 
-.PHONY: install test demo mnist cifar10 lint bench clean system-deps
+.PHONY: install test demo mnist mnist-small cifar10 lint bench clean system-deps
 
 install: $(STAMP)
 
@@ -49,15 +49,21 @@ BACKEND ?= local
 RUN_SETTINGS = --set backend.kind=$(BACKEND) $(if $(SSH_HOST),--set backend.ssh.host=$(SSH_HOST)) \
 	$(if $(WORKER_PYTHON),--set "backend.worker_command=$(WORKER_PYTHON) -m worker") $(foreach s,$(GLO_SET),--set $(s))
 
+# Each is `glo experiment`: it prints how long it will take, then runs (or resumes) discovery, the evaluation
+# and the report (OUT/<name>/report.md); run it again after a stop and it goes on where it stopped.
 mnist: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo run configs/mnist.toml --db $(OUT)/glo.db $(RUN_SETTINGS)
-	$(BIN)/glo best --db $(OUT)/glo.db -k 10
+	$(BIN)/glo experiment configs/mnist.toml --db $(OUT)/glo.db --out $(OUT)/mnist $(RUN_SETTINGS)
 
+mnist-small: install
+	@mkdir -p $(OUT)
+	$(BIN)/glo experiment configs/mnist-small.toml --db $(OUT)/mnist-small.db --out $(OUT)/mnist-small $(RUN_SETTINGS)
+
+# The transfer experiment (Fig. 5): the best loss of `make mnist` (OUT/glo.db; baikal without one) against ce.
 cifar10: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo run configs/cifar10.toml --db $(OUT)/glo.db $(RUN_SETTINGS)
-	$(BIN)/glo best --db $(OUT)/glo.db -k 10
+	$(BIN)/glo experiment configs/cifar10.toml --db $(OUT)/cifar10.db --out $(OUT)/cifar10 \
+	  --transfer-from $(OUT)/glo.db $(RUN_SETTINGS)
 
 bench: install
 	@mkdir -p $(OUT)

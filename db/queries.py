@@ -187,3 +187,59 @@ def candidate(db: Database, ident: str) -> tuple[CandidateRow, EvaluationRow | N
             uids = tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(models.JobCandidate.job_id == jid)))
             jobs.append(JobRow.of(j, uids))
         return CandidateRow.of(c), (EvaluationRow.of(ev) if ev else None), jobs
+
+
+def run_kind(config: dict[str, Any]) -> str:
+    """'evaluation' for a `glo evaluate` run (its config has [evaluate]), else 'search'."""
+    return "evaluation" if config.get("evaluate") else "search"
+
+
+def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:
+    """What an evaluation run measured, cell by cell (loss x fraction x seed), as plain data for the
+    statistics, figures and report (orchestrator.experiments).  Cells not trained yet are "pending"."""
+    with db.session() as s:
+        run = _run(s, run_id)
+        config = json.loads(run.config_json)
+        ev_cfg = config.get("evaluate")
+        if not ev_cfg:
+            raise NotFoundError(f"run {run.id} is a search, not an evaluation (see `glo evaluate`)")
+        losses = [{"label": d["label"], "infix": ""} for d in ev_cfg["losses"]]
+        fractions = [float(f) for f in ev_cfg.get("fractions", [1.0])]
+        rows = s.execute(select(models.Candidate, models.Evaluation).outerjoin(
+            models.Evaluation, models.Evaluation.id == models.Candidate.evaluation_id).where(
+            models.Candidate.run_id == run.id).order_by(models.Candidate.seq)).all()
+        records = []
+        for cand, ev in rows:
+            try:
+                i, j, seed = (int(p[1:]) for p in cand.search_id.split("-"))
+            except ValueError:
+                continue
+            losses[i]["infix"] = cand.infix
+            metrics = json.loads(ev.metrics_json) if ev is not None else {}
+            extra = metrics.get("extra") or {}
+            status = {"evaluated": "ok", "cached": "ok", "failed": "failed", "pending": "pending"}.get(
+                cand.status, cand.status)
+            if ev is not None and ev.status != "ok":
+                status = ev.status
+            records.append({
+                "loss": losses[i]["label"], "seed": seed, "fraction": fractions[j], "status": status,
+                "test_accuracy": metrics.get("test_accuracy"), "validation_accuracy": metrics.get("validation_accuracy"),
+                "test_curve": extra.get("test_curve"), "probability_histogram": extra.get("probability_histogram"),
+                "candidate_id": cand.uid, "device": ev.device if ev is not None else None,
+                "wall_seconds": ev.wall_seconds if ev is not None else None, "error": cand.error or None,
+                "data_source": extra.get("data_source"),
+            })
+        task = config.get("task", {})
+        data = task.get("data_path") or ""
+        return {"run_id": run.id, "task": run.task, "steps": int(task.get("steps", 0)),
+                "data_label": _data_label(run.task, records, data), "losses": losses,
+                "seeds": list(ev_cfg["seeds"]), "fractions": fractions, "records": records,
+                "status": run.status, "curve_every": ev_cfg.get("curve_every")}
+
+
+def _data_label(task: str, records: list[dict[str, Any]], data_path: str) -> str:
+    """Name the data honestly: the JPEG re-encoding of CIFAR-10 is not CIFAR-10 itself."""
+    sources = " ".join(str(r.get("data_source") or "") for r in records) + " " + data_path
+    if task == "cifar10":
+        return "CIFAR-10 (JPEG re-encoding, cifar10_jpeg.npz)" if "jpeg" in sources.lower() else "CIFAR-10"
+    return "MNIST"

@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.search.config import ConfigError as SearchConfigError
 from orchestrator.search.config import SearchConfig
+from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.numeric import CLASS_REDUCTIONS
 from worker.spec import TASKS, CandidateSpec, WorkerSpec
 
@@ -50,12 +51,25 @@ class TaskConfig:
     # "mean": L = -(1/n) Σ_classes f, the paper's formula; "sum": L = -Σ_classes f, the scale at
     # which x*log(y) is Keras' cross-entropy and at which the paper's accuracies are reproduced.
     class_reduction: str = "mean"
+    # What `glo evaluate` measures besides the fitness; a search leaves them unset.
+    train_fraction: float | None = None  # train on this fraction of the training images (the paper's Fig. 4)
+    test_accuracy: bool = False  # also test accuracy (and its curve, and the output-probability histogram)
+    curve_interval: int | None = None  # accuracy every this many steps
 
     def budget(self) -> dict[str, Any]:
-        """The fields that change a measured fitness (cache key material)."""
-        return {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                "validation_size": self.validation_size, "train_subset": self.train_subset,
-                "epsilon": self.epsilon, "class_reduction": self.class_reduction}
+        """The fields that change a measured fitness or what is measured (cache key material).  The ones a
+        search leaves unset are left out, so every key made before they existed stays the same."""
+        out: dict[str, Any] = {
+            "steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+            "validation_size": self.validation_size, "train_subset": self.train_subset,
+            "epsilon": self.epsilon, "class_reduction": self.class_reduction}
+        if self.train_fraction is not None:
+            out["train_fraction"] = self.train_fraction
+        if self.test_accuracy:
+            out["test_accuracy"] = True
+        if self.curve_interval is not None:
+            out["curve_interval"] = self.curve_interval
+        return out
 
     def seed_policy(self) -> str:
         return f"fixed:{self.seed}"
@@ -66,8 +80,9 @@ class TaskConfig:
         return WorkerSpec(
             task=self.name, candidates=tuple(candidates), steps=self.steps, batch_size=self.batch_size,
             learning_rate=self.learning_rate, seed=self.seed, validation_size=self.validation_size,
-            train_subset=self.train_subset, data_path=self.data_path, test_accuracy=test_accuracy,
-            curve_interval=curve_interval, epsilon=self.epsilon, class_reduction=self.class_reduction,
+            train_subset=self.train_subset, data_path=self.data_path, test_accuracy=test_accuracy or self.test_accuracy,
+            curve_interval=curve_interval or self.curve_interval, epsilon=self.epsilon,
+            class_reduction=self.class_reduction, train_fraction=self.train_fraction,
         )
 
 
@@ -141,12 +156,19 @@ class GloConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    evaluate: EvaluateConfig | None = None  # set: the run is a `glo evaluate` grid, not a search
+
+    @property
+    def kind(self) -> str:
+        return "search" if self.evaluate is None else "evaluation"
 
     def to_dict(self) -> dict[str, Any]:
         search = self.search.to_dict()
         search.pop("seed", None)  # it is run.seed
         out = {"run": asdict(self.run), "task": asdict(self.task), "search": search,
                "backend": asdict(self.backend)}
+        if self.evaluate is not None:
+            out["evaluate"] = self.evaluate.to_dict()
         out["backend"]["worker_command"] = list(self.backend.worker_command)
         out["backend"]["condor"]["release_hold_codes"] = list(self.backend.condor.release_hold_codes)
         return out
@@ -228,6 +250,10 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         epsilon=_real("task.epsilon", t.get("epsilon", 1e-7), hi=1.0),
         seed=_int("task.seed", t.get("seed", 0), 0),
         class_reduction=_choice("task.class_reduction", t.get("class_reduction", "mean"), CLASS_REDUCTIONS),
+        train_fraction=None if t.get("train_fraction") is None else _real(
+            "task.train_fraction", t["train_fraction"], hi=1.0 + 1e-12),
+        test_accuracy=_bool("task.test_accuracy", t.get("test_accuracy", False)),
+        curve_interval=None if t.get("curve_interval") is None else _int("task.curve_interval", t["curve_interval"], 1),
     )
 
     s = top.get("search", {})
@@ -265,7 +291,38 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         condor=_condor(b.get("condor", {})),
         ssh=_ssh(b.get("ssh", {}), required=kind == "ssh"),
     )
-    return GloConfig(run=run, task=task, search=search, backend=backend)
+    evaluate = None if top.get("evaluate") is None else _evaluate(top["evaluate"])
+    return GloConfig(run=run, task=task, search=search, backend=backend, evaluate=evaluate)
+
+
+def _evaluate(data: Any) -> EvaluateConfig:
+    """[evaluate]: written by `glo evaluate` (losses as tree JSON), checked again when a run is resumed."""
+    from worker.lossexpr import LossExprError, Node
+
+    e = _check_keys("evaluate", data, EvaluateConfig)
+    losses = e.get("losses")
+    if not isinstance(losses, list) or not losses:
+        raise ConfigError("evaluate.losses: must be a non-empty list of {label, tree}")
+    out = []
+    for i, item in enumerate(losses):
+        if not isinstance(item, Mapping) or set(item) != {"label", "tree"} or not isinstance(item["label"], str):
+            raise ConfigError(f"evaluate.losses[{i}]: must be {{label, tree}}")
+        try:
+            Node.from_json(item["tree"])
+        except LossExprError as exc:
+            raise ConfigError(f"evaluate.losses[{i}].tree: {exc}") from None
+        out.append((item["label"], item["tree"]))
+    seeds = e.get("seeds")
+    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds):
+        raise ConfigError(f"evaluate.seeds: must be a non-empty list of distinct seeds, got {seeds!r}")
+    seeds = [_int("evaluate.seeds[]", s, 0) for s in seeds]
+    fractions = e.get("fractions", [1.0])
+    if not isinstance(fractions, list) or not fractions:
+        raise ConfigError(f"evaluate.fractions: must be a non-empty list, got {fractions!r}")
+    fractions = [_real("evaluate.fractions[]", f, hi=1.0 + 1e-12) for f in fractions]
+    curve = e.get("curve_every")
+    return EvaluateConfig(tuple(out), tuple(seeds), tuple(fractions),
+                          None if curve is None else _int("evaluate.curve_every", curve, 1))
 
 
 def _bool(key: str, v: Any) -> bool:
@@ -390,6 +447,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> GloConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
-        return from_dict(apply_overrides(data, overrides))
+        data = apply_overrides(data, overrides)
+        data.pop("experiment", None)  # what `glo experiment` does after the search (orchestrator.pipeline)
+        return from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None

@@ -22,6 +22,7 @@ same whatever the order of the tells (or the crashes).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,9 @@ from db.store import NewCandidate, NewEvaluation, NewResolution, Store
 from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
-from orchestrator.config import GloConfig, from_dict
+from orchestrator.config import GloConfig, TaskConfig, from_dict
 from orchestrator.search.candidate import Candidate
+from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.coefficients import pruned_coefficients
@@ -83,7 +85,7 @@ class Scheduler:
         root = Path(config.backend.work_dir) if config.backend.work_dir else Path(str(db.path) + ".work")
         self.work_root = (work_root or root).resolve()
         self._backend = backend
-        self.search: Search | None = None
+        self.search: Search | EvaluationPlan | None = None
         self.outstanding: dict[str, CandidateRow] = {}  # uid -> asked, not told
         self.to_tell: dict[str, float] = {}  # uid -> fitness stored, to be told
         self.job_of_key: dict[str, int] = {}  # eval_key -> job training it now
@@ -212,11 +214,18 @@ class Scheduler:
         return None
 
     # -- asking ------------------------------------------------------------------------------------
+    def _task_for(self, search_id: str) -> TaskConfig:
+        """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and
+        training fraction (a search has no overrides)."""
+        overrides = getattr(self.search, "task_overrides", None)
+        return replace(self.config.task, **overrides(search_id)) if overrides is not None else self.config.task
+
     def _new_candidate(self, cand: Candidate) -> NewCandidate:
         ck = self.keys(cand.tree)
         return NewCandidate(
             search_id=cand.id, tree_json=cand.tree.to_json(), infix=to_infix(cand.tree),
-            coefficients=pruned_coefficients(cand.tree), canonical_key=ck, eval_key=eval_key(ck, self.config.task),
+            coefficients=pruned_coefficients(cand.tree), canonical_key=ck,
+            eval_key=eval_key(ck, self._task_for(cand.id)),
             generation=cand.generation, phase=cand.phase, origin=cand.origin, parents=list(cand.parents),
         )
 
@@ -263,12 +272,16 @@ class Scheduler:
                 self.followers.setdefault(row.eval_key, []).append(row.uid)
             else:
                 seen[row.eval_key] = row
-        unique = list(seen.values())
-        for i in range(0, len(unique), per_job):
-            batch = unique[i:i + per_job]
-            job = self.store.create_job(self.run_id, self.config.backend.kind, [r.uid for r in batch])
-            self._track_job(job)
-            self.ready.append(job.id)
+        groups: dict[str, list[CandidateRow]] = {}  # one job trains candidates of one training setting
+        for row in seen.values():
+            task = self._task_for(row.search_id)
+            groups.setdefault(json.dumps(task.budget() | {"seed": task.seed}, sort_keys=True), []).append(row)
+        for unique in groups.values():
+            for i in range(0, len(unique), per_job):
+                batch = unique[i:i + per_job]
+                job = self.store.create_job(self.run_id, self.config.backend.kind, [r.uid for r in batch])
+                self._track_job(job)
+                self.ready.append(job.id)
 
     def _track_job(self, job: JobRow) -> None:
         self.jobs[job.id] = job
@@ -322,7 +335,7 @@ class Scheduler:
                         if u in self.outstanding and self.outstanding[u].status == "pending"), key=lambda c: c.seq)
         if not cands:
             return None
-        spec = self.config.task.worker_spec(
+        spec = self._task_for(cands[0].search_id).worker_spec(
             [CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, None, avoid_hosts=job.bad_nodes)
@@ -484,7 +497,7 @@ class Scheduler:
                 del self.job_of_key[key]
 
     def _store(self, row: CandidateRow, res: CandidateResult) -> None:
-        t = self.config.task
+        t = self._task_for(row.search_id)
         waiting = self.followers.pop(row.eval_key, [])
         uids = [row.uid] + [u for u in waiting if u in self.outstanding]
         metrics = {k: v for k, v in {
@@ -526,7 +539,10 @@ class Scheduler:
     async def _recover(self) -> None:
         """Rebuild the in-memory picture from the database (a no-op for a new run)."""
         state = self.store.load_search_state(self.run_id)
-        if state is None:
+        if self.config.evaluate is not None:  # `glo evaluate`: a fixed grid of trainings instead of a search
+            self.search = (EvaluationPlan(self.config.evaluate) if state is None
+                           else EvaluationPlan.import_state(state))
+        elif state is None:
             self.search = Search(self.config.search, key_fn=self.keys)
         else:
             self.search = Search.import_state(state, key_fn=self.keys)
@@ -614,6 +630,9 @@ class Scheduler:
         self._bar_task = self._bar.add_task(f"run {self.run_id}", total=self._expected(), info="")
 
     def _expected(self) -> int:
+        if self.config.evaluate is not None:
+            e = self.config.evaluate
+            return len(e.losses) * len(e.seeds) * len(e.fractions)
         ga = self.config.search.ga
         return ga.population_size * ga.generations
 

@@ -43,6 +43,22 @@ def fitness_of(tree) -> tuple[str, float]:  # type: ignore[no-untyped-def]
     return "ok", round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, gap)))), 12)
 
 
+def _test_measures(spec, fit: float, salt: int) -> tuple[float | None, dict]:  # type: ignore[no-untyped-def]
+    """What `glo evaluate` asks for: a test accuracy that depends on the seed and the training fraction
+    (deterministically, so repeats differ the way real ones do), its curve and a probability histogram."""
+    if not spec.test_accuracy:
+        return None, {}
+    wiggle = (((spec.seed + 1) * (salt * 13 + 7)) % 11 - 5) / 1000.0
+    test = max(0.0, min(1.0, fit + wiggle - 0.05 * (1.0 - (spec.train_fraction or 1.0))))
+    extra: dict = {"probability_histogram": {"edges": [i / 20 for i in range(21)],
+                                             "counts": [int(1000 * (1 - test)) if i < 19 else int(1000 * test)
+                                                        for i in range(20)]}}
+    if spec.curve_interval:
+        steps = list(range(spec.curve_interval, spec.steps + 1, spec.curve_interval))
+        extra["test_curve"] = [[s, round(test * s / spec.steps, 6)] for s in steps]
+    return test, extra
+
+
 def _strike_once(fault: str, infixes: list[str]) -> bool:
     """True the first time a job holds a candidate matching $GLO_FAKE_WORKER_<fault> (then never again)."""
     wanted = [w for w in os.environ.get(f"GLO_FAKE_WORKER_{fault}", "").split(";") if w]
@@ -93,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         time.sleep(sleep)
         status, fit = fitness_of(cand.tree)
-        results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, wall_seconds=sleep,
-                                       train_seconds=sleep, device="fake", spec_hash=spec.spec_hash()))
+        test, extra = _test_measures(spec, fit, len(infix))
+        results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
+                                       wall_seconds=sleep, train_seconds=sleep, device="fake",
+                                       spec_hash=spec.spec_hash(), extra=extra))
         write_results(Path(args.out), spec.spec_hash(), results)
         if log:
             with open(log, "a") as fh:

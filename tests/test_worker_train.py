@@ -162,3 +162,25 @@ def test_cifar_shaped_run(tmp_path):
     (r,) = read_results(tmp_path / "r.json")[1]
     assert r.status == "ok" and r.extra["steps_done"] == 3 and r.extra["train_size"] == 40
     assert r.test_accuracy is not None and 0 <= r.fitness <= 1
+
+
+def test_evaluation_measures_test_curve_histogram_and_fraction(mnist_runs, tmp_path):
+    """What `glo evaluate` reads: the test-set curve (Figs. 3, 5), the output-probability histogram (Fig. 7),
+    and training on a fraction of the training set (Fig. 4)."""
+    from worker.train import run_spec
+
+    spec, runs = mnist_runs
+    ce = runs[0][1][0]
+    assert [p[0] for p in ce.extra["test_curve"]] == [10, 20, 30] and ce.extra["test_curve"][-1][1] == ce.test_accuracy
+    hist = ce.extra["probability_histogram"]
+    assert len(hist["edges"]) == 21 and len(hist["counts"]) == 20
+    assert sum(hist["counts"]) == 100 * 10  # every class probability of every test image
+    assert WorkerSpec.from_json(spec.to_json()).spec_hash() == spec.spec_hash()
+    assert "train_fraction" not in spec.to_json()  # unset: every older spec keeps its hash
+
+    small = _spec(spec.data_path, CANDIDATES[:1], train_fraction=0.2, steps=5, curve_interval=None)
+    out = tmp_path / "r.json"
+    run_spec(small, load_task(small), out)
+    (res,) = read_results(out)[1]
+    assert res.extra["train_size"] == 60  # 20% of the 300 training images
+    assert "test_curve" not in res.extra and res.extra["probability_histogram"]

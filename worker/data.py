@@ -141,6 +141,8 @@ def split(spec: WorkerSpec, xtr: np.ndarray, ytr: np.ndarray) -> tuple[np.ndarra
     val_idx, train_idx = perm[: spec.validation_size], perm[spec.validation_size:]
     if spec.train_subset is not None:
         train_idx = train_idx[: spec.train_subset]
+    if spec.train_fraction is not None:  # the paper's Fig. 4: the first fraction of the (seeded) order
+        train_idx = train_idx[: max(1, round(len(train_idx) * spec.train_fraction))]
     return xtr[train_idx], ytr[train_idx], xtr[val_idx], ytr[val_idx]
 
 

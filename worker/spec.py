@@ -90,6 +90,7 @@ class WorkerSpec:
     curve_interval: int | None = None
     epsilon: float = 1e-7
     class_reduction: str = "mean"
+    train_fraction: float | None = None  # train on this fraction of the training images (after train_subset)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,8 @@ class WorkerSpec:
             "epsilon": self.epsilon,
             "class_reduction": self.class_reduction,
             "candidates": [{"id": c.id, "tree": c.tree.to_json()} for c in self.candidates],
+            # only when set, so that every spec written before the field existed keeps its hash
+            **({"train_fraction": self.train_fraction} if self.train_fraction is not None else {}),
         }
 
     def spec_hash(self) -> str:
@@ -123,7 +126,7 @@ class WorkerSpec:
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
             "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
-            "candidates",
+            "candidates", "train_fraction",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -162,6 +165,11 @@ class WorkerSpec:
         if class_reduction not in CLASS_REDUCTIONS:
             raise SpecError(f"class_reduction: must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
 
+        fraction = data.get("train_fraction")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0.0 < float(fraction) <= 1.0):
+            raise SpecError(f"train_fraction: must be a number in (0, 1], got {fraction!r}")
+
         raw = data.get("candidates")
         if not isinstance(raw, list) or not raw:
             raise SpecError("candidates: must be a non-empty list")
@@ -196,6 +204,7 @@ class WorkerSpec:
             curve_interval=integer("curve_interval", None, 1, optional=True),
             epsilon=epsilon,
             class_reduction=class_reduction,
+            train_fraction=None if fraction is None else float(fraction),
         )
 
 

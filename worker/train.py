@@ -102,6 +102,27 @@ def make_train_step(model: keras.Model, loss_fn: Callable, x_all: tf.Tensor, y_a
     return step
 
 
+#: Bins of the test-set output-probability histogram (the paper's Fig. 7): 20 over [0, 1].
+HISTOGRAM_EDGES = np.linspace(0.0, 1.0, 21)
+
+
+def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...]):
+    """histogram(x uint8) -> counts of every output probability (all classes of all images) per bin."""
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)])
+    def probs(xb: tf.Tensor) -> tf.Tensor:
+        return model(pre_eval(xb), training=False)
+
+    def histogram(x: np.ndarray) -> dict[str, list[float]]:
+        counts = np.zeros(len(HISTOGRAM_EDGES) - 1, np.int64)
+        for i in range(0, len(x), EVAL_BATCH):
+            p = np.clip(probs(x[i:i + EVAL_BATCH]).numpy().ravel(), 0.0, 1.0)
+            counts += np.histogram(p, bins=HISTOGRAM_EDGES)[0]
+        return {"edges": [float(e) for e in HISTOGRAM_EDGES], "counts": [int(c) for c in counts]}
+
+    return histogram
+
+
 def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
     """accuracy(x uint8, y int32) in batches of EVAL_BATCH."""
 
@@ -188,6 +209,8 @@ class Trainer:
 
         losses: list[float] = []
         curve: list[list[float]] = [] if spec.curve_interval else None
+        # With test accuracy asked for, the curve is measured on the test set too (the paper's Figs. 3, 5).
+        test_curve: list[list[float]] | None = [] if spec.curve_interval and spec.test_accuracy else None
         eval_s = 0.0
         bad_step: int | None = None
         pending: tuple[int, tf.Tensor] | None = None
@@ -220,6 +243,8 @@ class Trainer:
                     break
                 te = time.perf_counter()
                 curve.append([s, accuracy(data.x_val, data.y_val)])
+                if test_curve is not None:
+                    test_curve.append([s, accuracy(data.x_test, data.y_test)])
                 eval_s += time.perf_counter() - te
         if pending is not None:
             check(pending)
@@ -228,6 +253,8 @@ class Trainer:
                  "deterministic": self.deterministic, "data_source": data.source,
                  "train_size": n_train, "validation_size": len(data.x_val)}
 
+        if test_curve is not None:
+            extra["test_curve"] = test_curve
         if bad_step is not None:
             return self._result(cand, STATUS_NONFINITE, 0.0, curve=curve, final_train_loss=losses[-1],
                                 nonfinite_step=bad_step, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
@@ -235,9 +262,14 @@ class Trainer:
         te = time.perf_counter()
         val = accuracy(data.x_val, data.y_val)
         test = accuracy(data.x_test, data.y_test) if spec.test_accuracy else None
+        if spec.test_accuracy:
+            extra["probability_histogram"] = make_probability_histogram(model, pre_eval,
+                                                                        data.x_test.shape[1:])(data.x_test)
         eval_s += time.perf_counter() - te
         if curve is not None and (not curve or curve[-1][0] != spec.steps):
             curve.append([spec.steps, val])
+        if test_curve is not None and (not test_curve or test_curve[-1][0] != spec.steps):
+            test_curve.append([spec.steps, test])
         final = float(np.mean(losses[-FINAL_LOSS_WINDOW:]))
         steady = train_s - first_step_s  # steps 2..N, without tracing/compilation
         extra["steps_per_second"] = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None

@@ -1,0 +1,155 @@
+"""`glo evaluate`: full trainings of chosen losses with test accuracy, K paired seeds each, and the paper's
+statistics against cross-entropy.
+
+An evaluation is a run of its own kind (its config has an [evaluate] section) that the ordinary
+scheduler drives on any backend, with the same database, retries, cache and resume as a search: every
+(loss, fraction, seed) cell is cached by loss, task, budget, fraction and seed, so asking again trains
+nothing new, and `glo evaluate --resume RUN` (or `glo run --resume RUN`) continues a crashed one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, NotResumable, _errors
+
+
+def _parse_seeds(text: str | None, repeats: int) -> list[int]:
+    if not text:
+        return list(range(repeats))
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--seeds must be whole numbers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise click.BadParameter(f"--seeds must be distinct whole numbers >= 0, got {text!r}")
+    return seeds
+
+
+def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task: str | None, steps: int | None,
+                      seeds: list[int], fractions: tuple[float, ...], curve_every: int | None,
+                      overrides: tuple[str, ...], db_path: str | None, name: str = "", base: Any = None) -> Any:
+    """The run config of an evaluation: the file's [task] and [backend] (or the paper's task settings with
+    class_reduction "sum", as `glo condor job` uses), test accuracy on, the grid in [evaluate].  With
+    `base` (a discovery run's GloConfig, from `glo experiment`), its settings, trained on the whole
+    training set (a discovery's train_subset is a speed trick that an evaluation does not take over)."""
+    from orchestrator.cli_condor import _losses
+    from orchestrator.config import ConfigError, apply_overrides, from_dict
+
+    data: dict[str, Any] = {}
+    if base is not None:
+        data = base.to_dict()
+        data["task"]["train_subset"] = None
+        config_path = config_path or "(the experiment's config)"
+    elif config_path:
+        try:
+            data = tomllib.loads(Path(config_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config_path}: {exc}") from None
+    data.pop("evaluate", None)
+    t = data.setdefault("task", {})
+    if task is not None:
+        if config_path and t.get("name", "mnist") != task:  # another task: its paper settings, not the file's
+            t = data["task"] = {"class_reduction": t.get("class_reduction", "sum")}
+        t["name"] = task
+    if not config_path:
+        t.setdefault("class_reduction", "sum")
+    if steps is not None:
+        t["steps"] = steps
+    t["test_accuracy"] = True
+    if curve_every is not None:
+        t["curve_interval"] = curve_every
+    data.setdefault("run", {})["name"] = name or data.get("run", {}).get("name") or "evaluate"
+    specs = _losses(losses, db_path)
+    data["evaluate"] = {"losses": [{"label": text.strip(), "tree": spec.tree.to_json()}
+                                   for text, spec in zip(losses, specs)],
+                        "seeds": seeds, "fractions": list(fractions or (1.0,)), "curve_every": curve_every}
+    return from_dict(apply_overrides(data, overrides))
+
+
+@click.command("evaluate")
+@click.argument("losses", nargs=-1, metavar="LOSS...")
+@click.option("--task", type=click.Choice(["mnist", "cifar10"]), help="Task (default: the config's, else mnist).")
+@click.option("--steps", type=click.IntRange(min=1), help="SGD steps of each training (default: the config's).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Trainings per loss, with seeds 0..K-1: the same seeds for every loss (paired).")
+@click.option("--seeds", help="Explicit training seeds, e.g. 0,1,2 (instead of --repeats).")
+@click.option("--train-fraction", "fractions", type=click.FloatRange(0.0, 1.0, min_open=True), multiple=True,
+              help="Train on this fraction of the training set (repeatable: the paper's Fig. 4).")
+@click.option("--curve-every", type=click.IntRange(min=1), help="Test accuracy every S steps (Figs. 3 and 5).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Take [task] and [backend] from this GLO config.")
+@click.option("--backend", type=click.Choice(["local", "condor", "ssh"]), help="Override backend.kind.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config setting.")
+@click.option("--run-id", default=None, help="Name the evaluation run.")
+@click.option("--resume", metavar="RUN_ID", default=None, help="Continue an evaluation that stopped or crashed.")
+@click.option("--progress/--no-progress", default=None)
+@DB_OPTION
+@JSON_OPTION
+@_errors
+def evaluate_cmd(losses: tuple[str, ...], task: str | None, steps: int | None, repeats: int, seeds: str | None,
+                 fractions: tuple[float, ...], curve_every: int | None, config_path: str | None, backend: str | None,
+                 overrides: tuple[str, ...], run_id: str | None, resume: str | None, progress: bool | None,
+                 db_path: str | None, as_json: bool) -> None:
+    """Train each LOSS (a name such as ce or baikal, infix text, or RUN/CANDIDATE) K times with test
+    accuracy and compare it with ce: mean ± sd, Welch's and the paired t-test, one- and two-tailed."""
+    from db.queries import evaluation_results
+    from db.session import open_db
+    from orchestrator.runner import NotResumableError, run_search
+
+    if bool(losses) == bool(resume):
+        raise click.UsageError("give the losses to evaluate, or --resume RUN_ID")
+    cfg = None
+    if not resume:
+        overrides = (*overrides, f"backend.kind={backend}") if backend else overrides
+        cfg = evaluation_config(losses, config_path=config_path, task=task, steps=steps,
+                                seeds=_parse_seeds(seeds, repeats), fractions=fractions, curve_every=curve_every,
+                                overrides=overrides, db_path=db_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        rid, status = run_search(db_path, config=cfg, resume=resume, run_id=run_id, show_progress=progress)
+    except NotResumableError as exc:
+        raise NotResumable(str(exc)) from None
+    results = evaluation_results(open_db(db_path), rid)
+    from orchestrator.experiments.stats import format_table, summarize
+
+    rows = summarize(results)
+    if as_json:
+        click.echo(json.dumps({"run_id": rid, "status": status, "summary": rows, "results": results}, indent=2,
+                              default=str))
+    else:
+        click.echo(f"evaluation {rid}: {status} ({results['task']}, {results['steps']} steps, "
+                   f"seeds {', '.join(map(str, results['seeds']))})")
+        click.echo(format_table(rows))
+    if status == "stopped":
+        sys.exit(130)
+    if status != "finished":
+        sys.exit(1)
+
+
+@click.command("experiment")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where the report goes.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, [experiment] ones included (e.g. experiment.steps=500).")
+@click.option("--transfer-from", type=click.Path(dir_okay=False),
+              help='A database whose finished search gives the "transfer" loss (make cifar10: the MNIST one).')
+@click.option("--estimate-only", is_flag=True, help="Print how long it would take, then stop.")
+@DB_OPTION
+@_errors
+def experiment_cmd(config: str, out_dir: str, overrides: tuple[str, ...], transfer_from: str | None,
+                   estimate_only: bool, db_path: str | None) -> None:
+    """A whole experiment from CONFIG's [experiment]: the search, the evaluation of the losses it names
+    against baikal and ce, and the report (run it again to resume where it stopped)."""
+    from orchestrator.pipeline import run_experiment
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    run_experiment(config, db_path, out_dir, overrides=overrides, transfer_db=transfer_from,
+                   estimate_only=estimate_only, echo=lambda line: click.echo(line, err=False))
