@@ -480,8 +480,8 @@ class Scheduler:
             fields["host"] = ev.host
         if ev.kind == "released":  # the job's total over its attempts
             fields["releases"] = job.releases + 1
-        if ev.evictions is not None and ev.evictions + 0 > 0:
-            fields["evictions"] = job.evictions + (1 if ev.kind == "requeued" else 0)
+        if ev.kind == "requeued":
+            fields["evictions"] = job.evictions + 1
         if ev.bad_node and ev.bad_node not in job.bad_nodes:
             fields["bad_nodes"] = [*job.bad_nodes, ev.bad_node]
         return fields
