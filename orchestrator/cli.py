@@ -18,10 +18,12 @@ def _register() -> None:
     from orchestrator.cli_condor import condor
     from orchestrator.cli_evaluate import evaluate_cmd, experiment_cmd
     from orchestrator.cli_loss import loss
+    from orchestrator.cli_report import report_cmd
     from orchestrator.cli_runs import COMMANDS
 
     main.add_command(loss)
     main.add_command(condor)
+    main.add_command(report_cmd)
     main.add_command(evaluate_cmd)
     main.add_command(experiment_cmd)
     for command in COMMANDS:

@@ -1,0 +1,40 @@
+"""`glo report`: a markdown page with a run's tables and figures (and those of its evaluations)."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _echo_json, _errors, _open
+
+
+@click.command("report")
+@click.argument("run", required=False)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.md, its figures (PNG) and their numbers (CSV); created if missing.")
+@click.option("--baseline", default="ce", show_default=True,
+              help="The loss every other loss of an evaluation is tested against.")
+@DB_OPTION
+@JSON_OPTION
+@_errors
+def report_cmd(run: str | None, out_dir: str, baseline: str, db_path: str | None, as_json: bool) -> None:
+    """Write RUN's report (default: the latest run) into --out: report.md with tables and figures.
+
+    A search: summary, best losses, fitness per generation, CMA-ES progress, cache hits and resolutions,
+    and the evaluations of its losses.  An evaluation: per loss mean ± sd of test accuracy, Welch's and the
+    paired t-test against ce (one- and two-tailed p), Figs. 3, 4, 5 and 7.  Prints the report's path; with
+    --json, also every file written and the statistics."""
+    from orchestrator.experiments.report import ReportError, build_report
+
+    db = _open(db_path)
+    try:
+        info = build_report(db, run, out_dir, baseline=baseline)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        db.dispose()
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(info["report"])

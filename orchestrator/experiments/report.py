@@ -1,0 +1,334 @@
+"""`glo report`: one markdown page per run with its tables and figures (and those of its evaluations).
+
+A search run is read from the database (read-only): the run row, `db.queries.status` and `best`, and the
+candidates table for the progress figures.  An evaluation run comes as a results dict (the shape is
+described in `orchestrator.experiments`), from `db.queries.evaluation_results(db, run_id)` when this GLO
+has it, or handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.experiments import figures
+from orchestrator.experiments.stats import (
+    fmt_fraction,
+    format_table,
+    loss_labels,
+    md_escape,
+    status_counts,
+    summarize,
+    verdicts,
+)
+
+
+class ReportError(RuntimeError):
+    """A report that cannot be written, with a message a user can act on."""
+
+
+# -- reading --------------------------------------------------------------------------------------------
+
+def _run_row(db: Any, run_id: str | None) -> dict[str, Any]:
+    """The runs row as a plain dict (whatever columns this file has: `kind` exists from the schema version
+    that adds evaluation runs on); the latest run when `run_id` is None."""
+    from sqlalchemy import text
+
+    from db.errors import NotFoundError
+
+    with db.session() as s:
+        if run_id is None:
+            row = s.execute(text("select * from runs order by created_at desc limit 1")).mappings().first()
+            if row is None:
+                raise NotFoundError("no runs in this database yet")
+        else:
+            row = s.execute(text("select * from runs where id = :id"), {"id": run_id}).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in this database (see `glo runs`)")
+        return dict(row)
+
+
+def _kind(run: dict[str, Any]) -> str:
+    """'search' or 'evaluation': runs.kind where the file has that column, else what the stored config says
+    (`db.queries.run_kind`: a config with an [evaluate] section is an evaluation run)."""
+    if run.get("kind"):
+        return str(run["kind"])
+    config = json.loads(run.get("config_json") or "{}")
+    try:
+        from db.queries import run_kind as query_kind
+    except ImportError:
+        return "evaluation" if config.get("evaluate") else "search"
+    return str(query_kind(config))
+
+
+def run_kind(db: Any, run_id: str) -> str:
+    """'search' or 'evaluation'."""
+    return _kind(_run_row(db, run_id))
+
+
+def _evaluation_query() -> Any:
+    try:
+        from db.queries import evaluation_results
+    except ImportError:
+        return None
+    return evaluation_results
+
+
+def load_evaluation(db: Any, run_id: str) -> dict[str, Any]:
+    """The results dict of an evaluation run, through `db.queries.evaluation_results`."""
+    query = _evaluation_query()
+    if query is None:
+        raise ReportError(f"run {run_id} is an evaluation run, but this GLO cannot read evaluation results yet "
+                          "(db.queries.evaluation_results is missing): update GLO")
+    return query(db, run_id)
+
+
+def _evaluates(run: dict[str, Any], run_id: str) -> bool:
+    """Whether an evaluation run's stored config names a loss of search `run_id` (label RUN/CANDIDATE)."""
+    config = json.loads(run.get("config_json") or "{}")
+    losses = (config.get("evaluate") or {}).get("losses") or []
+    return any(isinstance(d, dict) and str(d.get("label", "")).strip().startswith(f"{run_id}/") for d in losses)
+
+
+def find_evaluations_of(db: Any, run_id: str) -> list[dict[str, Any]]:
+    """Results of the evaluation runs that evaluate this search's candidates (a loss given as RUN/CANDIDATE),
+    oldest first; [] when this GLO cannot read evaluation results."""
+    from sqlalchemy import text
+
+    query = _evaluation_query()
+    if query is None:
+        return []
+    with db.session() as s:
+        runs = [dict(r) for r in s.execute(text("select * from runs order by created_at")).mappings().all()]
+    return [query(db, r["id"]) for r in runs
+            if r["id"] != run_id and _kind(r) == "evaluation" and _evaluates(r, run_id)]
+
+
+# -- writing --------------------------------------------------------------------------------------------
+
+def _when(t: float | None) -> str:
+    return "–" if t is None else datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(s)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s"
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{5,}(?:[eE][-+]?\d+)?")
+
+
+def short_formula(infix: str) -> str:
+    """A formula for reading: numbers with many digits rounded to 4 significant digits."""
+    return _NUMBER.sub(lambda m: f"{float(m.group(0)):.4g}", infix)
+
+
+def _n(k: Any, word: str) -> str:
+    return f"{k} {word}{'s' * (k != 1)}"
+
+
+def _safe_dir(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "evaluation"
+
+
+class _Page:
+    """The markdown lines and every file written for them."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out = out_dir
+        self.lines: list[str] = []
+        self.files: list[Path] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, png: Path | None, caption: str, missing: str) -> None:
+        if png is None:
+            self.add(f"*{caption}: {missing}*", "")
+            return
+        rel = png.relative_to(self.out).as_posix()
+        csv = png.with_suffix(".csv")
+        self.files.append(png)
+        if csv.exists():
+            self.files.append(csv)
+        self.add(f"![{caption}]({rel})", "",
+                 f"*{caption}* (the numbers: [{csv.name}]({csv.relative_to(self.out).as_posix()}))", "")
+
+
+def _kv_table(pairs: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|:---|:---|", *(f"| {md_escape(k)} | {v} |" for k, v in pairs), ""]
+
+
+def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, level: int, baseline: str,
+                        data_label: str | None) -> list[dict[str, Any]]:
+    """The statistics table, one sentence per loss, and the figures of one evaluation run (its subsections
+    are headings of `level`)."""
+    h = "#" * level
+    label = figures.data_label_of(results, data_label)
+    fracs = [fmt_fraction(f) for f in results.get("fractions") or [1.0]]
+    seeds = results.get("seeds") or sorted({r.get("seed") for r in results.get("records") or []}, key=str)
+    counts = status_counts(results)
+    total = sum(counts.values())
+    page.add(*_kv_table([
+        *([("run status", md_escape(results["status"]))] if results.get("status") else []),
+        ("data", md_escape(label)),
+        ("training steps", f"{results['steps']:,}" if results.get("steps") else "–"),
+        ("repeats (training seeds, the same for every loss)", f"{len(seeds)}: {', '.join(map(str, seeds))}"),
+        ("training-set fractions", ", ".join(fracs)),
+        ("trainings", f"{total}: " + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "none")),
+    ]))
+    not_counted = total - counts.get("ok", 0)
+    if not_counted:
+        page.add(f"Only the {counts.get('ok', 0)} trainings that finished (`ok`) with a test accuracy count below; "
+                 f"{not_counted} do not (non-finite loss, failed, or still pending).", "")
+    page.add(f"{h} Losses", "", "| loss | formula (x: true label, y: prediction) |", "|:---|:---|")
+    infix = {loss["label"]: loss.get("infix", "") for loss in results.get("losses") or [] if isinstance(loss, dict)}
+    for name in loss_labels(results):
+        page.add(f"| `{md_escape(name)}` | `{md_escape(short_formula(infix.get(name) or '?'))}` |")
+    page.add("")
+    rows = summarize(results, baseline)
+    page.add(f"{h} Test accuracy", "", format_table(rows),
+             f"Mean ± sample standard deviation over the repeats.  Each loss is tested against `{baseline}` at the "
+             "same training-set fraction: Welch's t-test (unequal variances) and the paired t-test (pairs: the "
+             f"same training seed); one-tailed p: the alternative is a higher mean accuracy than `{baseline}`.  "
+             "– : undefined (the baseline itself, fewer than 2 values or pairs, or no variance).", "")
+    sentences = verdicts(rows)
+    if sentences:
+        page.add(*(f"- {s}" for s in sentences), "")
+    elif baseline not in loss_labels(results):
+        page.add(f"No `{baseline}` in this evaluation, so no loss is tested against it.", "")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    (fig_dir / "statistics.json").write_text(json.dumps(rows, indent=2) + "\n")
+    figures.write_csv(fig_dir / "statistics.csv", list(rows[0]) if rows else ["loss"],
+                       ([r[k] for k in rows[0]] for r in rows))
+    page.files += [fig_dir / "statistics.json", fig_dir / "statistics.csv"]
+    page.add(f"{h} Figures", "")
+    page.figure(figures.fig3_curves(results, fig_dir, baseline=baseline, data_label=data_label),
+                "Fig. 3: test accuracy during training", "no test curves recorded")
+    page.figure(figures.fig4_fractions(results, fig_dir, baseline=baseline, data_label=data_label),
+                "Fig. 4: test accuracy against the training-set fraction",
+                "results at a single training-set fraction only")
+    page.figure(figures.fig5_length(results, fig_dir, baseline=baseline, data_label=data_label),
+                "Fig. 5: test accuracy against training length", "no test curves recorded")
+    page.figure(figures.fig7_histogram(results, fig_dir, baseline=baseline, data_label=data_label),
+                "Fig. 7: histogram of the output probabilities on the test set", "no histograms recorded")
+    return rows
+
+
+def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str | None) -> dict[str, Any]:
+    from db.queries import best, status
+
+    run_id = run["id"]
+    st = status(db, run_id)
+    config = json.loads(run.get("config_json") or "{}")
+    ga = config.get("search", {}).get("ga", {})
+    cma = config.get("search", {}).get("cma", {})
+    task = config.get("task", {})
+    ev = st.evaluations
+    label = data_label or figures.data_label_for(run["task"], task.get("data_path"))
+    page.add(f"# GLO search `{run_id}`" + (f" — {md_escape(run['name'])}" if run.get("name") else ""), "")
+    page.add(*_kv_table([
+        ("task", md_escape(label)),
+        ("status", f"{run['status']}" + (f" ({md_escape(run['message'])})" if run.get("message") else "")),
+        ("phase, generation", f"{run['phase']}, {run['generation']}"),
+        ("backend", run.get("backend", "–")),
+        ("created / finished", f"{_when(run.get('created_at'))} / {_when(run.get('finished_at'))}"),
+        ("elapsed", _duration(st.elapsed_seconds)),
+        ("discovery", f"population {ga.get('population_size', '–')}, {_n(ga.get('generations', '–'), 'generation')}, "
+                      f"{_n(ga.get('elites', '–'), 'elite')}"),
+        ("CMA-ES", f"the best {_n(cma.get('top_k', '–'), 'tree')}, {_n(cma.get('iterations', '–'), 'iteration')}"),
+        ("fitness", f"validation accuracy after {task.get('steps', '?'):,} training steps"
+         if isinstance(task.get("steps"), int) else "validation accuracy after the short training"),
+        ("candidates", f"{ev['done']} trained, {_n(ev['cached'], 'cache hit')}, {ev['resolved']} resolved without "
+                       f"training (elites, duplicates, invalid trees), {ev['failed']} failed, {ev['running']} running"),
+        ("best", "–" if st.best is None else f"{st.best['fitness']:.4f}: `{md_escape(short_formula(st.best['infix']))}` "
+                                             f"({st.best['candidate_id']})"),
+    ]))
+    top = best(db, run_id, k=10)
+    page.add("## Best losses", "", "Distinct losses (by canonical form and coefficients), best fitness first.", "")
+    if top:
+        page.add("| # | candidate | phase | generation | fitness | formula |", "|---:|:---|:---|---:|---:|:---|")
+        for i, c in enumerate(top, 1):
+            page.add(f"| {i} | {c.uid} | {c.phase} | {c.generation} | {c.fitness:.4f} | "
+                     f"`{md_escape(short_formula(c.infix))}` |")
+        page.add("", "Coefficients are rounded to 4 significant digits here; `glo show RUN/ID` gives the exact "
+                 "formula and `glo export RUN/ID` the loss as code.")
+    else:
+        page.add("*No candidate has a fitness yet.*")
+    page.add("")
+    data = figures.search_data(db, run_id)
+    paths = {p.stem: p for p in figures.search_progress(db, run_id, page.out, data=data, data_label=label)}
+    page.add("## Progress", "")
+    page.figure(paths.get("search_fitness"), "Best, median and mean fitness per generation (discovery)",
+                "no generation has fitnesses yet")
+    page.figure(paths.get("search_cma"), "CMA-ES progress: fitness per iteration",
+                "no CMA-ES phase yet")
+    page.figure(paths.get("search_sources"),
+                "Cache hits and resolutions: where each candidate's fitness came from", "no candidates yet")
+    return {"status": st.to_json(), "best": [{"candidate_id": c.uid, "fitness": c.fitness, "infix": c.infix}
+                                             for c in top]}
+
+
+def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
+                 evaluations: list[dict[str, Any]] | None = None, results: dict[str, Any] | None = None,
+                 baseline: str = "ce", data_label: str | None = None) -> dict[str, Any]:
+    """Write report.md and its figures into `out_dir`; returns {"run_id", "kind", "report", "files",
+    "statistics", "evaluations"} (paths as strings; statistics: the `summarize` rows of an evaluation run,
+    else None; evaluations: per included evaluation its run id and rows).
+
+    A search run: summary, best losses, progress figures, then the evaluations of its losses — the
+    results dicts in `evaluations`, or when None those that `find_evaluations_of` finds.  An evaluation
+    run (runs.kind, or `results` given): its statistics, verdicts and figures."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"cannot create {out}: {exc.strerror or exc}") from None
+    page = _Page(out)
+    info: dict[str, Any] = {"statistics": None, "evaluations": []}
+    if results is None:
+        run = _run_row(db, run_id)
+        run_id = run["id"]
+        kind = _kind(run)
+        if kind == "evaluation":
+            results = load_evaluation(db, run_id)
+    else:
+        run_id = results.get("run_id") or run_id or "evaluation"
+        kind = "evaluation"
+    if kind == "evaluation":
+        assert results is not None
+        page.add(f"# GLO evaluation `{results.get('run_id', run_id)}`", "")
+        info["statistics"] = _evaluation_section(page, results, out, 2, baseline, data_label)
+    else:
+        info.update(_search_section(page, db, run, data_label))
+        if evaluations is None:
+            evaluations = find_evaluations_of(db, run_id)
+        page.add("## Evaluations of this search's losses", "")
+        if not evaluations:
+            page.add("*None found: no evaluation run (full trainings with test accuracy) of this search's losses "
+                     "is in this database.*", "")
+        for res in evaluations:
+            eid = str(res.get("run_id") or "evaluation")
+            page.add(f"### Evaluation `{eid}`", "")
+            rows = _evaluation_section(page, res, out / _safe_dir(f"eval-{eid}"), 4, baseline, data_label)
+            info["evaluations"].append({"run_id": eid, "statistics": rows})
+    page.add(f"<sub>Written by `glo report` on {_when(datetime.now(tz=UTC).timestamp())}.</sub>", "")
+    report = out / "report.md"
+    report.write_text("\n".join(page.lines))
+    files = [report, *page.files]
+    return {"run_id": run_id, "kind": kind, "report": str(report), "files": [str(f) for f in files], **info}
+
+
+def write_report(db: Any, run_id: str | None, out_dir: str | Path, *,
+                 evaluations: list[dict[str, Any]] | None = None, results: dict[str, Any] | None = None,
+                 baseline: str = "ce", data_label: str | None = None) -> Path:
+    """`build_report`, returning the path of report.md."""
+    return Path(build_report(db, run_id, out_dir, evaluations=evaluations, results=results, baseline=baseline,
+                             data_label=data_label)["report"])
