@@ -287,7 +287,9 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
             "fitness": ev.fitness, "metrics": ev.metrics, "wall_seconds": ev.wall_seconds,
             "train_seconds": ev.train_seconds, "first_measured_by": ev.candidate_uid},
         "jobs": [{"job_id": j.id, "state": j.state, "attempts": j.attempts, "last_error": j.last_error,
-                  "backend_job_id": j.backend_job_id, "work_dir": j.work_dir} for j in jobs],
+                  "backend_job_id": j.backend_job_id, "work_dir": j.work_dir, "host": j.host,
+                  "hold_reason": j.hold_reason, "hold_code": j.hold_code, "hold_subcode": j.hold_subcode,
+                  "evictions": j.evictions, "releases": j.releases, "bad_nodes": list(j.bad_nodes)} for j in jobs],
     }
     if as_json:
         _echo_json(data)
@@ -300,7 +302,11 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
         click.echo(f"{'evaluation':>14}: {ev.task} {json.dumps(ev.budget, sort_keys=True)} seed {ev.seed_policy}, "
                    f"{ev.status}, {ev.wall_seconds:.1f} s")
     for j in data["jobs"]:
-        click.echo(f"{'job':>14}: {j['job_id']} {j['state']} (attempts {j['attempts']}) {j['last_error'][:200]}")
+        where = f" {j['backend_job_id']} on {j['host']}" if j["host"] else ""
+        click.echo(f"{'job':>14}: {j['job_id']}{where} {j['state']} (attempts {j['attempts']}) {j['last_error'][:200]}")
+        if j["hold_code"] is not None:
+            click.echo(f"{'held':>14}: {j['hold_reason'][:200]} (code {j['hold_code']}/{j['hold_subcode']}, "
+                       f"released {j['releases']}x)")
 
 
 @click.command("export")
