@@ -301,6 +301,13 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
     if ev is not None:
         click.echo(f"{'evaluation':>14}: {ev.task} {json.dumps(ev.budget, sort_keys=True)} seed {ev.seed_policy}, "
                    f"{ev.status}, {ev.wall_seconds:.1f} s")
+        if ev.metrics.get("test_accuracy") is not None:
+            click.echo(f"{'test accuracy':>14}: {ev.metrics['test_accuracy']:.4f}")
+        plat = (ev.metrics.get("extra") or {}).get("platform")
+        if plat:  # what decides whether this fitness can be reproduced elsewhere (README: Reproducibility)
+            build = ", ".join(f"{k} {plat[k]}" for k in ("tensorflow", "cuda_version", "cudnn_version") if plat.get(k))
+            click.echo(f"{'measured on':>14}: {plat.get('device')} / {plat.get('cpu')} ({plat.get('cpu_count')} CPUs, "
+                       f"{plat.get('intra_op_threads')}/{plat.get('inter_op_threads')} intra/inter-op threads), {build}")
     for j in data["jobs"]:
         where = f" {j['backend_job_id']} on {j['host']}" if j["host"] else ""
         click.echo(f"{'job':>14}: {j['job_id']}{where} {j['state']} (attempts {j['attempts']}) {j['last_error'][:200]}")

@@ -55,6 +55,9 @@ class TaskConfig:
     train_fraction: float | None = None  # train on this fraction of the training images (the paper's Fig. 4)
     test_accuracy: bool = False  # also test accuracy (and its curve, and the output-probability histogram)
     curve_interval: int | None = None  # accuracy every this many steps
+    # A lab mixing GPU models can keep their fitnesses apart in the cache: name the device class the run's
+    # jobs train on (and pin it with backend.condor.requirements); it becomes part of every cache key.
+    device_class: str | None = None
 
     def budget(self) -> dict[str, Any]:
         """The fields that change a measured fitness or what is measured (cache key material).  The ones a
@@ -69,6 +72,8 @@ class TaskConfig:
             out["test_accuracy"] = True
         if self.curve_interval is not None:
             out["curve_interval"] = self.curve_interval
+        if self.device_class:
+            out["device_class"] = self.device_class
         return out
 
     def seed_policy(self) -> str:
@@ -254,6 +259,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
             "task.train_fraction", t["train_fraction"], hi=1.0 + 1e-12),
         test_accuracy=_bool("task.test_accuracy", t.get("test_accuracy", False)),
         curve_interval=None if t.get("curve_interval") is None else _int("task.curve_interval", t["curve_interval"], 1),
+        device_class=_str("task.device_class", t.get("device_class"), optional=True) or None,
     )
 
     s = top.get("search", {})

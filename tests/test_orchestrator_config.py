@@ -89,3 +89,14 @@ def test_set_overrides_read_toml_values_and_plain_strings(tmp_path) -> None:
         load_config(path, ["backend.condor.request_memory=lots"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(path, ["backend.kind"])
+
+
+def test_a_device_class_keeps_fitnesses_of_different_gpus_apart() -> None:
+    """Set, it is part of the cache key; unset, every key is what it was before the setting existed."""
+    from orchestrator.cachekey import eval_key
+    from orchestrator.config import from_dict
+
+    plain = from_dict({"task": {"steps": 5}}).task
+    a100 = from_dict({"task": {"steps": 5, "device_class": "A100"}}).task
+    assert "device_class" not in plain.budget() and a100.budget()["device_class"] == "A100"
+    assert eval_key("s1:x*log(y)", plain) != eval_key("s1:x*log(y)", a100)
