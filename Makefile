@@ -59,11 +59,12 @@ mnist-small: install
 	@mkdir -p $(OUT)
 	$(BIN)/glo experiment configs/mnist-small.toml --db $(OUT)/mnist-small.db --out $(OUT)/mnist-small $(RUN_SETTINGS)
 
-# The transfer experiment (Fig. 5): the best loss of `make mnist` (OUT/glo.db; baikal without one) against ce.
+# The transfer experiment (Fig. 5): the best loss of `make mnist` (TRANSFER_DB; baikal without one) against ce.
+TRANSFER_DB ?= $(OUT)/glo.db
 cifar10: install
 	@mkdir -p $(OUT)
 	$(BIN)/glo experiment configs/cifar10.toml --db $(OUT)/cifar10.db --out $(OUT)/cifar10 \
-	  --transfer-from $(OUT)/glo.db $(RUN_SETTINGS)
+	  --transfer-from $(TRANSFER_DB) $(RUN_SETTINGS)
 
 bench: install
 	@mkdir -p $(OUT)
