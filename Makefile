@@ -20,11 +20,16 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[worker-cpu,test,dev]'
 	touch $(STAMP)
 
-# Debian packages the tests use (OpenSSH server for the SSH backend's tests); a no-op when present.
+# Debian packages the tests use (OpenSSH server for the SSH backend's tests, Chromium for the dashboard's); a no-op
+# when present.
 system-deps:
 	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
 	  else echo "openssh-server missing: run 'sudo apt-get install openssh-server' (SSH tests will be skipped)"; fi; }
+	@# headless Chromium and its WebDriver for the dashboard's browser tests (tests/test_dashboard_browser.py)
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (browser tests will be skipped)"; fi; }
 
 test: install system-deps
 	$(BIN)/python -m pytest -q

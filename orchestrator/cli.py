@@ -20,6 +20,7 @@ def _register() -> None:
     from orchestrator.cli_loss import loss
     from orchestrator.cli_report import report_cmd
     from orchestrator.cli_runs import COMMANDS
+    from orchestrator.dashboard.cli import dashboard
 
     main.add_command(loss)
     main.add_command(condor)
@@ -28,6 +29,7 @@ def _register() -> None:
     main.add_command(experiment_cmd)
     for command in COMMANDS:
         main.add_command(command)
+    main.add_command(dashboard)
 
 
 _register()
