@@ -149,11 +149,12 @@ def running_job(db: Path, run_id: str, proc: subprocess.Popen[str]) -> tuple[int
     return got[0]
 
 
-def mnist_like(path: Path, n: int = 400) -> None:
+def mnist_like(path: Path, n: int = 400, n_train: int = 300) -> None:
+    """Learnable MNIST-shaped data (class c has a bright band at rows 2c..2c+5), readable by the job user."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, n).astype(np.uint8)
     x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
     for i, c in enumerate(y):
         x[i, 2 * c:2 * c + 6, 4:24] = 250
-    np.savez(path, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:])
+    np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
     path.chmod(0o644)

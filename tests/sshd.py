@@ -272,3 +272,15 @@ def _start_on_free_port(sshd: Sshd, tries: int = 3) -> None:
         except RuntimeError:
             if attempt == tries - 1:
                 raise
+
+
+def pool_setup_script(sshd: Sshd, pool: Any) -> str:
+    """remote_setup for the test pool (a tests.condor_pool.Pool): a script the login user sources that sets
+    CONDOR_CONFIG and PATH.  Skips unless the pool's jobs run as the login user (the test pool's own)."""
+    import pytest
+
+    if pool.dir is None or pool.job_user != LOGIN_USER:
+        pytest.skip(f"the SSH condor tests need the test pool, whose jobs run as {LOGIN_USER}")
+    bins = [p for p in pool.env["PATH"].split(":") if p.startswith(str(pool.dir))]
+    return sshd.write_setup("pool-setup.sh", {"CONDOR_CONFIG": pool.env["CONDOR_CONFIG"],
+                                              "PATH": ":".join([*bins, "$PATH"])})

@@ -24,7 +24,7 @@ from tests.cluster_helpers import (
 )
 from tests.condor_pool import Pool
 from tests.orch_helpers import glo, glo_env, glo_popen
-from tests.sshd import LOGIN_USER, Sshd, descendants, make_key, running_sshd
+from tests.sshd import Sshd, descendants, make_key, pool_setup_script, running_sshd
 
 pytestmark = [pytest.mark.condor, pytest.mark.slow]
 
@@ -37,12 +37,7 @@ def sshd() -> Iterator[Sshd]:
 
 @pytest.fixture
 def pool_setup(sshd: Sshd, condor_pool: Pool) -> str:
-    """remote_setup for the test pool: a script submituser sources that sets CONDOR_CONFIG and PATH."""
-    if condor_pool.dir is None or condor_pool.job_user != LOGIN_USER:
-        pytest.skip(f"the SSH backend tests need the test pool, whose jobs run as {LOGIN_USER}")
-    bins = [p for p in condor_pool.env["PATH"].split(":") if p.startswith(str(condor_pool.dir))]
-    return sshd.write_setup("pool-setup.sh", {"CONDOR_CONFIG": condor_pool.env["CONDOR_CONFIG"],
-                                              "PATH": ":".join([*bins, "$PATH"])})
+    return pool_setup_script(sshd, condor_pool)
 
 
 def ssh_settings(sshd: Sshd, setup: str, **over: object) -> dict[str, object]:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import htcondor2
-import numpy as np
 import pytest
 
+from tests.cluster_helpers import mnist_like
 from tests.condor_pool import Pool, open_up
 from tests.orch_helpers import REPO, glo, write_config
 from worker.lossexpr import named_loss, parse
@@ -83,20 +83,11 @@ def test_a_found_loss_from_the_database(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "r/g9-99" in missing.stderr
 
 
-def _mnist_like(path: Path, n: int = 300) -> None:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, n).astype(np.uint8)
-    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for i, c in enumerate(y):
-        x[i, 2 * c:2 * c + 6, 4:24] = 250
-    np.savez(path, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
-
-
 def _tiny_inputs(root: Path) -> Path:
     """Synthetic MNIST in root/data and a 15-step task config root/tiny.toml; returns the data dir."""
     data = root / "data"
     data.mkdir()
-    _mnist_like(data / "mnist.npz")
+    mnist_like(data / "mnist.npz", 300, 240)
     (root / "tiny.toml").write_text('[task]\nname = "mnist"\nsteps = 15\nbatch_size = 32\n'
                                     'learning_rate = 0.1\nvalidation_size = 60\n')
     return data

@@ -31,7 +31,7 @@ from orchestrator.sshconn import (
     SshConnection,
 )
 from tests.condor_pool import Pool
-from tests.sshd import LOGIN_USER, Sshd, free_port, make_key, running_sshd
+from tests.sshd import LOGIN_USER, Sshd, free_port, make_key, pool_setup_script, running_sshd
 
 #: A job that needs nothing of the pool but a shell: condor's tiny-job settings.
 TINY = CondorJobSettings(request_gpus=0, request_cpus=1, request_memory="32MB", request_disk="1MB")
@@ -317,12 +317,7 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any
 
 @pytest.fixture
 def pool_setup(sshd: Sshd, condor_pool: Pool) -> str:
-    """remote_setup for the test pool: a script submituser sources that sets CONDOR_CONFIG and PATH."""
-    if condor_pool.dir is None or condor_pool.job_user != LOGIN_USER:
-        pytest.skip(f"the SSH condor tests need the test pool, whose jobs run as {LOGIN_USER}")
-    bins = [p for p in condor_pool.env["PATH"].split(":") if p.startswith(str(condor_pool.dir))]
-    return sshd.write_setup("pool-setup.sh", {"CONDOR_CONFIG": condor_pool.env["CONDOR_CONFIG"],
-                                              "PATH": ":".join([*bins, "$PATH"])})
+    return pool_setup_script(sshd, condor_pool)
 
 
 @pytest.fixture
