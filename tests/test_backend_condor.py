@@ -61,6 +61,7 @@ def test_a_search_trains_with_tensorflow_on_the_pool(condor_pool: Pool, tmp_path
     assert all(h for h in hosts), hosts  # every job's record names the machine it ran on
     summary = json.loads(rows(db, "select summary_json from runs where id = 'tf'")[0][0])
     backend = summary["backend"]
+    print(f"backend stats after {elapsed:.1f} s: {json.dumps(backend)}")  # shown by pytest -rP
     assert backend["backend"] == "condor" and backend["jobs"] == scalar(db, "select count(*) from jobs")
     assert backend["transport"].get("query", 0) <= 1 + elapsed / 60.0, backend
     assert backend["transport"].get("history", 0) == 0, backend  # nothing had to be looked up: the log told all

@@ -89,6 +89,7 @@ def test_a_search_through_ssh_with_tensorflow_jobs(condor_pool: Pool, sshd: Sshd
     assert {d for (d,) in rows(db, "select distinct device from evaluations")} == {"CPU"}
     backend = json.loads(rows(db, "select summary_json from runs where id = 's'")[0][0])["backend"]
     transport = backend["transport"]
+    print(f"backend stats after {elapsed:.1f} s: {json.dumps(backend)}")  # shown by pytest -rP
     assert backend["backend"] == "ssh" and transport["submit"] == backend["clusters"]
     assert transport.get("query", 0) <= 1 + elapsed / 60.0, backend
     assert transport["roundtrip"] > 0 and transport.get("reconnect", 0) == 0
