@@ -113,7 +113,7 @@ def test_evaluation_report_from_results(tmp_path: Path) -> None:
     assert "- `baikal` with 10% of the training set: its mean test accuracy" in text
     assert "- `baikal_cma` with the whole training set: its mean test accuracy" in text
     targets = links_exist(tmp_path / "report.md")
-    assert {"fig3_curves.png", "fig4_fractions.png", "fig5_length.png", "fig7_histogram.png",
+    assert {"fig3_curves.png", "fig4_fractions.png", "fig7_histogram.png",
             "fig4_fractions.csv"} <= set(targets)
     assert json.loads((tmp_path / "statistics.json").read_text()) == json.loads(json.dumps(summarize(res)))
     assert (tmp_path / "statistics.csv").read_text().startswith("loss,fraction,n,mean,std,welch_t")
@@ -196,7 +196,7 @@ def test_reports_of_a_real_search_and_its_evaluation_end_to_end(tmp_path: Path) 
     if not evaluated:
         return
     assert [e["run_id"] for e in info["evaluations"]] == ["ev"]
-    assert {"eval-ev/fig3_curves.png", "eval-ev/fig4_fractions.png", "eval-ev/fig5_length.png",
+    assert {"eval-ev/fig3_curves.png", "eval-ev/fig4_fractions.png",
             "eval-ev/fig7_histogram.png"} <= names
     r = glo("report", "ev", "--out", str(tmp_path / "ev"), "--db", dbp, "--json")
     assert r.returncode == 0, r.stderr

@@ -184,7 +184,9 @@ def _band(ax: Any, stats: list[dict[str, Any]], color: Any, label: str) -> None:
     ax.plot(xs, mean, color=color, label=label, linewidth=1.6, marker="o" if len(xs) <= 12 else None,
             markersize=3)
     if any(p["std"] is not None for p in stats):
-        ax.fill_between(xs, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
+        # an accuracy lies in [0, 1]: a band past it (a loss whose repeats diverge) would read as impossible
+        ax.fill_between(xs, np.clip(mean - sd, 0.0, 1.0), np.clip(mean + sd, 0.0, 1.0), color=color, alpha=0.18,
+                        linewidth=0)
 
 
 # -- Fig. 3 ------------------------------------------------------------------------------------------------
@@ -222,12 +224,19 @@ def fig3_curves(results: dict[str, Any], out_dir: str | Path, *, fraction: float
         half = all_steps[-1] / 2.0
         ax = axes[1]
         ax.set_xlim(half, all_steps[-1] + 0.02 * all_steps[-1])
-        inside = [(p["mean"] - (p["std"] or 0.0), p["mean"] + (p["std"] or 0.0))
-                  for _, _, st in series for p in st if p["step"] >= half]
+        # The zoom is for telling the good losses apart: a loss far below the best (one that collapsed) would
+        # stretch it back to the whole range, so it is left out of the limits (and said so in the title).
+        finals = {loss: st[-1]["mean"] for loss, _, st in series if st}
+        top = max(finals.values())
+        close = {loss for loss, final in finals.items() if final >= top - 0.1}
+        inside = [(max(0.0, p["mean"] - (p["std"] or 0.0)), min(1.0, p["mean"] + (p["std"] or 0.0)))
+                  for loss, _, st in series if loss in close for p in st if p["step"] >= half]
         lo, hi = min(v[0] for v in inside), max(v[1] for v in inside)
         span = max(hi - lo, 1e-3)
-        ax.set_ylim(lo - 0.1 * span, hi + 0.1 * span)
-        ax.set_title("second half of training (zoom)")
+        ax.set_ylim(lo - 0.1 * span, min(1.0, hi + 0.1 * span) if hi < 1.0 else hi + 0.1 * span)
+        far = sorted(set(finals) - close)
+        ax.set_title("second half of training (zoom)" + (f"\nbelow the range: {', '.join(far)}" if far else ""),
+                     fontsize=10 if far else None)
     for ax in axes:
         ax.set_xlabel("training step")
         ax.set_ylabel("test accuracy")
@@ -291,6 +300,23 @@ def _default_pair(results: dict[str, Any], baseline: str) -> list[str]:
     if baseline in labels:
         return [baseline] + others[:1]
     return others[:2]
+
+
+def _best_pair(results: dict[str, Any], baseline: str) -> list[str]:
+    """The baseline and the other loss with the highest mean test accuracy: Fig. 7 shows how a loss that
+    trains well shapes the outputs (a loss that collapsed would only show a collapse)."""
+    import statistics
+
+    from orchestrator.experiments.stats import accuracies
+
+    means: dict[str, float] = {}
+    for (loss, _fraction), by_seed in accuracies(results).items():
+        if loss != baseline and by_seed:
+            means[loss] = max(means.get(loss, 0.0), statistics.fmean(by_seed.values()))
+    if not means:
+        return _default_pair(results, baseline)
+    best = max(means, key=lambda x: means[x])
+    return ([baseline] if baseline in loss_labels(results) else []) + [best]
 
 
 def fig5_length(results: dict[str, Any], out_dir: str | Path, *, losses: Sequence[str] | None = None,
@@ -387,9 +413,9 @@ def fig7_histogram(results: dict[str, Any], out_dir: str | Path, losses: Sequenc
                    fraction: float | None = None, baseline: str = "ce", data_label: str | None = None,
                    name: str = "fig7_histogram") -> Path | None:
     """Fig. 7: histogram of the network's output probabilities on the test set, `ce` against a found loss
-    (default: the baseline and the first other loss), summed over repeats and shown as the share of all
+    (default: the baseline and the other loss with the best mean test accuracy), summed over repeats and shown as the share of all
     outputs per bin on a log scale.  None when no record has a histogram."""
-    chosen = list(losses) if losses else _default_pair(results, baseline)
+    chosen = list(losses) if losses else _best_pair(results, baseline)
     fracs = [fraction_key(fraction)] if fraction is not None else list(reversed(fractions(results)))
     hists: dict[str, tuple[list[float], list[int], int]] = {}
     frac = None

@@ -215,8 +215,9 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     page.figure(figures.fig4_fractions(results, fig_dir, baseline=baseline, data_label=data_label),
                 "Fig. 4: test accuracy against the training-set fraction",
                 "results at a single training-set fraction only")
-    page.figure(figures.fig5_length(results, fig_dir, baseline=baseline, data_label=data_label),
-                "Fig. 5: test accuracy against training length", "no test curves recorded")
+    if results.get("task") == "cifar10":  # the paper's transfer figure; on MNIST it would repeat Fig. 3
+        page.figure(figures.fig5_length(results, fig_dir, baseline=baseline, data_label=data_label),
+                    "Fig. 5: test accuracy against training length", "no test curves recorded")
     page.figure(figures.fig7_histogram(results, fig_dir, baseline=baseline, data_label=data_label),
                 "Fig. 7: histogram of the output probabilities on the test set", "no histograms recorded")
     return rows
