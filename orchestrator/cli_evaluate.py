@@ -35,7 +35,8 @@ def _parse_seeds(text: str | None, repeats: int) -> list[int]:
 
 def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task: str | None, steps: int | None,
                       seeds: list[int], fractions: tuple[float, ...], curve_every: int | None,
-                      overrides: tuple[str, ...], db_path: str | None, name: str = "", base: Any = None) -> Any:
+                      overrides: tuple[str, ...], db_path: str | None, name: str = "", base: Any = None,
+                      labels: list[str] | None = None) -> Any:
     """The run config of an evaluation: the file's [task] and [backend] (or the paper's task settings with
     class_reduction "sum", as `glo condor job` uses), test accuracy on, the grid in [evaluate].  With
     `base` (a discovery run's GloConfig, from `glo experiment`), its settings, trained on the whole
@@ -68,8 +69,8 @@ def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task:
         t["curve_interval"] = curve_every
     data.setdefault("run", {})["name"] = name or data.get("run", {}).get("name") or "evaluate"
     specs = _losses(losses, db_path)
-    data["evaluate"] = {"losses": [{"label": text.strip(), "tree": spec.tree.to_json()}
-                                   for text, spec in zip(losses, specs)],
+    names = labels or [text.strip() for text in losses]
+    data["evaluate"] = {"losses": [{"label": label, "tree": spec.tree.to_json()} for label, spec in zip(names, specs)],
                         "seeds": seeds, "fractions": list(fractions or (1.0,)), "curve_every": curve_every}
     return from_dict(apply_overrides(data, overrides))
 

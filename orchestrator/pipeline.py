@@ -178,18 +178,22 @@ def _run_or_resume(db_path: str | None, db: Any, run_id: str, config: GloConfig,
     return status
 
 
-def resolve_losses(exp: Experiment, db: Any, transfer_db: str | None) -> list[str]:
-    """The LOSS arguments of the evaluation: "best" and "transfer" become RUN/CANDIDATE ids."""
+def resolve_losses(exp: Experiment, db: Any, transfer_db: str | None) -> tuple[list[str], list[str]]:
+    """The LOSS arguments of the evaluation and their labels: "best" becomes the search's RUN/CANDIDATE, and
+    "transfer" the other database's best formula (labelled "transfer: <formula, 4 digits>") or baikal."""
     from db.queries import best
     from db.session import open_db
+    from orchestrator.experiments.report import short_formula
 
-    out = []
+    out: list[str] = []
+    labels: list[str] = []
     for loss in exp.losses:
         if loss == "best":
             rows = best(db, exp.search_run, 1)
             if not rows:
                 raise ConfigError(f"run {exp.search_run} found no loss to evaluate")
             out.append(rows[0].uid)
+            labels.append(rows[0].uid)
         elif loss == "transfer":
             found = None
             if transfer_db and Path(transfer_db).exists():
@@ -199,9 +203,11 @@ def resolve_losses(exp: Experiment, db: Any, transfer_db: str | None) -> list[st
                     rows = best(other, searches[-1]["run_id"], 1)
                     found = rows[0] if rows else None
             out.append(found.infix if found else "baikal")
+            labels.append(f"transfer: {short_formula(found.infix)}" if found else "baikal")
         else:
             out.append(loss)
-    return out
+            labels.append(loss)
+    return out, labels
 
 
 def _runs(db: Any) -> list[dict[str, Any]]:
@@ -224,7 +230,8 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
     task = exp.config.task
     speed = measured_speed(db, task.name, exp.config.backend.kind)
     source = "measured in this database"
-    if speed is None and exp.config.backend.kind == "local":
+    own_worker = tuple(exp.config.backend.worker_command) == ("{python}", "-m", "worker")
+    if speed is None and exp.config.backend.kind == "local" and own_worker:
         echo("measuring the training speed here (a 40-step probe) ...")
         speed, source = probe_speed(exp.config), "measured by a probe just now"
     if speed is None:
@@ -241,11 +248,11 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
         status = _run_or_resume(db_path, db, exp.search_run, exp.config, echo)
         if status != "finished":
             raise ConfigError(f"run {exp.search_run} {status}; run the same command again to resume it")
-    losses = resolve_losses(exp, db, transfer_db)
-    echo(f"evaluating: {', '.join(losses)}")
+    losses, labels = resolve_losses(exp, db, transfer_db)
+    echo(f"evaluating: {', '.join(labels)}")
     ev_cfg = evaluation_config(tuple(losses), config_path=None, task=None, steps=exp.steps,
                                seeds=list(range(exp.repeats)), fractions=exp.fractions, curve_every=exp.curve_every,
-                               overrides=(), db_path=db_path, name=exp.eval_run, base=exp.config)
+                               overrides=(), db_path=db_path, name=exp.eval_run, base=exp.config, labels=labels)
     status = _run_or_resume(db_path, db, exp.eval_run, ev_cfg, echo)
     if status != "finished":
         raise ConfigError(f"run {exp.eval_run} {status}; run the same command again to resume it")

@@ -107,3 +107,46 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
                           (["ce", "--set", "task.steps=0"], "task.steps")):
         r = glo("evaluate", *args, "--db", str(db))
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_experiment_runs_search_evaluation_and_report_and_resumes(tmp_path: Path) -> None:
+    """`glo experiment`: the search, the evaluation of its best loss against ce, the reports; run again, it
+    keeps what finished and trains nothing."""
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f"""
+[run]
+name = "tiny"
+seed = 1
+[task]
+steps = 10
+[search.ga]
+population_size = 10
+generations = 2
+elites = 2
+init_max_depth = 3
+[search.cma]
+iterations = 1
+popsize = 4
+[backend]
+worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
+[experiment]
+losses = ["best", "ce"]
+steps = 20
+repeats = 2
+curve_every = 10
+""")
+    db, log, out = tmp_path / "r.db", tmp_path / "trainings.log", tmp_path / "out"
+    r = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=glo_env(log), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "tiny-search: starting" in r.stdout and "tiny-eval: starting" in r.stdout
+    assert scalar(db, "select count(*) from runs where status = 'finished'") == 2
+    assert scalar(db, "select count(*) from candidates where run_id = 'tiny-eval'") == 4
+    report = (out / "report.md").read_text()
+    assert "tiny-search/" in report and "fig3_curves.png" in report and (out / "search" / "report.md").exists()
+    trained = _trainings(log)
+    again = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=glo_env(log), timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "tiny-search: finished before; kept" in again.stdout and "tiny-eval: finished before; kept" in again.stdout
+    assert _trainings(log) == trained
+    # The fake worker records no training speed, and a probe is only run for GLO's own worker: no estimate.
+    assert "training speed unknown" in again.stdout
