@@ -142,6 +142,9 @@ class BackendConfig:
     kind: str = "local"
     max_in_flight: int = 2  # jobs at once (local: worker processes; condor/ssh: jobs in the queue, default 500)
     candidates_per_job: int = 1  # M candidates per worker process: amortizes TensorFlow start-up
+    # K candidates trained at once as one fused model (worker/fused.py); None ("auto" in TOML): the worker's
+    # measured default for its device.  With K set, jobs carry a multiple of K candidates when they can.
+    fuse: int | None = None
     timeout_s: float = 3600.0  # per job attempt
     max_attempts: int = 3  # submissions of a candidate before it is recorded as failed
     worker_command: tuple[str, ...] = ("{python}", "-m", "worker")  # {python}: this interpreter
@@ -290,6 +293,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         kind=kind,
         max_in_flight=_int("backend.max_in_flight", b.get("max_in_flight", 500 if kind in CLUSTER_BACKENDS else 2), 1),
         candidates_per_job=_int("backend.candidates_per_job", b.get("candidates_per_job", 1), 1),
+        fuse=None if b.get("fuse", "auto") in ("auto", None) else _int("backend.fuse", b["fuse"], 1),
         timeout_s=_real("backend.timeout_s", b.get("timeout_s", 3600.0)),
         max_attempts=_int("backend.max_attempts", b.get("max_attempts", 3), 1),
         worker_command=tuple(cmd),

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from db.session import resolve_db_path
+from db.paths import resolve_db_path  # not db.session: `glo status` must not import SQLAlchemy for it
 
 LOG_ENV = "GLO_SCHEDULER_LOG"  # where the scheduler's output goes when not to RUN.log (the systemd unit: journalctl)
 _ACQUIRE_RETRY_S = 1.0  # a reader's shared test-lock lasts microseconds; a real holder outlasts this
@@ -65,6 +65,11 @@ def _names_live_process(holder: dict[str, Any]) -> bool:
         return False
     if holder.get("host") and holder["host"] != socket.gethostname():
         return True  # another host's scheduler (a shared file system): it cannot be checked from here
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists on this machine (one of another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

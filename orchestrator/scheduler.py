@@ -42,6 +42,7 @@ from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, Jo
 from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_dict
+from orchestrator.daemon import pid_alive
 from orchestrator.search.candidate import Candidate
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
@@ -50,6 +51,13 @@ from worker.lossexpr.coefficients import pruned_coefficients
 from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError, load_spec
 
 log = logging.getLogger("glo.scheduler")
+
+
+def job_size(candidates_per_job: int, fuse: int | None) -> int:
+    """Candidates per job: `candidates_per_job` rounded up to a multiple of the fuse width K, so that every job
+    but a generation's last carries whole fused groups (and the last does too when the count allows)."""
+    k = fuse or 1
+    return -(-candidates_per_job // k) * k
 
 
 class SchedulerError(RuntimeError):
@@ -121,7 +129,7 @@ class Scheduler:
             raise SchedulerError(f"run {run_id} already finished; nothing to resume")
         if run.status == "cancelled":
             raise SchedulerError(f"run {run_id} was cancelled; start a new run instead")
-        if run.status == "running" and run.pid and run.pid != os.getpid() and _alive(run.pid):
+        if run.status == "running" and run.pid and run.pid != os.getpid() and pid_alive(run.pid):
             raise SchedulerError(f"run {run_id} is still running (pid {run.pid})")
         config = from_dict(run.config)
         store.update_run(run_id, status="running", pid=os.getpid(), started_at=time.time(), message="")
@@ -265,7 +273,7 @@ class Scheduler:
         return False
 
     def _plan_jobs(self, rows: list[CandidateRow]) -> None:
-        per_job = self.config.backend.candidates_per_job
+        per_job = job_size(self.config.backend.candidates_per_job, self.config.backend.fuse)
         seen: dict[str, CandidateRow] = {}
         for row in rows:  # two equal losses asked together: train one, the other follows
             if row.eval_key in seen:
@@ -337,6 +345,8 @@ class Scheduler:
             return None
         spec = self._task_for(cands[0].search_id).worker_spec(
             [CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
+        if self.config.backend.fuse is not None:
+            spec = replace(spec, fuse=self.config.backend.fuse)
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, None, avoid_hosts=job.bad_nodes)
 
@@ -658,13 +668,4 @@ def _with_status(row: CandidateRow, status: str, fitness: float) -> CandidateRow
 
     return replace(row, status=status, fitness=fitness)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 

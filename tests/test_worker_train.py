@@ -184,3 +184,12 @@ def test_evaluation_measures_test_curve_histogram_and_fraction(mnist_runs, tmp_p
     (res,) = read_results(out)[1]
     assert res.extra["train_size"] == 60  # 20% of the 300 training images
     assert "test_curve" not in res.extra and res.extra["probability_histogram"]
+
+
+def test_every_result_records_what_decides_reproducibility(mnist_runs):
+    """Same machine + spec + seed = same fitness; across machines the device, CPU, threads and builds decide."""
+    _spec_, runs = mnist_runs
+    for res in runs[0][1]:
+        p = res.extra["platform"]
+        assert p["device"] == res.device and p["tensorflow"] == tf.__version__
+        assert p["cpu"] and p["cpu_count"] >= 1 and "intra_op_threads" in p

@@ -22,6 +22,9 @@ Spec (version 1)::
       "epsilon": 1e-7,               # predictions are clipped to [epsilon, 1] before the loss
       "class_reduction": "mean",     # "mean": L = -(1/n) Σ_classes f (the paper's formula);
                                      # "sum": L = -Σ_classes f (x*log(y) is then exactly Keras' CE)
+      "fuse": null,                  # optional: train this many candidates at once as one fused model
+                                     # (worker/fused.py); 1 = one after another; left out = the device's
+                                     # measured default (worker.fused.DEFAULT_FUSE)
       "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...]
     }
 
@@ -44,7 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from worker.lossexpr import LossExprError, Node
-from worker.lossexpr.numeric import CLASS_REDUCTIONS
+
+#: = worker.lossexpr.numeric.CLASS_REDUCTIONS, not imported from there: that module needs numpy, and a spec
+#: (read by `glo status`'s and the worker's fast paths) should not.  tests/test_worker_fused.py checks both agree.
+CLASS_REDUCTIONS = ("mean", "sum")
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -91,6 +97,7 @@ class WorkerSpec:
     epsilon: float = 1e-7
     class_reduction: str = "mean"
     train_fraction: float | None = None  # train on this fraction of the training images (after train_subset)
+    fuse: int | None = None  # candidates trained at once as one fused model; None: the device's default
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +117,7 @@ class WorkerSpec:
             "candidates": [{"id": c.id, "tree": c.tree.to_json()} for c in self.candidates],
             # only when set, so that every spec written before the field existed keeps its hash
             **({"train_fraction": self.train_fraction} if self.train_fraction is not None else {}),
+            **({"fuse": self.fuse} if self.fuse is not None else {}),
         }
 
     def spec_hash(self) -> str:
@@ -126,7 +134,7 @@ class WorkerSpec:
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
             "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
-            "candidates", "train_fraction",
+            "candidates", "train_fraction", "fuse",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -205,6 +213,7 @@ class WorkerSpec:
             epsilon=epsilon,
             class_reduction=class_reduction,
             train_fraction=None if fraction is None else float(fraction),
+            fuse=integer("fuse", None, 1, optional=True),
         )
 
 

@@ -193,6 +193,9 @@ class Trainer:
         return result
 
     def _result(self, cand: CandidateSpec, status: str, fitness: float, **kw) -> CandidateResult:
+        from worker.platform_info import platform_info
+
+        kw["extra"] = {**kw.get("extra", {}), "platform": platform_info(self.device)}
         return CandidateResult(candidate_id=cand.id, status=status, fitness=fitness, device=self.device,
                                tensorflow_version=tf.__version__, spec_hash=self.spec_hash, **kw)
 
@@ -279,16 +282,27 @@ class Trainer:
 
 def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
              log: Callable[[str], None] | None = None) -> list[CandidateResult]:
-    """Train every candidate in order, rewriting `out_path` atomically after each."""
+    """Train every candidate in order, rewriting `out_path` atomically after each (a fused group: after
+    the group).  With a fuse width K > 1 (the spec's `fuse`, else the device's default) the candidates are
+    trained K at a time as one fused model (worker/fused.py); the results are the same per candidate
+    within the tolerance stated there, and come in the spec's order."""
     jit = use_xla()
     configure_determinism(spec.seed, deterministic=not jit)
     trainer = Trainer(spec, data, jit=jit, deterministic=not jit)
     results: list[CandidateResult] = []
-    for cand in spec.candidates:
-        result = trainer.train(cand)
-        results.append(result)
+    from worker.fused import FusedTrainer, fuse_width, precision_from_env
+
+    k = fuse_width(spec, trainer.device)
+    fused = FusedTrainer(trainer, compute_dtype=precision_from_env()) if k > 1 else None
+    pending = list(spec.candidates)
+    while pending:
+        group, pending = pending[:k], pending[k:]
+        batch = fused.train_group(group) if fused is not None and len(group) > 1 else [trainer.train(group[0])]
+        for cand, result in zip(group, batch):
+            results.append(result)
+            if log:
+                log(f"{cand.id}: {result.status} fitness={result.fitness:.4f} "
+                    f"train={result.train_seconds:.1f}s wall={result.wall_seconds:.1f}s"
+                    + (f" (fused x{result.extra['fused']})" if result.extra.get("fused") else ""))
         write_results(out_path, trainer.spec_hash, results)
-        if log:
-            log(f"{cand.id}: {result.status} fitness={result.fitness:.4f} "
-                f"train={result.train_seconds:.1f}s wall={result.wall_seconds:.1f}s")
     return results

@@ -1,0 +1,285 @@
+"""Fused population training (worker/fused.py): K candidates as one model give each candidate what training
+it alone gives -- the same initial weights, dropout masks, fitness within the stated tolerance, the same
+non-finite step -- and a candidate that blows up leaves the others untouched.  Tiny budgets, CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.config import ConfigError, from_dict
+from orchestrator.scheduler import job_size
+from tests.orch_helpers import glo, glo_env, write_config
+from worker.lossexpr import named_loss, parse
+from worker.spec import SpecError, WorkerSpec
+
+#: |fitness fused - fitness alone| the fused trainer promises (worker/fused.py's docstring).
+FITNESS_TOLERANCE = 0.005
+#: relative difference of final_train_loss (float32 rounding in another summation order, over the tiny run)
+LOSS_RTOL = 1e-4
+
+# finite for two steps, then the softmax saturates to exactly 1 and log(1 - y) = -inf (step 3 on the data below)
+LATE_BOOM = parse("1000 * ((0 - x) * log(1 - y))")
+MNIST_CANDIDATES = [("ce", named_loss("ce")), ("baikal", named_loss("baikal")), ("late", LATE_BOOM),
+                    ("cma", named_loss("baikal_cma"))]
+
+
+def _mnist_spec(data_dir: Path, candidates, **kw) -> WorkerSpec:
+    raw = {"glo_worker_spec": 1, "task": "mnist", "steps": 12, "batch_size": 32, "learning_rate": 0.1, "seed": 0,
+           "validation_size": 100, "data_path": str(data_dir), "test_accuracy": True, "curve_interval": 6,
+           "candidates": [{"id": cid, "tree": tree.to_json()} for cid, tree in candidates]}
+    raw.update(kw)
+    return WorkerSpec.from_json(raw)
+
+
+def _assert_same(alone, fused, *, exact: bool = False) -> None:
+    """One candidate's result from separate and from fused training."""
+    assert fused.candidate_id == alone.candidate_id and fused.status == alone.status
+    assert fused.nonfinite_step == alone.nonfinite_step
+    assert fused.extra["steps_done"] == alone.extra["steps_done"]
+    assert abs(fused.fitness - alone.fitness) <= (0.0 if exact else FITNESS_TOLERANCE)
+    assert set(alone.extra) <= set(fused.extra)  # every output of the unfused trainer is there
+    if alone.status != "ok":
+        assert fused.final_train_loss is None and alone.final_train_loss is None
+        return
+    assert fused.final_train_loss == pytest.approx(alone.final_train_loss, rel=0.0 if exact else LOSS_RTOL)
+    assert abs(fused.test_accuracy - alone.test_accuracy) <= (0.0 if exact else FITNESS_TOLERANCE)
+    for key in ("curve",):
+        assert [p[0] for p in getattr(fused, key)] == [p[0] for p in getattr(alone, key)]
+        assert np.allclose([p[1] for p in getattr(fused, key)], [p[1] for p in getattr(alone, key)],
+                           atol=0.0 if exact else FITNESS_TOLERANCE)
+    assert [p[0] for p in fused.extra["test_curve"]] == [p[0] for p in alone.extra["test_curve"]]
+    hist_a, hist_f = alone.extra["probability_histogram"], fused.extra["probability_histogram"]
+    assert hist_a["edges"] == hist_f["edges"] and sum(hist_a["counts"]) == sum(hist_f["counts"])
+    # a barely trained net puts many probabilities near 0.1, a bin edge: rounding may move a few across it
+    moved = sum(abs(a - b) for a, b in zip(hist_a["counts"], hist_f["counts"]))
+    assert moved <= (0 if exact else 0.05 * sum(hist_a["counts"]))
+
+
+@pytest.fixture(scope="module")
+def mnist_k4(tmp_path_factory):
+    """The 4 candidates trained one by one (fuse 1) and as one fused model (fuse 4), and the three others fused
+    with an ordinary loss in the exploding one's place."""
+    pytest.importorskip("tensorflow")
+    from tests.test_worker_train import _mnist_like
+    from worker.data import load_task
+    from worker.spec import read_results
+    from worker.train import run_spec
+
+    d = tmp_path_factory.mktemp("fused")
+    _mnist_like(d / "mnist.npz")
+    runs = {}
+    swapped = [c if c[0] != "late" else ("late", parse("x * log(y) - y")) for c in MNIST_CANDIDATES]
+    for name, fuse, cands in (("alone", 1, MNIST_CANDIDATES), ("fused", 4, MNIST_CANDIDATES), ("swapped", 4, swapped)):
+        spec = _mnist_spec(d, cands, fuse=fuse)
+        run_spec(spec, load_task(spec), d / f"{name}.json")
+        runs[name] = read_results(d / f"{name}.json")
+        assert runs[name][0] == spec.spec_hash()
+    return runs
+
+
+@pytest.mark.tf
+def test_k4_fused_equals_four_separate_trainings(mnist_k4):
+    alone, fused = mnist_k4["alone"][1], mnist_k4["fused"][1]
+    assert [r.candidate_id for r in fused] == [c for c, _ in MNIST_CANDIDATES]
+    for a, f in zip(alone, fused):
+        _assert_same(a, f)
+        assert "fused" not in a.extra and f.extra["fused"] == 4
+    assert fused[0].fitness > 0.3 and fused[1].fitness > 0.3  # real training happened, not a trivial tie
+
+
+@pytest.mark.tf
+def test_candidate_that_blows_up_is_frozen_at_its_step_and_the_others_go_on(mnist_k4):
+    alone, fused = mnist_k4["alone"][1], mnist_k4["fused"][1]
+    late_a, late_f = alone[2], fused[2]
+    assert late_a.status == late_f.status == "nonfinite" and late_f.fitness == 0.0
+    assert 1 < late_f.nonfinite_step == late_a.nonfinite_step < 12
+    assert late_f.extra["steps_done"] == late_f.nonfinite_step and late_f.validation_accuracy is None
+    assert all(r.status == "ok" and r.extra["steps_done"] == 12 for i, r in enumerate(fused) if i != 2)
+    # untouched: with an ordinary loss in its place, the other three train bit for bit the same
+    swapped = mnist_k4["swapped"][1]
+    assert swapped[2].status == "ok"
+    for i in (0, 1, 3):
+        _assert_same(swapped[i], fused[i], exact=True)
+        assert swapped[i].curve == fused[i].curve and swapped[i].extra["test_curve"] == fused[i].extra["test_curve"]
+
+
+@pytest.mark.tf
+def test_fused_weights_start_as_the_single_model_and_draw_its_dropout_masks():
+    import keras
+    import tensorflow as tf
+
+    from worker import models
+    from worker.fused import build_fused
+
+    spec = WorkerSpec(task="mnist", candidates=(), seed=3)
+    net, pre_train, _ = build_fused(spec, 3)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(3)
+    ref = models.mnist_model()  # what worker.train.Trainer builds for every candidate
+    ref_w = [w.numpy() for w in ref.weights if "seed_generator" not in w.path]
+    for i in range(3):
+        got = net.model_weights(i)
+        assert len(got) == len(ref_w) and all(np.array_equal(a, b) for a, b in zip(got, ref_w))
+    x = pre_train(tf.constant(np.random.default_rng(0).integers(0, 255, (8, 28, 28), dtype=np.uint8)), None)
+    probs = net(x, training=False).numpy()
+    assert probs.shape == (3, 8, 10)
+    for i in range(3):
+        assert np.allclose(probs[i], ref(x, training=False).numpy(), atol=1e-6)
+    # training mode: both generators start at the same state; the fused net draws the single model's mask
+    drop_ref = next(layer for layer in ref.layers if isinstance(layer, keras.layers.Dropout))
+    drop_net = next(layer for layer in net.reference.layers if isinstance(layer, keras.layers.Dropout))
+    assert np.array_equal(drop_ref.seed_generator.state.numpy(), drop_net.seed_generator.state.numpy())
+    for _ in range(2):  # two steps: the generators advance alike
+        want = ref(x, training=True).numpy()
+        got = net(x, training=True).numpy()
+        for i in range(3):
+            assert np.allclose(got[i], want, atol=1e-6)
+
+
+@pytest.mark.tf
+def test_cifar10_network_fused_equals_separate(tmp_path):
+    from worker.data import load_task
+    from worker.spec import read_results
+    from worker.train import run_spec
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (100, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, (100, 1), dtype=np.uint8)
+    np.savez(tmp_path / "cifar10.npz", x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+    cands = [("ce", named_loss("ce")), ("baikal", named_loss("baikal")), ("late", LATE_BOOM)]
+    results = {}
+    for fuse in (1, 3):
+        spec = WorkerSpec.from_json({
+            "glo_worker_spec": 1, "task": "cifar10", "steps": 4, "batch_size": 16, "learning_rate": 0.05,
+            "validation_size": 20, "data_path": str(tmp_path), "test_accuracy": True, "curve_interval": 2,
+            "fuse": fuse, "candidates": [{"id": c, "tree": t.to_json()} for c, t in cands]})
+        run_spec(spec, load_task(spec), tmp_path / f"r{fuse}.json")
+        results[fuse] = read_results(tmp_path / f"r{fuse}.json")[1]
+    for a, f in zip(results[1], results[3]):
+        _assert_same(a, f)
+    assert results[3][2].status == "nonfinite"
+
+
+def test_spec_fuse_field():
+    base = {"glo_worker_spec": 1, "task": "mnist", "candidates": [{"id": "a", "tree": named_loss("ce").to_json()}]}
+    plain = WorkerSpec.from_json(base)
+    assert plain.fuse is None and "fuse" not in plain.to_json()  # left out: every older spec keeps its hash
+    four = WorkerSpec.from_json(base | {"fuse": 4})
+    assert four.fuse == 4 and four.to_json()["fuse"] == 4 and four.spec_hash() != plain.spec_hash()
+    assert WorkerSpec.from_json(four.to_json()) == four
+    for bad in (0, -1, 2.5, "4", True):
+        with pytest.raises(SpecError, match="fuse"):
+            WorkerSpec.from_json(base | {"fuse": bad})
+
+
+@pytest.mark.tf
+def test_fuse_width_default_and_clamp():
+    from worker.fused import DEFAULT_FUSE, fuse_width
+
+    cands = WorkerSpec.from_json({"glo_worker_spec": 1, "task": "mnist", "candidates": [
+        {"id": f"c{i}", "tree": named_loss("ce").to_json()} for i in range(3)]})
+    assert fuse_width(cands, "CPU") == min(DEFAULT_FUSE["CPU"], 3)
+    assert fuse_width(cands, "NVIDIA H100 80GB HBM3") == min(DEFAULT_FUSE["GPU"], 3)
+    from dataclasses import replace
+
+    assert fuse_width(replace(cands, fuse=8), "CPU") == 3 and fuse_width(replace(cands, fuse=2), "CPU") == 2
+
+
+@pytest.mark.tf
+def test_out_of_memory_halves_the_group_and_other_errors_train_one_by_one(monkeypatch):
+    import tensorflow as tf
+
+    from worker.fused import FusedTrainer
+    from worker.spec import CandidateResult, CandidateSpec
+
+    class Base:
+        def train(self, cand):
+            return CandidateResult(cand.id, "ok", 0.5, extra={"alone": True})
+
+    sizes = []
+
+    def fake_train(self, cands):
+        sizes.append(len(cands))
+        if len(cands) > 2:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM")
+        if any(c.id == "c5" for c in cands):
+            raise tf.errors.InternalError(None, None, "boom")
+        return [CandidateResult(c.id, "ok", 0.9, extra={"fused": len(cands)}) for c in cands]
+
+    monkeypatch.setattr(FusedTrainer, "_train", fake_train)
+    cands = [CandidateSpec(f"c{i}", named_loss("ce")) for i in range(7)]
+    out = FusedTrainer(Base()).train_group(cands)
+    assert [r.candidate_id for r in out] == [c.id for c in cands]  # the spec's order, whatever happened
+    assert sizes == [7, 3, 2, 4, 2, 2]  # 7 -> 3 + 4; 3 -> 1 (alone) + 2; 4 -> 2 + 2 (c5's pair fails: one by one)
+    assert [r.extra.get("fused") for r in out] == [None, 2, 2, 2, 2, None, None]
+    assert out[0].extra["alone"] and out[5].extra["alone"] and out[6].extra["alone"]
+    assert "boom" in out[5].extra["fused_fallback"] and "fused_fallback" not in out[0].extra  # OOM split: no note
+
+
+def test_backend_fuse_setting_and_job_sizes():
+    assert from_dict({}).backend.fuse is None
+    assert from_dict({"backend": {"fuse": "auto"}}).backend.fuse is None
+    assert from_dict({"backend": {"fuse": 16}}).backend.fuse == 16
+    with pytest.raises(ConfigError, match="backend.fuse"):
+        from_dict({"backend": {"fuse": 0}})
+    assert from_dict(from_dict({"backend": {"fuse": 4}}).to_dict()).backend.fuse == 4  # stored snapshot
+    assert job_size(1, None) == 1 and job_size(3, None) == 3
+    assert job_size(1, 4) == 4 and job_size(4, 4) == 4 and job_size(6, 4) == 8 and job_size(16, 8) == 16
+
+
+def test_scheduler_fills_jobs_with_whole_fused_groups(tmp_path):
+    """A real run with the fake worker: every spec carries fuse = 4, and the jobs of one planning round (a
+    generation, a CMA-ES iteration) carry 4 candidates each but the round's last, which carries what is left."""
+    cfg = write_config(tmp_path / "c.toml", population=24, generations=2, cma_iterations=1, per_job=1,
+                       extra="fuse = 4")
+    db = tmp_path / "runs.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "fz", "--no-progress", env=glo_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    specs = sorted((tmp_path / "runs.db.work" / "fz").glob("job-*/a1/spec.json"),
+                   key=lambda p: int(p.parent.parent.name.split("-")[1]))
+    rounds: dict[str, list[int]] = {}
+    for path in specs:
+        data = json.loads(path.read_text())
+        assert data["fuse"] == 4
+        (round_,) = {c["id"].split("-")[0] for c in data["candidates"]}  # g0-..., g1-..., c0-...
+        rounds.setdefault(round_, []).append(len(data["candidates"]))
+    assert sum(len(v) for v in rounds.values()) >= 4, rounds
+    for sizes in rounds.values():
+        assert all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4, rounds
+    assert any(s == 4 for sizes in rounds.values() for s in sizes), rounds
+
+
+def test_spec_needs_no_numpy():
+    """worker.spec is read by cheap paths (the worker's fast failures, the CLI): it keeps numpy out."""
+    import subprocess
+
+    from worker.lossexpr.numeric import CLASS_REDUCTIONS
+    from worker.spec import CLASS_REDUCTIONS as SPEC_REDUCTIONS
+
+    assert SPEC_REDUCTIONS == CLASS_REDUCTIONS
+    code = "import sys, worker.spec; print('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1]).stdout.strip() == "False"
+
+
+def test_bench_gpu_helpers():
+    """bench-gpu's candidate list, its fp32 comparison and its table (the GPU runs themselves: make bench-gpu)."""
+    from tests.bench import gpu
+
+    cands = gpu.candidate_trees(20)
+    assert len({json.dumps(c["tree"], sort_keys=True) for c in cands}) == 20 and cands[0]["id"] == "c00"
+    base = {"results": {"a": ["ok", 0.9, None], "b": ["nonfinite", 0.0, 7]}}
+    assert gpu.compare(base, {"results": {"a": ["ok", 0.904, None], "b": ["nonfinite", 0.0, 7]}})["equal_within_tolerance"]
+    assert not gpu.compare(base, {"results": {"a": ["ok", 0.91, None], "b": ["nonfinite", 0.0, 7]}})["equal_within_tolerance"]
+    assert not gpu.compare(base, {"results": {"a": ["ok", 0.9, None], "b": ["nonfinite", 0.0, 8]}})["equal_within_tolerance"]
+    res = {"steps": 2000, "validation_size": 5000, "goal_evaluations_per_gpu_hour": 3000, "bench_seconds": 1.0,
+           "skipped": ["K=64: about 900 s expected, 10 s left"], "variants": [],
+           "evaluations": [{"k": 4, "device": "NVIDIA H100", "wall_seconds": 30.0, "evaluations_per_gpu_hour": 480.0,
+                            "evaluations_per_gpu_hour_steady": 600.0, "candidate_steps_per_second": 400.0}]}
+    text = gpu.markdown(res)
+    assert "NVIDIA H100" in text and "| 4 | 30.0 | 480 | 600 | 400 |" in text and "skipped: K=64" in text

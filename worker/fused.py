@@ -1,0 +1,493 @@
+"""Fused population training: K candidates of one spec trained as one model on one device.
+
+Every candidate of a spec trains the same network on the same batches from the same initial weights;
+only the loss differs.  So K of them are trained as one *fused* network (horizontal fusion, HFTA: Wang
+et al., MLSys 2021) whose weights carry a model axis:
+
+* the first convolution sees the one shared input batch: one convolution with K x C filters;
+* later convolutions are grouped convolutions (K groups), so model k reads only its own channels;
+* max pooling is per channel, local response normalization (CIFAR-10) is applied per model by
+  reshaping (B, H, W, K*C) -> (B, H, W*K, C), which is free and keeps the channel window inside a model;
+* Flatten turns (B, H, W, K*C) into (K, B, H*W*C), in Keras' own (h, w, c) order;
+* dense layers are one batched matmul (K, B, I) @ (K, I, O);
+* the K candidates' tree-built losses are computed in the same step and summed.  The K weight sets
+  are disjoint, so under plain SGD each model gets exactly its own loss's gradient.
+
+Equivalence with training the candidates one by one (`worker.train.Trainer`):
+
+* initial weights: the reference Keras model is built right after `keras.utils.set_random_seed(seed)`
+  exactly as the unfused trainer builds it, and its weights are stacked K times;
+* batches: the same seeded `BatchStream`; CIFAR-10's augmentation is stateless in (seed, step);
+* dropout: the reference model's own Dropout layer seed generator draws one mask per step with the
+  noise shape (1, B, F) -- the very numbers the unfused layer draws for (B, F) -- shared by all K;
+* learning rate, weight decay (CIFAR-10 local3/local4, per model) and the one-step-late non-finite
+  check are the unfused trainer's.
+
+What is *not* bit-identical: a grouped convolution or a batched matmul may sum in another order than
+the single-model kernel, so weights differ from separate training at float32 rounding level, and the
+difference grows slowly over training.  Measured on the CPU (tests/test_worker_fused.py): step losses
+within 1e-5 relative for dozens of steps, the same validation accuracy for every candidate in the test;
+the tolerance GLO states is |fitness difference| <= 0.005 (in accuracy, a few validation images out of
+thousands) -- far below what distinguishes two losses in a search.
+
+Non-finite losses: a candidate whose loss is NaN/inf at step k is frozen at that step inside the graph
+(its update masked with `tf.where`, never multiplied by 0, so a NaN cannot leak), is reported exactly
+as the unfused trainer reports it (status "nonfinite", `nonfinite_step` k, steps_done k), and the
+others go on untouched: no op mixes two models' values.
+
+Timing fields of a fused candidate are amortized: `train_seconds`, `eval_seconds` and `wall_seconds`
+are the group's divided by its size, `steps_per_second` is candidate-steps per second of the group
+(so cost estimates made from it stay right); `extra` adds `fused` (the group size), `fused_index`
+and the group's own `group_train_seconds` / `group_steps_per_second`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from worker import models  # noqa: E402
+from worker.data import NUM_CLASSES  # noqa: E402
+from worker.spec import (  # noqa: E402
+    STATUS_NONFINITE,
+    STATUS_OK,
+    CandidateResult,
+    CandidateSpec,
+    WorkerSpec,
+)
+from worker.tf_loss import make_loss  # noqa: E402
+
+#: `fuse` when the spec leaves it out, per device kind (measured by `make bench` / `make bench-gpu`, see
+#: bench/README.md).  CPU: 1 -- on the project's 2-core machines a fused step of K costs what K separate
+#: steps cost (candidate-steps/s x1.06 at K = 4 and x1.01 at K = 16, and x1.06 at K = 1, i.e. nothing
+#: from fusing itself); the CPU is already busy with one model's batch of 100.  GPU: 16 -- not measured yet
+#: (no GPU was lent to the session that wrote this); one 2,000-step MNIST training leaves a modern GPU mostly
+#: idle, so set it from `make bench-gpu`'s best K.
+DEFAULT_FUSE = {"CPU": 1, "GPU": 16}
+
+#: `GLO_PRECISION` (fused groups only): float32 (default), or mixed -- convolutions and matmuls in 16 bits,
+#: float32 master weights, softmax and loss.  mixed_float16 needs a GPU (TensorFlow's CPU kernels have no
+#: float16 grouped-convolution gradient); `make bench-gpu` checks whether results stay within tolerance.
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
+LOSS_SCALE = 1024.0
+
+
+def precision_from_env() -> str:
+    value = os.environ.get("GLO_PRECISION", "float32")
+    if value not in COMPUTE_DTYPES:
+        raise ValueError(f"GLO_PRECISION must be one of {', '.join(COMPUTE_DTYPES)}, got {value!r}")
+    return value
+
+
+def default_fuse(device: str) -> int:
+    """The fuse width for a device name as `worker.train.device_name` gives it."""
+    return DEFAULT_FUSE["CPU" if device == "CPU" else "GPU"]
+
+
+def fuse_width(spec: WorkerSpec, device: str) -> int:
+    """How many candidates train at once: the spec's `fuse`, else the device's default; never more than
+    the spec has."""
+    k = spec.fuse if spec.fuse is not None else default_fuse(device)
+    return max(1, min(k, len(spec.candidates)))
+
+
+class FusedNet:
+    """K copies of a Keras model (the paper's MNIST CNN or CIFAR-10 network) as one set of stacked weights.
+
+    Built from the reference model's layers, in order; a layer kind it does not know is refused.
+    `__call__(x, training)` -> probabilities (K, B, classes), float32.  Weights are float32 master
+    variables; with a mixed `compute_dtype` the convolutions and matmuls run in 16 bits and the softmax in 32.
+    """
+
+    def __init__(self, reference: keras.Model, k: int, compute_dtype: str = "float32"):
+        if k < 1:
+            raise ValueError(f"fuse width must be >= 1, got {k}")
+        self.k = k
+        self.reference = reference  # keeps the Dropout layers' seed generators alive
+        self.dtype = COMPUTE_DTYPES[compute_dtype]
+        self.variables: list[tf.Variable] = []
+        self._model_axis: list[tuple[str, int]] = []  # per variable: ("channels", C), ("leading", 0) or ("row", 0)
+        self._ops: list[Callable[[tf.Tensor, bool], tf.Tensor]] = []
+        self.decay_variables: list[tf.Variable] = []
+        decay = models.weight_decay_variables(reference)
+        layout, channels = "shared", None  # shared (B,H,W,C) | channels (B,H,W,K*C) | models (K,B,F)
+        for layer in reference.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if isinstance(layer, keras.layers.Conv2D):
+                if layout == "models" or layer.data_format != "channels_last" or layer.groups != 1:
+                    raise ValueError(f"cannot fuse layer {layer.name}")
+                self._ops.append(self._conv(layer))
+                layout, channels = "channels", layer.filters
+            elif isinstance(layer, keras.layers.MaxPooling2D):
+                if layout == "models":
+                    raise ValueError(f"cannot fuse layer {layer.name} after Flatten")
+                self._ops.append(self._maxpool(layer))
+            elif isinstance(layer, models._LRN):
+                if layout == "models":
+                    raise ValueError(f"cannot fuse layer {layer.name} after Flatten")
+                self._ops.append(self._lrn(layer, grouped=layout == "channels", channels=channels))
+            elif isinstance(layer, keras.layers.Flatten):
+                self._ops.append(self._flatten(layout, channels))
+                layout = "models"
+            elif isinstance(layer, keras.layers.Dense):
+                if layout != "models":
+                    raise ValueError(f"cannot fuse dense layer {layer.name} before Flatten")
+                self._ops.append(self._dense(layer, decay=any(layer.kernel is v for v in decay)))
+            elif isinstance(layer, keras.layers.Dropout):
+                if layout != "models":
+                    raise ValueError(f"cannot fuse dropout layer {layer.name} before Flatten")
+                self._ops.append(self._dropout(layer))
+            else:
+                raise ValueError(f"cannot fuse layer {layer.name} ({type(layer).__name__})")
+        if layout != "models":
+            raise ValueError("the model must end in dense layers")
+
+    # -- layers ------------------------------------------------------------------------------------
+    def _var(self, value: np.ndarray, axis: tuple[str, int], name: str) -> tf.Variable:
+        v = tf.Variable(value.astype(np.float32), name=name)
+        self.variables.append(v)
+        self._model_axis.append(axis)
+        return v
+
+    def _activation(self, layer) -> Callable[[tf.Tensor], tf.Tensor]:
+        name = getattr(layer.activation, "__name__", "linear")
+        if name == "relu":
+            return tf.nn.relu
+        if name == "linear":
+            return lambda h: h
+        if name == "softmax":
+            return lambda h: tf.nn.softmax(tf.cast(h, tf.float32), axis=-1)
+        raise ValueError(f"cannot fuse activation {name!r} of layer {layer.name}")
+
+    def _conv(self, layer) -> Callable:
+        k = self.k
+        c = layer.filters
+        kernel = self._var(np.concatenate([layer.kernel.numpy()] * k, axis=-1), ("channels", c), layer.name + "_k")
+        bias = self._var(np.tile(layer.bias.numpy(), k), ("channels", c), layer.name + "_b") if layer.use_bias else None
+        act = self._activation(layer)
+        strides, padding, dil = tuple(layer.strides), layer.padding.upper(), tuple(layer.dilation_rate)
+
+        def op(h, training):
+            # input channels K*Cin against a kernel of Cin: a grouped convolution (K groups)
+            out = tf.nn.conv2d(h, tf.cast(kernel, self.dtype), strides=strides, padding=padding, dilations=dil)
+            if bias is not None:
+                out = out + tf.cast(bias, self.dtype)
+            return act(out)
+
+        return op
+
+    def _maxpool(self, layer) -> Callable:
+        ksize, strides, padding = tuple(layer.pool_size), tuple(layer.strides), layer.padding.upper()
+        return lambda h, training: tf.nn.max_pool2d(h, ksize, strides, padding)
+
+    def _lrn(self, layer, grouped: bool, channels: int | None) -> Callable:
+        if not grouped:
+            return lambda h, training: layer.call(h)
+
+        def op(h, training):
+            s = tf.shape(h)
+            per_model = tf.reshape(h, [s[0], s[1], s[2] * self.k, channels])  # the window stays in one model
+            return tf.reshape(layer.call(per_model), s)
+
+        return op
+
+    def _flatten(self, layout: str, channels: int | None) -> Callable:
+        k = self.k
+
+        def op(h, training):
+            s = tf.shape(h)
+            if layout == "shared":
+                return tf.broadcast_to(tf.reshape(h, [1, s[0], -1]), [k, s[0], tf.reduce_prod(s[1:])])
+            h = tf.reshape(h, [s[0], s[1], s[2], k, channels])
+            h = tf.transpose(h, [3, 0, 1, 2, 4])  # (K, B, H, W, C): Keras' flatten order per model
+            return tf.reshape(h, [k, s[0], s[1] * s[2] * channels])
+
+        return op
+
+    def _dense(self, layer, decay: bool) -> Callable:
+        k = self.k
+        kernel = self._var(np.stack([layer.kernel.numpy()] * k), ("leading", 0), layer.name + "_k")
+        if decay:
+            self.decay_variables.append(kernel)
+        bias = (self._var(np.stack([layer.bias.numpy()[None, :]] * k), ("row", 0), layer.name + "_b")
+                if layer.use_bias else None)
+        act = self._activation(layer)
+
+        def op(h, training):
+            out = tf.matmul(h, tf.cast(kernel, self.dtype))  # (K, B, I) @ (K, I, O): one batched matmul
+            if bias is not None:
+                out = out + tf.cast(bias, self.dtype)
+            return act(out)
+
+        return op
+
+    def _dropout(self, layer) -> Callable:
+        rate = float(layer.rate)
+
+        def op(h, training):
+            if not training or rate <= 0:
+                return h
+            # One draw of the layer's own generator per step, noise shape (1, B, F): the same numbers the
+            # unfused layer draws for (B, F), so every model gets separate training's mask.
+            return keras.random.dropout(h, rate, noise_shape=(1, None, None), seed=layer.seed_generator)
+
+        return op
+
+    # -- use ---------------------------------------------------------------------------------------
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        h = tf.cast(x, self.dtype)
+        for op in self._ops:
+            h = op(h, training)
+        return tf.cast(h, tf.float32)
+
+    def update_masks(self, ok: tf.Tensor) -> list[tf.Tensor]:
+        """Per variable, a boolean mask broadcastable to it: True where the weight belongs to a model in `ok`."""
+        out = []
+        for v, (kind, c) in zip(self.variables, self._model_axis):
+            if kind == "channels":
+                out.append(tf.repeat(ok, c))  # the model axis is the last one, in blocks of C
+            else:
+                out.append(tf.reshape(ok, [self.k] + [1] * (len(v.shape) - 1)))
+        return out
+
+    def model_weights(self, i: int) -> list[np.ndarray]:
+        """Model i's weights in the reference model's order and layout (for checks and export)."""
+        out = []
+        for v, (kind, c) in zip(self.variables, self._model_axis):
+            value = v.numpy()
+            if kind == "channels":
+                out.append(value[..., i * c:(i + 1) * c])
+            elif kind == "row":
+                out.append(value[i, 0])
+            else:
+                out.append(value[i])
+        return out
+
+
+def make_fused_step(net: FusedNet, loss_fns: Sequence[Callable], x_all: tf.Tensor, y_all: tf.Tensor,
+                    pre_train: Callable, seed: int, alive: tf.Variable, jit: bool = False) -> Callable:
+    """step(idx int32[B], step_no int64, lr float32) -> losses float32[K]: one plain-SGD update of every
+    model still alive whose loss at this step is finite; the others' weights are left as they are."""
+    variables = net.variables
+    seed_t = tf.constant(seed, tf.int64)
+    # float16 activations: static loss scaling keeps small gradients from flushing to zero
+    scale = tf.constant(LOSS_SCALE, tf.float32) if net.dtype == tf.float16 else None
+
+    @tf.function(jit_compile=jit)
+    def step(idx: tf.Tensor, step_no: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
+        xb = pre_train(tf.gather(x_all, idx), tf.stack([seed_t, step_no]))
+        yb = tf.one_hot(tf.gather(y_all, idx), NUM_CLASSES)
+        with tf.GradientTape() as tape:
+            probs = net(xb, training=True)
+            losses = tf.stack([fn(yb, probs[i]) for i, fn in enumerate(loss_fns)])
+            total = tf.reduce_sum(losses)
+            if net.decay_variables:
+                total = total + models.CIFAR_WEIGHT_DECAY * tf.add_n([tf.nn.l2_loss(v) for v in net.decay_variables])
+            if scale is not None:
+                total = total * scale
+        grads = tape.gradient(total, variables)
+        if scale is not None:  # a power of two: unscaling is exact
+            grads = [g / scale for g in grads]
+        ok = tf.logical_and(alive, tf.math.is_finite(losses))
+
+        def update_all():  # the common case: exactly the unfused trainer's v -= lr * g
+            for v, g in zip(variables, grads):
+                v.assign_sub(lr * g)
+            return tf.constant(True)
+
+        def update_alive():  # a frozen model keeps its weights; where(), not a 0 factor: NaN * 0 is NaN
+            for v, g, mask in zip(variables, grads, net.update_masks(ok)):
+                v.assign(tf.where(mask, v - lr * g, v))
+            return tf.constant(False)
+
+        tf.cond(tf.reduce_all(ok), update_all, update_alive)
+        alive.assign(ok)
+        return losses
+
+    return step
+
+
+def make_fused_eval(net: FusedNet, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
+    """(accuracy(x, y) -> [K] floats, histogram(x) -> [K] {edges, counts}) in batches of EVAL_BATCH."""
+    from worker.train import EVAL_BATCH, HISTOGRAM_EDGES
+
+    sig = [tf.TensorSpec((None, *image_shape), tf.uint8)]
+
+    @tf.function(jit_compile=jit, input_signature=[*sig, tf.TensorSpec((None,), tf.int32)])
+    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
+        pred = tf.argmax(net(pre_eval(xb), training=False), axis=-1, output_type=tf.int32)  # (K, B)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, yb[None, :]), tf.int32), axis=1)
+
+    @tf.function(input_signature=sig)
+    def probs(xb: tf.Tensor) -> tf.Tensor:
+        return net(pre_eval(xb), training=False)
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> list[float]:
+        if len(x) == 0:
+            return [0.0] * net.k
+        hits = np.zeros(net.k, np.int64)
+        for i in range(0, len(x), EVAL_BATCH):
+            hits += correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]).numpy()
+        return [int(h) / len(x) for h in hits]
+
+    def histogram(x: np.ndarray) -> list[dict[str, list[float]]]:
+        counts = np.zeros((net.k, len(HISTOGRAM_EDGES) - 1), np.int64)
+        for i in range(0, len(x), EVAL_BATCH):
+            p = np.clip(probs(x[i:i + EVAL_BATCH]).numpy(), 0.0, 1.0)
+            for m in range(net.k):
+                counts[m] += np.histogram(p[m].ravel(), bins=HISTOGRAM_EDGES)[0]
+        return [{"edges": [float(e) for e in HISTOGRAM_EDGES], "counts": [int(c) for c in row]} for row in counts]
+
+    return accuracy, histogram
+
+
+def build_fused(spec: WorkerSpec, k: int, compute_dtype: str = "float32") -> tuple[FusedNet, Callable, Callable]:
+    """(net, pre_train, pre_eval): the reference model built exactly as the unfused trainer builds it."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(spec.seed)
+    model, pre_train, pre_eval = models.build(spec.task)
+    return FusedNet(model, k, compute_dtype), pre_train, pre_eval
+
+
+class FusedTrainer:
+    """Trains groups of a spec's candidates as fused models; shares the unfused trainer's data tensors."""
+
+    def __init__(self, trainer, compute_dtype: str = "float32"):
+        self.base = trainer  # a worker.train.Trainer: spec, data, device tensors, jit, determinism
+        self.compute_dtype = compute_dtype
+
+    def train_group(self, cands: Sequence[CandidateSpec]) -> list[CandidateResult]:
+        """Results in `cands` order.  Out of memory: the group is split in halves (one candidate alone is the
+        unfused trainer's, whose out-of-memory is a bad node).  Another TensorFlow runtime error: the
+        group's candidates are trained one by one, so that an error stays with the candidate causing it."""
+        if len(cands) == 1:
+            return [self.base.train(cands[0])]
+        t0 = time.perf_counter()
+        try:
+            results = self._train(list(cands))
+        except (tf.errors.ResourceExhaustedError, MemoryError):
+            half = len(cands) // 2
+            return self.train_group(cands[:half]) + self.train_group(cands[half:])
+        except tf.errors.OpError as exc:
+            note = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+            results = [self.base.train(c) for c in cands]
+            for r in results:
+                r.extra["fused_fallback"] = note  # trained alone because the fused group failed so
+            return results
+        wall = (time.perf_counter() - t0) / len(cands)
+        for r in results:
+            r.wall_seconds = wall
+        return results
+
+    def _train(self, cands: list[CandidateSpec]) -> list[CandidateResult]:
+        base, spec, data = self.base, self.base.spec, self.base.data
+        n = len(cands)
+        net, pre_train, pre_eval = build_fused(spec, n, self.compute_dtype)
+        alive_var = tf.Variable(tf.ones([n], tf.bool), trainable=False)
+        loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction) for c in cands]
+        step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var, base.jit)
+        accuracy, histogram = make_fused_eval(net, pre_eval, data.x_val.shape[1:], base.jit)
+        from worker.train import FINAL_LOSS_WINDOW, BatchStream, learning_rate
+
+        batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
+        n_train = len(data.x_train)
+
+        losses: list[list[float]] = [[] for _ in range(n)]
+        alive = [True] * n
+        bad: list[int | None] = [None] * n
+        curves = [[] for _ in range(n)] if spec.curve_interval else None
+        test_curves = [[] for _ in range(n)] if spec.curve_interval and spec.test_accuracy else None
+        eval_s = 0.0
+        pending: tuple[int, tf.Tensor] | None = None
+
+        def check(p: tuple[int, tf.Tensor]) -> bool:
+            """Record step p's losses; False once every candidate has gone non-finite."""
+            values = p[1].numpy()
+            for i in range(n):
+                if alive[i]:
+                    value = float(values[i])
+                    losses[i].append(value)
+                    if not math.isfinite(value):
+                        alive[i], bad[i] = False, p[0]
+            return any(alive)
+
+        first_step_s = 0.0
+        t_train = time.perf_counter()
+        for s in range(1, spec.steps + 1):
+            loss = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
+                        tf.constant(learning_rate(spec, n_train, s), tf.float32))
+            if pending is not None and not check(pending):
+                pending = None
+                break
+            pending = (s, loss)
+            if s == 1:
+                loss.numpy()
+                first_step_s = time.perf_counter() - t_train
+            if curves is not None and s % spec.curve_interval == 0:
+                ok = check(pending)
+                pending = None
+                if not ok:
+                    break
+                te = time.perf_counter()
+                val = accuracy(data.x_val, data.y_val)
+                test = accuracy(data.x_test, data.y_test) if test_curves is not None else None
+                for i in range(n):
+                    if alive[i]:
+                        curves[i].append([s, val[i]])
+                        if test is not None:
+                            test_curves[i].append([s, test[i]])
+                eval_s += time.perf_counter() - te
+        if pending is not None:
+            check(pending)
+        train_s = time.perf_counter() - t_train - eval_s
+
+        te = time.perf_counter()
+        finals_val = finals_test = hists = None
+        if any(alive):
+            finals_val = accuracy(data.x_val, data.y_val)
+            if spec.test_accuracy:
+                finals_test = accuracy(data.x_test, data.y_test)
+                hists = histogram(data.x_test)
+        eval_s += time.perf_counter() - te
+
+        steady = train_s - first_step_s
+        group_sps = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None
+        results = []
+        for i, cand in enumerate(cands):
+            extra = {"steps_done": len(losses[i]), "first_step_seconds": first_step_s, "xla": base.jit,
+                     "deterministic": base.deterministic, "data_source": data.source,
+                     "train_size": n_train, "validation_size": len(data.x_val),
+                     "fused": n, "fused_index": i, "group_train_seconds": train_s}
+            if self.compute_dtype != "float32":
+                extra["compute_dtype"] = self.compute_dtype
+            curve = curves[i] if curves is not None else None
+            if test_curves is not None:
+                extra["test_curve"] = test_curves[i]
+            common = {"train_seconds": train_s / n, "eval_seconds": eval_s / n}
+            if bad[i] is not None:
+                results.append(base._result(cand, STATUS_NONFINITE, 0.0, curve=curve, final_train_loss=losses[i][-1],
+                                            nonfinite_step=bad[i], extra=extra, **common))
+                continue
+            val = finals_val[i]
+            test = finals_test[i] if finals_test is not None else None
+            if hists is not None:
+                extra["probability_histogram"] = hists[i]
+            if curve is not None and (not curve or curve[-1][0] != spec.steps):
+                curve.append([spec.steps, val])
+            if test_curves is not None and (not test_curves[i] or test_curves[i][-1][0] != spec.steps):
+                test_curves[i].append([spec.steps, test])
+            extra["steps_per_second"] = n * group_sps if group_sps else None  # candidate-steps per second
+            extra["group_steps_per_second"] = group_sps
+            results.append(base._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
+                                        final_train_loss=float(np.mean(losses[i][-FINAL_LOSS_WINDOW:])), extra=extra, **common))
+        return results
