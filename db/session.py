@@ -15,13 +15,7 @@ from sqlalchemy.orm import Session
 from db.engine import make_engine, writer
 from db.errors import DatabaseLockedError, StorageError
 from db.migrations import SCHEMA_VERSION, check_version, migrate
-
-DEFAULT_DB = "glo.db"
-
-
-def resolve_db_path(path: str | os.PathLike[str] | None) -> Path:
-    """--db PATH, else $GLO_DB, else ./glo.db."""
-    return Path(path or os.environ.get("GLO_DB") or DEFAULT_DB)
+from db.paths import DEFAULT_DB, resolve_db_path  # noqa: F401  (defined apart: no SQLAlchemy to import it)
 
 
 def _translate(exc: SQLAlchemyError, path: Path) -> StorageError:

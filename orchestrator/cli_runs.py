@@ -203,14 +203,22 @@ def runs_cmd(db_path: str | None, as_json: bool) -> None:
 @_errors
 def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     """Phase, generation, evaluations, best loss, rate and time left of a run (default: latest)."""
-    from db.queries import status
+    from types import SimpleNamespace
+
+    from db.fastread import status as read_status  # sqlite3 alone: a read imports only what it reads with
     from orchestrator.daemon import scheduler_info
 
-    db = _open(db_path)
-    st = status(db, run)
-    sched = scheduler_info(db.path, st.run_id)
+    found = read_status(db_path, run)
+    if found is None:  # another schema version (to upgrade, or too new), or a file sqlite3 cannot open read-only
+        from db.queries import status
+
+        db = _open(db_path)
+        found = status(db, run).to_json(), db.path
+    data, path = found
+    st = SimpleNamespace(**data)
+    sched = scheduler_info(path, st.run_id)
     if as_json:
-        _echo_json({**st.to_json(), "scheduler": sched})
+        _echo_json({**data, "scheduler": sched})
         return
     from rich.console import Console
     from rich.table import Table

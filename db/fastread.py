@@ -1,0 +1,134 @@
+"""`glo status` answered with the standard library's sqlite3 alone: the same answer as `db.queries.status`.
+
+A read command should import only what it reads with.  Through SQLAlchemy's ORM, `glo status` spent most of
+its time importing (SQLAlchemy, the models) before it read a row; here it opens the file read-only
+(`mode=ro`), reads in one transaction (one WAL snapshot, as db.queries does) and returns plain data.
+
+Only a database at exactly the schema version below is read this way.  Anything else -- an older file that
+db.session would upgrade first, a newer one it refuses, no schema at all, a file SQLite cannot open
+read-only -- returns None and the caller takes the full path (db.queries), which says or does what is right.
+tests/test_worker_fused.py checks that both paths answer the same and that the version is db.migrations'.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from db.errors import NotFoundError, StorageError
+from db.paths import resolve_db_path
+
+SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
+HELD_JOBS_SHOWN = 20  # = db.queries.HELD_JOBS_SHOWN
+
+
+def expected_evaluations(config: dict[str, Any]) -> int:
+    """= db.queries.expected_evaluations: GA generations plus the CMA-ES budget."""
+    search = config.get("search", {})
+    ga, cma = search.get("ga", {}), search.get("cma", {})
+    pop, gens = int(ga.get("population_size", 80)), int(ga.get("generations", 20))
+    elites = int(ga.get("elites", 6))
+    top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
+    popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
+    return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
+
+
+def _connect(path: Path) -> sqlite3.Connection | None:
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=30000")
+        con.execute("PRAGMA query_only=ON")
+        has = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'").fetchone()
+        version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0] if has else None
+    except sqlite3.Error:
+        return None
+    if version != SCHEMA_VERSION:
+        con.close()
+        return None
+    return con
+
+
+def status(db_path: str | os.PathLike[str] | None, run_id: str | None = None) -> tuple[dict[str, Any], Path] | None:
+    """(db.queries.Status.to_json() of the run -- the latest when None --, the database's path), or None when
+    only the full path can answer.  A missing file and an unknown run raise what db.session / db.queries raise."""
+    path = resolve_db_path(db_path)
+    if not path.exists():
+        raise StorageError(f"no GLO database at {path} (pass --db PATH or set GLO_DB)")
+    con = _connect(path)
+    if con is None:
+        return None
+    try:
+        con.execute("BEGIN")
+        return _status(con, run_id), path
+    except sqlite3.Error:
+        return None
+    finally:
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        con.close()
+
+
+def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
+    con.row_factory = sqlite3.Row
+    rid = run_id
+    if rid is None:
+        row = con.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+        if row is None:
+            raise NotFoundError("no runs in this database yet")
+        rid = row["id"]
+    run = con.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone()
+    if run is None:
+        raise NotFoundError(f"no run {rid!r} in this database (see `glo runs`)")
+    rid = run["id"]
+    counts = dict(con.execute("SELECT status, count(*) FROM candidates WHERE run_id = ? GROUP BY status", (rid,)).fetchall())
+    jobs = dict(con.execute("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state", (rid,)).fetchall())
+    running = con.execute(
+        "SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
+        "JOIN candidates c ON c.uid = jc.candidate_uid "
+        "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'", (rid,)).fetchone()[0]
+    best = con.execute(
+        "SELECT uid, fitness, infix FROM candidates WHERE run_id = ? AND status IN ('evaluated', 'cached') "
+        "AND fitness IS NOT NULL ORDER BY fitness DESC, seq LIMIT 1", (rid,)).fetchone()
+    first, last = con.execute("SELECT min(resolved_at), max(resolved_at) FROM candidates "
+                              "WHERE run_id = ? AND status = 'evaluated'", (rid,)).fetchone()
+    held = con.execute(
+        "SELECT id, backend_job_id, state, attempts, hold_reason, hold_code, hold_subcode, host, releases, last_error "
+        "FROM jobs WHERE run_id = ? AND (state = 'held' OR hold_code IS NOT NULL) "
+        "ORDER BY (state != 'held'), updated_at DESC LIMIT ?", (rid, HELD_JOBS_SHOWN)).fetchall()
+
+    config = json.loads(run["config_json"])
+    done = counts.get("evaluated", 0)
+    settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
+    end = run["finished_at"] or (time.time() if run["status"] == "running" else run["updated_at"])
+    elapsed = max(0.0, end - run["created_at"])
+    rate = None
+    if done >= 2 and first is not None and last > first:
+        rate = (done - 1) / (last - first) * 3600.0
+    expected = expected_evaluations(config)
+    eta = None
+    if run["status"] == "finished":
+        eta = 0.0
+    elif rate and rate > 0:
+        eta = max(0.0, expected - settled) / rate * 3600.0
+    return {
+        "run_id": rid, "name": run["name"], "status": run["status"], "phase": run["phase"],
+        "generation": run["generation"], "task": run["task"],
+        "evaluations": {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
+                        "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                        "queued": int(jobs.get("queued", 0))},
+        "best": None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"], "infix": best["infix"]},
+        "evaluations_per_hour": rate, "eta_seconds": eta, "expected_evaluations": expected, "elapsed_seconds": elapsed,
+        "message": run["message"], "backend": run["backend"], "jobs": {k: int(v) for k, v in jobs.items()},
+        "held_jobs": [{"job_id": j["id"], "backend_job_id": j["backend_job_id"], "state": j["state"],
+                       "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],
+                       "hold_subcode": j["hold_subcode"], "host": j["host"], "releases": j["releases"],
+                       "last_error": j["last_error"][:500]} for j in held],
+    }
