@@ -10,7 +10,7 @@ OUT    ?= out
 GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
 export GLO_DATA_DIR
 
-.PHONY: install test demo mnist mnist-small cifar10 lint bench clean system-deps
+.PHONY: install test demo mnist mnist-small cifar10 lint bench bench-gpu bench-gpu-prepare clean system-deps
 
 install: $(STAMP)
 
@@ -71,9 +71,24 @@ cifar10: install
 	$(BIN)/glo experiment configs/cifar10.toml --db $(OUT)/cifar10.db --out $(OUT)/cifar10 \
 	  --transfer-from $(TRANSFER_DB) $(RUN_SETTINGS)
 
+# Benchmarks (tests/bench/, bench/README.md): JSON in OUT/bench.json, a short summary in bench/summary.md.
+# DEAP is a bench-only dependency (the breeding comparison).
 bench: install
 	@mkdir -p $(OUT)
-	$(BIN)/python -m tests.bench --out $(OUT)/bench.json
+	@$(BIN)/python -c 'import deap' 2>/dev/null || $(BIN)/python -m pip install -q 'deap>=1.4'
+	$(BIN)/python -m tests.bench --out $(OUT)/bench.json --markdown bench/summary.md
+
+# On a GPU machine: `bash bench/gpu.sh` (what bench-gpu runs) measures evaluations per GPU-hour within 8 minutes.
+# bench-gpu-prepare copies mnist.npz into .bench-gpu/data/ (ignored), the folder to send along with the tree.
+bench-gpu-prepare:
+	@mkdir -p .bench-gpu/data
+	@if [ -f .bench-gpu/data/mnist.npz ]; then :; \
+	 elif [ -n "$(GLO_DATA_DIR)" ] && [ -f "$(GLO_DATA_DIR)/mnist.npz" ]; then cp "$(GLO_DATA_DIR)/mnist.npz" .bench-gpu/data/; \
+	 elif [ -f "$$HOME/.keras/datasets/mnist.npz" ]; then cp "$$HOME/.keras/datasets/mnist.npz" .bench-gpu/data/; \
+	 else echo "no mnist.npz found (GLO_DATA_DIR, ~/.keras/datasets): bench-gpu will need GLO_DATA_DIR"; fi
+
+bench-gpu: bench-gpu-prepare
+	bash bench/gpu.sh $(OUT)
 
 clean:
 	rm -rf $(VENV) $(OUT) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

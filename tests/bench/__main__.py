@@ -1,7 +1,8 @@
 """`python -m tests.bench [--out FILE] [--only NAME,...]`: run every tests/bench/bench_*.py.
 
 Each module exposes `run() -> dict`; outputs are merged under the module's name without the
-`bench_` prefix (e.g. "worker"), printed, and written as JSON to --out.
+`bench_` prefix (e.g. "worker"), printed, and written as JSON to --out; --markdown writes the short summary
+(tests/bench/summary.py).  `make bench-gpu` is apart: tests/bench/gpu.py, run by bench/gpu.sh.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench")
     p.add_argument("--out", help="write the merged JSON here")
     p.add_argument("--only", help="comma-separated bench names (e.g. worker,search)")
+    p.add_argument("--markdown", help="also write a short markdown summary (numbers beside their goals) here")
     args = p.parse_args(argv)
     names = discover()
     if args.only:
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"unknown bench(es): {', '.join(sorted(unknown))} (known: {', '.join(names)})")
         names = [n for n in names if n in wanted]
+    from tests.bench.summary import load_average, render
+
+    load_before = load_average()
     merged: dict = {}
     for name in names:
         module = importlib.import_module(f"{__package__ or 'tests.bench'}.bench_{name}")
@@ -45,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(render(merged, load_before))
     return 0
 
 

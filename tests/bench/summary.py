@@ -1,0 +1,76 @@
+"""The short markdown summary of a `make bench` run (bench/summary.md): each number beside its goal."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+        return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs"
+    except OSError:
+        return f"{os.cpu_count()} CPUs"
+
+
+def _goal(value: float | None, goal: float, smaller_is_better: bool = True) -> str:
+    if value is None:
+        return "-"
+    met = value <= goal if smaller_is_better else value >= goal
+    return "met" if met else "**missed**"
+
+
+def render(res: dict[str, Any], load_before: str | None = None) -> str:
+    lines = ["# `make bench` summary", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.node() or 'this machine'}, {platform.processor() or platform.machine()}; "
+             f"load before: {load_before or '?'}; after: {load_average()}.", "",
+             "Timings on a shared machine move with its load: the ratios (measured side by side, interleaved) are "
+             "what to compare across runs.", ""]
+    rows: list[tuple[str, str, str, str]] = []
+    w = res.get("worker", {}).get("step_time")
+    if w:
+        for name, key in (("tree `ce` / Keras CE, per step", "ratio_tree_ce_vs_keras_ce"),
+                          ("tree `baikal` / Keras CE, per step", "ratio_tree_baikal_vs_keras_ce")):
+            rows.append((name, f"{w[key]:.3f}", "<= 1.03", _goal(w[key], 1.03)))
+    f = res.get("fused", {}).get("throughput")
+    if f:
+        for k, v in f["per_k"].items():
+            rows.append((f"fused K={k}: candidate-steps/s fused vs separate ({f['device']})",
+                         f"{v['fused_candidate_steps_per_second']} vs {v['separate_candidate_steps_per_second']} "
+                         f"(x{v['speedup']})", "-", "-"))
+    j = res.get("job")
+    if j:
+        for r in j.get("jobs", []) + j.get("fused_jobs", []):
+            if "error" in r:
+                rows.append((f"job overhead, {r.get('candidates')} candidates", r["error"][:60], "<= 10 %", "-"))
+                continue
+            label = f"job overhead, {r['candidates']} candidates/job" + (f", fuse {r['fuse']}" if r["fuse"] > 1 else "")
+            rows.append((label, f"{100 * r['overhead_fraction']:.1f} % ({r['fixed_seconds']} s fixed of "
+                         f"{r['training_seconds_at_budget']:.0f} s at {j['budget_steps']} steps)", "<= 10 %",
+                         _goal(r["overhead_fraction"], 0.10)))
+    o = res.get("orchestrator")
+    if o:
+        for n, r in o.get("per_candidate", {}).items():
+            rows.append((f"orchestrator per candidate, {int(n):,} evaluations in the DB",
+                         f"{r['ms_per_candidate']} ms ({r['candidates']} candidates)", "<= 5 ms",
+                         _goal(r["ms_per_candidate"], 5.0)))
+        for n, r in o.get("glo_status", {}).items():
+            if "error" in r:
+                rows.append((f"`glo status` process, {int(n):,} evaluations", r["error"][:60], "<= 300 ms", "-"))
+                continue
+            t = r["table"]
+            rows.append((f"`glo status` process, {int(n):,} evaluations",
+                         f"{t['wall_ms_median']} ms wall, {t['cpu_ms_median']} ms CPU", "<= 300 ms",
+                         _goal(t["wall_ms_median"], 300)))
+        d = o.get("breeding_vs_deap", {})
+        if "ratio_ours_vs_deap" in d:
+            rows.append(("breeding (crossover + mutations) ours / DEAP gp, per child",
+                         f"{d['ratio_ours_vs_deap']} ({d['us_per_child_ours']} vs {d['us_per_child_deap']} us)", "-", "-"))
+    lines += ["| measure | value | goal | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    secs = {k: v.get("bench_seconds") for k, v in res.items() if isinstance(v, dict)}
+    lines += ["", "Seconds per bench: " + ", ".join(f"{k} {v}" for k, v in secs.items()) + ".", ""]
+    return "\n".join(lines)
