@@ -25,11 +25,11 @@ from db.errors import NotFoundError, StorageError
 from db.paths import resolve_db_path
 
 SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
-HELD_JOBS_SHOWN = 20  # = db.queries.HELD_JOBS_SHOWN
+HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
-    """= db.queries.expected_evaluations: GA generations plus the CMA-ES budget."""
+    """Rough total of handed-out candidates: GA generations plus the CMA-ES budget (db.queries uses it too)."""
     search = config.get("search", {})
     ga, cma = search.get("ga", {}), search.get("cma", {})
     pop, gens = int(ga.get("population_size", 80)), int(ga.get("generations", 20))

@@ -7,7 +7,6 @@ every answer is internally consistent even while `glo run` writes (WAL + one BEG
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 
 from db import models
 from db.errors import NotFoundError
+from db.fastread import HELD_JOBS_SHOWN, expected_evaluations  # noqa: F401 (re-exported; one definition)
 from db.session import Database
 from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
 
@@ -79,15 +79,6 @@ def get_run(db: Database, run_id: str | None) -> RunRow:
         return RunRow.of(_run(s, run_id))
 
 
-def expected_evaluations(config: dict[str, Any]) -> int:
-    """Rough total of handed-out candidates: GA generations plus the CMA-ES budget."""
-    search = config.get("search", {})
-    ga, cma = search.get("ga", {}), search.get("cma", {})
-    pop, gens = int(ga.get("population_size", 80)), int(ga.get("generations", 20))
-    elites = int(ga.get("elites", 6))
-    top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
-    popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
-    return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
 
 
 def status(db: Database, run_id: str | None = None) -> Status:
@@ -136,8 +127,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
         )
 
 
-#: How many held jobs `glo status` lists (the ones held now first, then the latest).
-HELD_JOBS_SHOWN = 20
+#: How many held jobs `glo status` lists (the ones held now first, then the latest): see db.fastread.
 
 
 def _held_jobs(s: Any, run_id: str) -> list[dict[str, Any]]:
