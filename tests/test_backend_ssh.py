@@ -121,7 +121,7 @@ def test_sshd_stopped_then_restarted_mid_run(condor_pool: Pool, sshd: Sshd, pool
     proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "x", env=glo_env())
     wait_for("a running job", lambda: rows(db, "select 1 from jobs where state = 'running'"), proc)
     sshd.stop()
-    time.sleep(8)  # the host is away for a while: jobs go on in the pool, GLO backs off
+    time.sleep(4)  # the host is away for a while: jobs go on in the pool, GLO backs off
     assert proc.poll() is None, "glo run gave up while the submit host was away"
     sshd.start()
     finish(proc)
