@@ -68,7 +68,6 @@ class _Job:
     releases: int = 0
     reported_running: bool = False
     last: JobStatus | None = None
-    since: float = 0.0  # when it was submitted or adopted (a job is not missed before its log says so)
 
 
 def run_constraint(run_id: str, job_id: int | None = None, attempt: int | None = None) -> str:
@@ -141,7 +140,7 @@ class ClusterBackend:
             self._by_condor_id.pop(job.condor_id, None)
 
     def _track(self, req: JobRequest, condor_id: str | None) -> _Job:
-        job = _Job(req, condor_id, releases=req.releases, since=time.monotonic())
+        job = _Job(req, condor_id, releases=req.releases)
         self._jobs[req.job_id] = job
         if condor_id:
             self._by_condor_id[condor_id] = req.job_id
@@ -306,13 +305,11 @@ class ClusterBackend:
             if not job.reported_running or (previous is not None and previous.state != "running"):
                 job.reported_running = True
                 self._emit(job, "running", host=status.host, evictions=status.evictions)
-        elif status.state == "idle":
+        elif status.state == "idle":  # (idle after a hold: the release was reported when GLO released it)
             if previous is not None and previous.state == "running":
                 self.stats_counts["evictions"] += 1
                 self._emit(job, "requeued", host=status.host, evictions=status.evictions,
                            error=f"evicted from {status.host or 'its machine'}: back in the queue")
-            elif previous is not None and previous.state == "held":
-                pass  # released: reported when we released it
         elif status.state == "held":
             await self._on_hold(job, status)
         elif status.state == "completed":
@@ -497,9 +494,7 @@ class ClusterBackend:
             status = self._follower.statuses.get(condor_id) or self._status_from_ad(condor_id, ad)
         tracked = self._track(replace(job, backend_job_id=condor_id), condor_id)
         self._start_watch()
-        if status.state == "idle" and status.last_event == "":
-            return True
-        await self._on_status(tracked, status)
+        await self._on_status(tracked, status)  # an idle job reports nothing; a finished one reports now
         return True
 
     # -- cancel / shutdown -----------------------------------------------------------------------------
