@@ -5,7 +5,12 @@ only the loss differs.  So K of them are trained as one *fused* network (horizon
 et al., MLSys 2021) whose weights carry a model axis:
 
 * the first convolution sees the one shared input batch: one convolution with K x C filters;
-* later convolutions are grouped convolutions (K groups), so model k reads only its own channels;
+* later convolutions read only their own model's channels: one grouped convolution (K groups) where this
+  TensorFlow build can differentiate it on this device, else K convolutions over a split of the channels,
+  which need no grouped kernel at all (`conv_formulation`: TensorFlow's plain CPU kernels -- every CPU
+  without oneDNN, i.e. without AVX-512-class features, or with TF_ENABLE_ONEDNN_OPTS=0 -- have no
+  gradient for a grouped convolution; oneDNN and cuDNN do).  Both compute each model's convolution on
+  exactly its own channels and weights, so either way model k sees what it sees alone;
 * max pooling is per channel, local response normalization (CIFAR-10) is applied per model by
   reshaping (B, H, W, K*C) -> (B, H, W*K, C), which is free and keeps the channel window inside a model;
 * Flatten turns (B, H, W, K*C) into (K, B, H*W*C), in Keras' own (h, w, c) order;
@@ -81,6 +86,50 @@ COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfl
 LOSS_SCALE = 1024.0
 
 
+#: The two ways a fused net's later convolutions keep models apart (`conv_formulation`); a net of one model
+#: has no groups (CONV_SINGLE).
+CONV_GROUPED, CONV_SPLIT, CONV_SINGLE = "grouped", "split", "single"
+#: `GLO_FUSED_CONV`: auto (default: probe), or force one formulation (tests and benchmarks compare them).
+CONV_CHOICES = ("auto", CONV_GROUPED, CONV_SPLIT)
+_conv_probe: dict[str, bool] = {}
+
+
+def grouped_conv_differentiable(dtype: tf.DType = tf.float32) -> bool:
+    """Whether a grouped convolution and both its gradients run on this process's default device.
+
+    Asked of TensorFlow itself, once per process and dtype, on a tiny tensor inside a `tf.function` (the
+    way training runs it): which kernels exist depends on the build, the device and the CPU's features
+    (oneDNN is enabled only on AVX-512-class CPUs), not on anything a name would tell reliably."""
+    key = dtype.name
+    if key not in _conv_probe:
+        x = tf.zeros([1, 4, 4, 4], dtype)
+        w = tf.Variable(tf.zeros([3, 3, 2, 4], dtype))  # in-depth 2 against 4 input channels: 2 groups
+
+        @tf.function
+        def probe():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME"))
+            return tape.gradient(out, [x, w])
+
+        try:
+            probe()
+            _conv_probe[key] = True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+            _conv_probe[key] = False
+    return _conv_probe[key]
+
+
+def conv_formulation(dtype: tf.DType = tf.float32) -> str:
+    """CONV_GROUPED or CONV_SPLIT: `GLO_FUSED_CONV` when it forces one, else grouped where it is differentiable."""
+    choice = os.environ.get("GLO_FUSED_CONV", "auto")
+    if choice not in CONV_CHOICES:
+        raise ValueError(f"GLO_FUSED_CONV must be one of {', '.join(CONV_CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return CONV_GROUPED if grouped_conv_differentiable(dtype) else CONV_SPLIT
+
+
 def precision_from_env() -> str:
     value = os.environ.get("GLO_PRECISION", "float32")
     if value not in COMPUTE_DTYPES:
@@ -114,6 +163,7 @@ class FusedNet:
         self.k = k
         self.reference = reference  # keeps the Dropout layers' seed generators alive
         self.dtype = COMPUTE_DTYPES[compute_dtype]
+        self.conv = conv_formulation(self.dtype) if k > 1 else CONV_SINGLE
         self.variables: list[tf.Variable] = []
         self._model_axis: list[tuple[str, int]] = []  # per variable: ("channels", C), ("leading", 0) or ("row", 0)
         self._ops: list[Callable[[tf.Tensor, bool], tf.Tensor]] = []
@@ -126,7 +176,7 @@ class FusedNet:
             if isinstance(layer, keras.layers.Conv2D):
                 if layout == "models" or layer.data_format != "channels_last" or layer.groups != 1:
                     raise ValueError(f"cannot fuse layer {layer.name}")
-                self._ops.append(self._conv(layer))
+                self._ops.append(self._conv(layer, grouped=layout == "channels"))
                 layout, channels = "channels", layer.filters
             elif isinstance(layer, keras.layers.MaxPooling2D):
                 if layout == "models":
@@ -169,7 +219,9 @@ class FusedNet:
             return lambda h: tf.nn.softmax(tf.cast(h, tf.float32), axis=-1)
         raise ValueError(f"cannot fuse activation {name!r} of layer {layer.name}")
 
-    def _conv(self, layer) -> Callable:
+    def _conv(self, layer, grouped: bool) -> Callable:
+        """The first convolution reads the one shared batch (K x C filters, no groups); later ones read
+        (B, H, W, K*Cin) against a kernel of Cin input channels: model k's filters see only its channels."""
         k = self.k
         c = layer.filters
         kernel = self._var(np.concatenate([layer.kernel.numpy()] * k, axis=-1), ("channels", c), layer.name + "_k")
@@ -177,9 +229,15 @@ class FusedNet:
         act = self._activation(layer)
         strides, padding, dil = tuple(layer.strides), layer.padding.upper(), tuple(layer.dilation_rate)
 
+        split = grouped and self.conv == CONV_SPLIT
+
         def op(h, training):
-            # input channels K*Cin against a kernel of Cin: a grouped convolution (K groups)
-            out = tf.nn.conv2d(h, tf.cast(kernel, self.dtype), strides=strides, padding=padding, dilations=dil)
+            w = tf.cast(kernel, self.dtype)
+            if split:  # K plain convolutions, each on its model's channels and filters
+                out = tf.concat([tf.nn.conv2d(hk, wk, strides=strides, padding=padding, dilations=dil)
+                                 for hk, wk in zip(tf.split(h, k, axis=-1), tf.split(w, k, axis=-1))], axis=-1)
+            else:  # input channels K*Cin against a kernel of Cin: one grouped convolution (K groups)
+                out = tf.nn.conv2d(h, w, strides=strides, padding=padding, dilations=dil)
             if bias is not None:
                 out = out + tf.cast(bias, self.dtype)
             return act(out)
@@ -467,7 +525,7 @@ class FusedTrainer:
             extra = {"steps_done": len(losses[i]), "first_step_seconds": first_step_s, "xla": base.jit,
                      "deterministic": base.deterministic, "data_source": data.source,
                      "train_size": n_train, "validation_size": len(data.x_val),
-                     "fused": n, "fused_index": i, "group_train_seconds": train_s}
+                     "fused": n, "fused_index": i, "group_train_seconds": train_s, "fused_conv": net.conv}
             if self.compute_dtype != "float32":
                 extra["compute_dtype"] = self.compute_dtype
             curve = curves[i] if curves is not None else None

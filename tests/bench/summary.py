@@ -35,12 +35,17 @@ def render(res: dict[str, Any], load_before: str | None = None) -> str:
         for name, key in (("tree `ce` / Keras CE, per step", "ratio_tree_ce_vs_keras_ce"),
                           ("tree `baikal` / Keras CE, per step", "ratio_tree_baikal_vs_keras_ce")):
             rows.append((name, f"{w[key]:.3f}", "<= 1.03", _goal(w[key], 1.03)))
-    f = res.get("fused", {}).get("throughput")
-    if f:
+    for family, f in (res.get("fused", {}).get("throughput") or {}).items():
+        if "error" in f:
+            rows.append((f"fused ({family} kernels)", f"failed: {f['error'][:80]}", "fused = K", "no"))
+            continue
         for k, v in f["per_k"].items():
-            rows.append((f"fused K={k}: candidate-steps/s fused vs separate ({f['device']})",
+            fused = v.get("fused")
+            ok = "-" if fused is None else ("yes" if fused == [int(k)] and not v.get("fallback") else "no")
+            rows.append((f"fused K={k}, {family} kernels ({v['conv']} convolutions): candidate-steps/s fused vs "
+                         f"separate ({f['device']})",
                          f"{v['fused_candidate_steps_per_second']} vs {v['separate_candidate_steps_per_second']} "
-                         f"(x{v['speedup']})", "-", "-"))
+                         f"(x{v['speedup']}); fused = {fused or '-'}", "fused = K", ok))
     j = res.get("job")
     if j:
         for r in j.get("jobs", []) + j.get("fused_jobs", []):
