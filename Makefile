@@ -10,15 +10,26 @@ OUT    ?= out
 GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
 export GLO_DATA_DIR
 
-.PHONY: install test demo mnist mnist-small cifar10 lint bench bench-gpu bench-gpu-prepare clean system-deps
+.PHONY: install constraints test demo mnist mnist-small cifar10 lint bench bench-gpu bench-gpu-prepare clean system-deps
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt pins every package to the versions CI tested; `make constraints` moves them forward.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[worker-cpu,test,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[worker-cpu,test,dev]'
 	touch $(STAMP)
+
+# The newest versions setup.cfg's bounds allow, installed into a scratch venv and written to constraints.txt;
+# then `make clean test` checks them before they are committed.
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install -q --upgrade pip
+	.venv-constraints/bin/python -m pip install -q '.[worker-cpu,test,dev]'
+	{ sed -n '/^#/p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable | grep -v '^glo' | sort -f; \
+	  .venv-constraints/bin/python -m pip freeze | sed -n 's/^tensorflow[-_]cpu==/tensorflow==/p'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-constraints
 
 # Debian packages the tests use (OpenSSH server for the SSH backend's tests, Chromium for the dashboard's); a no-op
 # when present.
@@ -31,8 +42,12 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium chromium-driver' (browser tests will be skipped)"; fi; }
 
+# Two pytest processes (pytest-xdist), a test file each at a time: the pool, sshd, daemon and browser tests mostly
+# wait while the TensorFlow ones compute, so on 2 cores the suite takes ~60 % of its one-process time.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install
 	$(BIN)/ruff check orchestrator worker condor db tests
