@@ -26,6 +26,27 @@ from db.paths import resolve_db_path
 
 SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
+#: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
+#: the evidence that the initial population is not wasted (db.queries runs this same statement).
+GENERATION0_SQL = ("SELECT count(*), coalesce(sum(status = 'resolved' AND error = 'invalid'), 0) FROM candidates "
+                   "WHERE run_id = ? AND phase = 'discovery' AND generation = 0")
+
+
+#: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
+#: and CMA-ES samples outrank what only had the short budget), then fitness, then hand-out order.  The one
+#: definition of "best" (db.queries' best and status run it too).
+BEST_SQL = ("SELECT c.uid, c.fitness, c.infix FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
+            "WHERE c.run_id = ? AND c.status IN ('evaluated', 'cached') AND c.fitness IS NOT NULL "
+            "ORDER BY coalesce(e.steps, 0) DESC, c.fitness DESC, c.seq")
+
+
+def generation0(row: tuple[int, int], config: dict[str, Any]) -> dict[str, Any] | None:
+    """GENERATION0_SQL's row as `glo status` reports it (None for a run without a discovery phase)."""
+    members, untrainable = int(row[0] or 0), int(row[1] or 0)
+    if not members:
+        return None
+    init = config.get("search", {}).get("ga", {}).get("init", "paper")  # runs older than ga.init drew the paper's way
+    return {"members": members, "trainable": members - untrainable, "init": init}
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
@@ -94,9 +115,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
         "JOIN candidates c ON c.uid = jc.candidate_uid "
         "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'", (rid,)).fetchone()[0]
-    best = con.execute(
-        "SELECT uid, fitness, infix FROM candidates WHERE run_id = ? AND status IN ('evaluated', 'cached') "
-        "AND fitness IS NOT NULL ORDER BY fitness DESC, seq LIMIT 1", (rid,)).fetchone()
+    best = con.execute(BEST_SQL + " LIMIT 1", (rid,)).fetchone()
     first, last = con.execute("SELECT min(resolved_at), max(resolved_at) FROM candidates "
                               "WHERE run_id = ? AND status = 'evaluated'", (rid,)).fetchone()
     held = con.execute(
@@ -104,6 +123,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "FROM jobs WHERE run_id = ? AND (state = 'held' OR hold_code IS NOT NULL) "
         "ORDER BY (state != 'held'), updated_at DESC LIMIT ?", (rid, HELD_JOBS_SHOWN)).fetchall()
 
+    gen0 = con.execute(GENERATION0_SQL, (rid,)).fetchone()
     config = json.loads(run["config_json"])
     done = counts.get("evaluated", 0)
     settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -131,4 +151,5 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
                        "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],
                        "hold_subcode": j["hold_subcode"], "host": j["host"], "releases": j["releases"],
                        "last_error": j["last_error"][:500]} for j in held],
+        "generation0": generation0(tuple(gen0), config),
     }

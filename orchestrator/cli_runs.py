@@ -230,6 +230,9 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "
                   f"{e['cached']} cache hits, {e['resolved']} resolved by the search")
+    g0 = getattr(st, "generation0", None)
+    if g0:
+        table.add_row("generation 0", f"{g0['trainable']} of {g0['members']} trainable (ga.init = {g0['init']})")
     table.add_row("best", "-" if st.best is None else f"{_fmt_fit(st.best['fitness'])}  {st.best['infix']}  "
                   f"({st.best['candidate_id']})")
     table.add_row("rate", "-" if st.evaluations_per_hour is None else f"{st.evaluations_per_hour:.0f} trainings/hour")

@@ -81,6 +81,32 @@ class Progress:
     started: float = field(default_factory=time.time)
 
 
+def resolve_seed_losses(db: Database, config: GloConfig) -> GloConfig:
+    """The config with every RUN/CANDIDATE in `search.ga.seed_losses` replaced by that tree's infix.
+
+    Done once, when a run is created: the stored config then holds the trees themselves, so the
+    run resumes (and can be read) without the other run's rows."""
+    from db.errors import StorageError
+    from db.queries import candidate as stored_candidate
+    from orchestrator.search.config import seed_loss_tree
+
+    ga = config.search.ga
+    out: list[str] = []
+    for i, text in enumerate(ga.seed_losses):
+        if seed_loss_tree(text, f"search.ga.seed_losses[{i}]") is not None:
+            out.append(text)
+            continue
+        try:
+            row, _ev, _jobs = stored_candidate(db, text.strip())
+        except StorageError as exc:
+            raise SchedulerError(f"search.ga.seed_losses[{i}]: {text!r} is neither a loss nor a stored "
+                                 f"candidate: {exc}") from None
+        out.append(to_infix(Node.from_json(row.tree)))
+    if tuple(out) == ga.seed_losses:
+        return config
+    return replace(config, search=replace(config.search, ga=replace(ga, seed_losses=tuple(out))))
+
+
 class Scheduler:
     def __init__(self, db: Database, run_id: str, config: GloConfig, *, backend: Backend | None = None,
                  work_root: Path | None = None, show_progress: bool | None = None) -> None:
@@ -117,6 +143,7 @@ class Scheduler:
     @staticmethod
     def create(db: Database, config: GloConfig, *, run_id: str | None = None, **kw: Any) -> "Scheduler":
         run_id = run_id or new_run_id()
+        config = resolve_seed_losses(db, config)
         Store(db).create_run(run_id, name=config.run.name, config=config.to_dict(), seed=config.run.seed,
                              task=config.task.name, backend=config.backend.kind, pid=os.getpid())
         return Scheduler(db, run_id, config, **kw)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from worker.lossexpr import Node
 from worker.lossexpr.coefficients import pruned_coefficients
 
-ORIGINS = ("init", "crossover", "mutation", "elite", "cma")
+ORIGINS = ("seed", "init", "crossover", "mutation", "elite", "promoted", "cma")  # seed: ga.seed_losses; promoted: a higher rung
 
 
 @dataclass(frozen=True)
