@@ -64,7 +64,14 @@ EXIT_BAD_NODE = 75  # sysexits EX_TEMPFAIL: this machine cannot train (no Tensor
 
 STATUS_OK = "ok"
 STATUS_NONFINITE = "nonfinite"
+#: the training froze at the clip's zero-gradient corner (worker/collapse.py): fitness 0, as for a non-finite one
+STATUS_COLLAPSED = "collapsed"
 STATUS_ERROR = "error"
+#: Every status a result may carry.  Only STATUS_ERROR is a failure (the scheduler retries or fails it); the
+#: others are measurements, and all but STATUS_OK have fitness 0 (the paper's rule for a NaN training).
+RESULT_STATUSES = (STATUS_OK, STATUS_NONFINITE, STATUS_COLLAPSED, STATUS_ERROR)
+#: The statuses of a training that ran but scored 0 by rule, each with its reason in the result.
+ZERO_FITNESS_STATUSES = (STATUS_NONFINITE, STATUS_COLLAPSED)
 
 
 class SpecError(ValueError):
@@ -232,10 +239,12 @@ def load_spec(path: str | os.PathLike[str]) -> WorkerSpec:
 
 @dataclass
 class CandidateResult:
-    """What one training run measured.  `fitness` is the validation accuracy (0 if non-finite)."""
+    """What one training run measured.  `fitness` is the validation accuracy (0 if non-finite or collapsed:
+    then `validation_accuracy`/`test_accuracy` are None, and a collapse's measured ones and its reason are in
+    `extra["collapse"]`)."""
 
     candidate_id: str
-    status: str  # ok | nonfinite | error
+    status: str  # one of RESULT_STATUSES
     fitness: float
     validation_accuracy: float | None = None
     test_accuracy: float | None = None
@@ -270,8 +279,8 @@ class CandidateResult:
         for required in ("candidate_id", "status", "fitness"):
             if required not in data:
                 raise ValueError(f"result entry lacks {required!r}")
-        if data["status"] not in (STATUS_OK, STATUS_NONFINITE, STATUS_ERROR):
-            raise ValueError(f"result status must be ok, nonfinite or error, got {data['status']!r}")
+        if data["status"] not in RESULT_STATUSES:
+            raise ValueError(f"result status must be one of {', '.join(RESULT_STATUSES)}, got {data['status']!r}")
         fitness = data["fitness"]
         if isinstance(fitness, bool) or not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
             raise ValueError(f"result fitness must be a finite number, got {fitness!r}")
