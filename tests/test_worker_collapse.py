@@ -145,3 +145,84 @@ def test_ce_that_ends_in_one_class_without_clipping_is_not_flagged(collapse_run)
     assert sum(n > 0 for n in pred["class_counts"]) == 1 and sum(pred["clipped_counts"]) == 0
     only = int(np.argmax(pred["class_counts"]))
     assert ce.fitness == ce.validation_accuracy == pytest.approx(np.mean(data.y_val == only))
+
+
+# -- through the orchestrator: the real worker, glo evaluate, the database, glo show, the dashboard ----------
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """`glo evaluate baikal ce` with the real worker (python -m worker) on the collapsing budget above."""
+    pytest.importorskip("tensorflow")
+    import json
+    import sys
+
+    from tests.orch_helpers import glo, glo_env
+    from tests.test_worker_fused import write_mnist_like
+
+    d = tmp_path_factory.mktemp("collapse-orch")
+    write_mnist_like(d)
+    cfg = d / "c.toml"
+    cfg.write_text(f"""
+[task]
+steps = {COLLAPSE_SPEC["steps"]}
+batch_size = {COLLAPSE_SPEC["batch_size"]}
+learning_rate = {COLLAPSE_SPEC["learning_rate"]}
+class_reduction = "{COLLAPSE_SPEC["class_reduction"]}"
+validation_size = 100
+data_path = {json.dumps(str(d))}
+
+[backend]
+max_in_flight = 1
+candidates_per_job = 2
+timeout_s = 600
+worker_command = ["{sys.executable}", "-m", "worker"]
+""")
+    db = d / "r.db"
+    r = glo("evaluate", "baikal", "ce", "--repeats", "1", "--curve-every", str(COLLAPSE_SPEC["curve_interval"]),
+            "--config", str(cfg), "--db", str(db), "--run-id", "ev", "--json", env=glo_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    return db, {rec["loss"]: rec for rec in out["results"]["records"]}, out
+
+
+@pytest.mark.tf
+def test_glo_stores_a_collapse_as_fitness_zero_and_show_prints_why(evaluated):
+    import json
+
+    from tests.orch_helpers import glo
+
+    db, records, out = evaluated
+    assert out["status"] == "finished"
+    assert records["baikal"]["status"] == "collapsed" and records["ce"]["status"] == "ok"
+    assert records["baikal"]["test_accuracy"] is None  # not counted: the statistics see ce alone
+    assert {row["loss"] for row in out["summary"] if row["n"]} == {"ce"}
+    uid = records["baikal"]["candidate_id"]
+    shown = json.loads(glo("show", uid, "--db", str(db), "--json").stdout)
+    assert shown["status"] == "evaluated" and shown["fitness"] == 0.0  # told 0, not failed nor retried
+    assert shown["evaluation"]["status"] == "collapsed" and shown["evaluation"]["fitness"] == 0.0
+    assert [j["attempts"] for j in shown["jobs"]] == [1]
+    text = glo("show", uid, "--db", str(db)).stdout
+    assert "collapsed: training collapsed from step 3 on: all 100 validation images predicted as class" in text
+    assert "training collapsed" not in glo("show", records["ce"]["candidate_id"], "--db", str(db)).stdout
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_dashboard_candidate_page_shows_the_collapse(evaluated):
+    import os
+    import urllib.parse
+
+    from tests.browser import Dashboard, chrome, missing_reason
+    from tests.test_dashboard_browser import text, wait_for
+
+    reason = missing_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {reason}", pytrace=False)
+        pytest.skip(reason)
+    db, records, _ = evaluated
+    uid = records["baikal"]["candidate_id"]
+    with Dashboard(db) as server, chrome() as browser:
+        browser.get(server.url + "candidate?" + urllib.parse.urlencode({"uid": uid}))
+        shown = wait_for(lambda: text(browser, "#eval-collapse"), what="the collapse reason")
+        assert shown.startswith("training collapsed from step 3 on: all 100 validation images predicted as class")
+        assert "collapsed" in text(browser, "#evaluations .badge.collapsed")

@@ -67,6 +67,7 @@ from worker import models  # noqa: E402
 from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
 from worker.data import NUM_CLASSES  # noqa: E402
 from worker.spec import (  # noqa: E402
+    EXTRA_COLLAPSE,
     STATUS_COLLAPSED,
     STATUS_NONFINITE,
     STATUS_OK,
@@ -570,7 +571,7 @@ class FusedTrainer:
             extra["group_steps_per_second"] = group_sps
             final = float(np.mean(losses[i][-FINAL_LOSS_WINDOW:]))
             if collapsed is not None:  # as the unfused trainer reports it
-                extra["collapse"] = collapsed.to_json(val, test)
+                extra[EXTRA_COLLAPSE] = collapsed.to_json(val, test)
                 results.append(base._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
                                             extra=extra, **common))
                 continue

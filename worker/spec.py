@@ -70,8 +70,11 @@ STATUS_ERROR = "error"
 #: Every status a result may carry.  Only STATUS_ERROR is a failure (the scheduler retries or fails it); the
 #: others are measurements, and all but STATUS_OK have fitness 0 (the paper's rule for a NaN training).
 RESULT_STATUSES = (STATUS_OK, STATUS_NONFINITE, STATUS_COLLAPSED, STATUS_ERROR)
-#: The statuses of a training that ran but scored 0 by rule, each with its reason in the result.
+#: The statuses of a training that ran but scores 0 by rule (its result says why: `nonfinite_step`, `extra`).
 ZERO_FITNESS_STATUSES = (STATUS_NONFINITE, STATUS_COLLAPSED)
+#: result.extra[EXTRA_COLLAPSE]: a collapsed training's verdict (worker.collapse.Collapse.to_json), whose
+#: "reason" is the sentence `glo show` and the dashboard print.
+EXTRA_COLLAPSE = "collapse"
 
 
 class SpecError(ValueError):
@@ -284,7 +287,16 @@ class CandidateResult:
         fitness = data["fitness"]
         if isinstance(fitness, bool) or not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
             raise ValueError(f"result fitness must be a finite number, got {fitness!r}")
+        if data["status"] in ZERO_FITNESS_STATUSES and fitness != 0:  # what the search is told must be the rule's
+            raise ValueError(f"a {data['status']} result must have fitness 0, got {fitness!r}")
         return CandidateResult(**data)
+
+
+def collapse_reason(extra: Any) -> str | None:
+    """The stored reason of a collapsed training, from a result's (or a stored evaluation's) `extra`; else None."""
+    record = extra.get(EXTRA_COLLAPSE) if isinstance(extra, dict) else None
+    reason = record.get("reason") if isinstance(record, dict) else None
+    return reason if isinstance(reason, str) and reason else None
 
 
 def write_results(path: str | os.PathLike[str], spec_hash: str, results: list[CandidateResult]) -> None:

@@ -38,6 +38,7 @@ from worker import models  # noqa: E402
 from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
 from worker.data import NUM_CLASSES, TaskData  # noqa: E402
 from worker.spec import (  # noqa: E402
+    EXTRA_COLLAPSE,
     STATUS_COLLAPSED,
     STATUS_ERROR,
     STATUS_NONFINITE,
@@ -300,7 +301,7 @@ class Trainer:
         if collapsed is not None:
             return self._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
                                 train_seconds=train_s, eval_seconds=eval_s,
-                                extra={**extra, "collapse": collapsed.to_json(val, test)})
+                                extra={**extra, EXTRA_COLLAPSE: collapsed.to_json(val, test)})
         return self._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
                             final_train_loss=final, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
 
