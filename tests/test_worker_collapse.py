@@ -84,7 +84,7 @@ def test_history_reports_since_when_and_a_recovery_starts_over():
     assert h.observe(3, collapsed).since_step == 3
     assert h.observe(6, None) is None  # recovered (a transient corner, as ce at lr 1 below passes through)
     assert h.observe(9, collapsed).since_step == 9 and h.observe(12, collapsed).since_step == 9
-    assert "from step 9 on" in h.observe(12, collapsed).reason()
+    assert "from step 9 on)" in h.observe(12, collapsed).reason()
 
 
 def test_result_file_accepts_collapsed():
@@ -92,6 +92,9 @@ def test_result_file_accepts_collapsed():
     assert r.status == "collapsed"
     with pytest.raises(ValueError, match="collapsed"):  # the message lists every accepted status
         CandidateResult.from_json({"candidate_id": "c", "status": "frozen", "fitness": 0.0})
+    for status in ("collapsed", "nonfinite"):  # the search must be told the rule's 0, not a measured accuracy
+        with pytest.raises(ValueError, match="fitness 0"):
+            CandidateResult.from_json({"candidate_id": "c", "status": status, "fitness": 0.1})
 
 
 # -- real trainings ----------------------------------------------------------------------------------------
@@ -127,7 +130,7 @@ def test_a_loss_that_collapses_is_reported_collapsed_with_fitness_zero(collapse_
     assert baikal.extra["steps_done"] == 12 and (baikal.extra.get("fused") or 1) == fuse
     c = baikal.extra["collapse"]
     assert c["clipped_share"] >= CLIPPED_SHARE and c["images"] == len(data.y_val) == 100 and c["epsilon"] == EPS
-    assert c["since_step"] == 3 and "from step 3 on" in c["reason"]
+    assert c["since_step"] == 3 and "every validation check from step 3 on" in c["reason"]
     counts = baikal.extra["validation_predictions"]["class_counts"]
     assert counts[c["class"]] == 100
     # what it would have reported: that one class's frequency
@@ -201,7 +204,8 @@ def test_glo_stores_a_collapse_as_fitness_zero_and_show_prints_why(evaluated):
     assert shown["evaluation"]["status"] == "collapsed" and shown["evaluation"]["fitness"] == 0.0
     assert [j["attempts"] for j in shown["jobs"]] == [1]
     text = glo("show", uid, "--db", str(db)).stdout
-    assert "collapsed: training collapsed from step 3 on: all 100 validation images predicted as class" in text
+    assert ("collapsed: training collapsed (every validation check from step 3 on): "
+            "all 100 validation images predicted as class") in text
     assert "training collapsed" not in glo("show", records["ce"]["candidate_id"], "--db", str(db)).stdout
 
 
@@ -224,5 +228,5 @@ def test_dashboard_candidate_page_shows_the_collapse(evaluated):
     with Dashboard(db) as server, chrome() as browser:
         browser.get(server.url + "candidate?" + urllib.parse.urlencode({"uid": uid}))
         shown = wait_for(lambda: text(browser, "#eval-collapse"), what="the collapse reason")
-        assert shown.startswith("training collapsed from step 3 on: all 100 validation images predicted as class")
+        assert shown.startswith("training collapsed (every validation check from step 3 on): all 100 validation images")
         assert "collapsed" in text(browser, "#evaluations .badge.collapsed")

@@ -26,6 +26,14 @@ The verdict, on the validation predictions (the same images the fitness is measu
 A well-trained, very confident net also clips many images, but into many classes (its accuracy), so the
 first condition keeps it.  The detector is pure numpy and fed batch by batch, so the trainers add it to
 the evaluation passes they already make (worker.train, worker.fused) without holding all predictions.
+
+Measured on the tests' MNIST-like data (tests/test_worker_collapse.py; class_reduction "sum", batch 32):
+Baikal at learning rates 0.1, 1 and 5 ends with all 100 validation images one class and 100 % clipped (loss
+~3e6-9e6, the clip's ceiling); ce at rate 0.1 trains (accuracy 1.0, nothing clipped); ce at rate 1 ends
+predicting one class with nothing clipped -- a bad but ordinary training, not flagged -- after passing, at
+step 3, through one class with 61 % clipped and recovering by step 6; ce at rate 5 collapses like Baikal
+(ce's gradient dies under the clip too).  That recovery is why only the final measurement decides, and why
+a trainer does not stop at a collapsed curve point: curve points only say since when (`CollapseHistory`).
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ class Collapse:
 
     def reason(self) -> str:
         """The one-line explanation `glo show` and the dashboard print (stored with the result)."""
-        since = f" from step {self.since_step} on" if self.since_step is not None else ""
+        since = f" (every validation check from step {self.since_step} on)" if self.since_step is not None else ""
         return (f"training collapsed{since}: all {self.images} validation images predicted as class "
                 f"{self.predicted_class}, {self.clipped_share:.0%} of them with every other class below "
                 f"epsilon = {self.epsilon:g} (the clip passes no gradient there); fitness 0, as for a non-finite loss")
