@@ -153,7 +153,8 @@ def test_ce_that_ends_in_one_class_without_clipping_is_not_flagged(collapse_run)
 # -- through the orchestrator: the real worker, glo evaluate, the database, glo show, the dashboard ----------
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """`glo evaluate baikal ce` with the real worker (python -m worker) on the collapsing budget above."""
+    """`glo evaluate baikal ce BOOM` with the real worker (python -m worker) on the collapsing budget above;
+    BOOM goes non-finite at step 1, the other zero-fitness status."""
     pytest.importorskip("tensorflow")
     import json
     import sys
@@ -175,19 +176,23 @@ data_path = {json.dumps(str(d))}
 
 [backend]
 max_in_flight = 1
-candidates_per_job = 2
+candidates_per_job = 3
 timeout_s = 600
 worker_command = ["{sys.executable}", "-m", "worker"]
 """)
     db = d / "r.db"
-    r = glo("evaluate", "baikal", "ce", "--repeats", "1", "--curve-every", str(COLLAPSE_SPEC["curve_interval"]),
+    r = glo("evaluate", "baikal", "ce", BOOM, "--repeats", "1", "--curve-every", str(COLLAPSE_SPEC["curve_interval"]),
             "--config", str(cfg), "--db", str(db), "--run-id", "ev", "--json", env=glo_env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     return db, {rec["loss"]: rec for rec in out["results"]["records"]}, out
 
 
+BOOM = "x / (y - y)"
+
+
 @pytest.mark.tf
+@pytest.mark.slow
 def test_glo_stores_a_collapse_as_fitness_zero_and_show_prints_why(evaluated):
     import json
 
@@ -207,6 +212,9 @@ def test_glo_stores_a_collapse_as_fitness_zero_and_show_prints_why(evaluated):
     assert ("collapsed: training collapsed (every validation check from step 3 on): "
             "all 100 validation images predicted as class") in text
     assert "training collapsed" not in glo("show", records["ce"]["candidate_id"], "--db", str(db)).stdout
+    assert records[BOOM]["status"] == "nonfinite"
+    assert "non-finite: the loss went NaN/inf at step 1; fitness 0" in glo(
+        "show", records[BOOM]["candidate_id"], "--db", str(db)).stdout
 
 
 @pytest.mark.tf
