@@ -287,6 +287,7 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
 def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
     """Everything stored about one candidate (RUN_ID/ID, or ID in the latest run)."""
     from db.queries import candidate as get
+    from worker.spec import collapse_reason
 
     c, ev, jobs = get(_open(db_path), candidate)
     data = {
@@ -314,6 +315,11 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
                    f"{ev.status}, {ev.wall_seconds:.1f} s")
         if ev.metrics.get("test_accuracy") is not None:
             click.echo(f"{'test accuracy':>14}: {ev.metrics['test_accuracy']:.4f}")
+        if ev.metrics.get("nonfinite_step") is not None:
+            click.echo(f"{'non-finite':>14}: the loss went NaN/inf at step {ev.metrics['nonfinite_step']}; fitness 0")
+        reason = collapse_reason(ev.metrics.get("extra"))
+        if reason:  # why a fitness is 0 although the training ran to the end (worker/collapse.py)
+            click.echo(f"{'collapsed':>14}: {reason}")
         plat = (ev.metrics.get("extra") or {}).get("platform")
         if plat:  # what decides whether this fitness can be reproduced elsewhere (README: Reproducibility)
             build = ", ".join(f"{k} {plat[k]}" for k in ("tensorflow", "cuda_version", "cudnn_version") if plat.get(k))

@@ -187,7 +187,7 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     not_counted = total - counts.get("ok", 0)
     if not_counted:
         page.add(f"Only the {counts.get('ok', 0)} trainings that finished (`ok`) with a test accuracy count below; "
-                 f"{not_counted} do not (non-finite loss, failed, or still pending).", "")
+                 f"{not_counted} do not (non-finite loss, collapsed training, failed, or still pending).", "")
     page.add(f"{h} Losses", "", "| loss | formula (x: true label, y: prediction) |", "|:---|:---|")
     infix = {loss["label"]: loss.get("infix", "") for loss in results.get("losses") or [] if isinstance(loss, dict)}
     for name in loss_labels(results):
