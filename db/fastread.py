@@ -28,8 +28,10 @@ SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module 
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
 #: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
 #: the evidence that the initial population is not wasted (db.queries runs this same statement).
-GENERATION0_SQL = ("SELECT count(*), coalesce(sum(status = 'resolved' AND error = 'invalid'), 0) FROM candidates "
-                   "WHERE run_id = ? AND phase = 'discovery' AND generation = 0")
+GENERATION0_SQL = ("SELECT count(*), coalesce(sum(status = 'resolved' AND (error = 'invalid' OR error LIKE "
+                   "'filtered%')), 0) FROM candidates WHERE run_id = ? AND phase = 'discovery' AND generation = 0")
+#: Candidates the zero-training filter rejected (the search stores its reason as "filtered (...): ...").
+FILTERED_SQL = "SELECT count(*) FROM candidates WHERE run_id = ? AND status = 'resolved' AND error LIKE 'filtered%'"
 
 
 #: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
@@ -124,6 +126,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "ORDER BY (state != 'held'), updated_at DESC LIMIT ?", (rid, HELD_JOBS_SHOWN)).fetchall()
 
     gen0 = con.execute(GENERATION0_SQL, (rid,)).fetchone()
+    filtered = con.execute(FILTERED_SQL, (rid,)).fetchone()[0]
     config = json.loads(run["config_json"])
     done = counts.get("evaluated", 0)
     settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -143,7 +146,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "generation": run["generation"], "task": run["task"],
         "evaluations": {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
                         "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                        "queued": int(jobs.get("queued", 0))},
+                        "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))},
         "best": None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"], "infix": best["infix"]},
         "evaluations_per_hour": rate, "eta_seconds": eta, "expected_evaluations": expected, "elapsed_seconds": elapsed,
         "message": run["message"], "backend": run["backend"], "jobs": {k: int(v) for k, v in jobs.items()},

@@ -17,6 +17,7 @@ from db import models
 from db.errors import NotFoundError
 from db.fastread import (  # noqa: F401 (one definition each)
     BEST_SQL,
+    FILTERED_SQL,
     GENERATION0_SQL,
     HELD_JOBS_SHOWN,
     expected_evaluations,
@@ -106,6 +107,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
                                .where(models.Candidate.run_id == run.id,
                                       models.Candidate.status == "evaluated")).one()
         gen0 = s.connection().exec_driver_sql(GENERATION0_SQL, (run.id,)).fetchone()
+        filtered = s.connection().exec_driver_sql(FILTERED_SQL, (run.id,)).fetchone()[0]
         config = json.loads(run.config_json)
         done = counts.get("evaluated", 0)
         settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -125,7 +127,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
             task=run.task,
             evaluations={"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
                          "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                         "queued": int(jobs.get("queued", 0))},
+                         "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))},
             best=None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix},
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
             message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},

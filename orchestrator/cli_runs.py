@@ -229,7 +229,8 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     table.add_row("task", st.task)
     table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "
-                  f"{e['cached']} cache hits, {e['resolved']} resolved by the search")
+                  f"{e['cached']} cache hits, {e['resolved']} resolved by the search"
+                  + (f" ({e['filtered']} rejected by the zero-training filter)" if e.get("filtered") else ""))
     g0 = getattr(st, "generation0", None)
     if g0:
         table.add_row("generation 0", f"{g0['trainable']} of {g0['members']} trainable (ga.init = {g0['init']})")

@@ -249,6 +249,14 @@ class Scheduler:
         return None
 
     # -- asking ------------------------------------------------------------------------------------
+    def _screen(self) -> Any:
+        """The zero-training filter for this run's task, or None when `search.ga.zero_training_filter` is off."""
+        if not self.config.search.ga.zero_training_filter:
+            return None
+        from orchestrator.search.filters import screen_for
+
+        return screen_for(self.config.task.epsilon, self.config.task.class_reduction)
+
     def _task_for(self, search_id: str) -> TaskConfig:
         """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and
         training fraction (a search has no overrides)."""
@@ -580,9 +588,9 @@ class Scheduler:
             self.search = (EvaluationPlan(self.config.evaluate) if state is None
                            else EvaluationPlan.import_state(state))
         elif state is None:
-            self.search = Search(self.config.search, key_fn=self.keys)
+            self.search = Search(self.config.search, key_fn=self.keys, screen=self._screen())
         else:
-            self.search = Search.import_state(state, key_fn=self.keys)
+            self.search = Search.import_state(state, key_fn=self.keys, screen=self._screen())
             self._resolved_seen = len(self.search.resolved_without_training())
         untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
         for row in untold:

@@ -515,17 +515,19 @@ def _source(c: dict[str, Any]) -> str:
         return "cache hit"
     if st == "resolved":
         reason = (c["error"] or "").split(" ", 1)[0]
-        return reason if reason in ("elite", "duplicate", "invalid") else "resolved (other)"
+        return reason if reason in ("elite", "duplicate", "invalid", "filtered") else "resolved (other)"
     return st  # failed, pending
 
 
-SOURCES = ("trained", "cache hit", "elite", "duplicate", "invalid", "resolved (other)", "failed", "pending")
+SOURCES = ("trained", "cache hit", "elite", "duplicate", "invalid", "filtered", "resolved (other)", "failed",
+           "pending")
 SOURCE_LABELS = {"trained": "trained", "cache hit": "cache hit (trained before)",
                  "elite": "elite (carried over)", "duplicate": "duplicate in its generation",
-                 "invalid": "invalid tree (no x or no y)", "resolved (other)": "resolved otherwise",
+                 "invalid": "invalid tree (cannot depend on x and y)",
+                 "filtered": "rejected by the zero-training filter", "resolved (other)": "resolved otherwise",
                  "failed": "failed (told 0)", "pending": "pending"}
 SOURCE_COLORS = {"trained": "tab:blue", "cache hit": "tab:green", "elite": "tab:purple", "duplicate": "tab:olive",
-                 "invalid": "tab:gray", "resolved (other)": "tab:cyan", "failed": "tab:red",
+                 "invalid": "tab:gray", "filtered": "tab:brown", "resolved (other)": "tab:cyan", "failed": "tab:red",
                  "pending": "lightgray"}
 
 

@@ -76,7 +76,9 @@ class GAConfig:
     conditioned on trainable trees.  `seed_losses` (ours, off by default): losses put into
     generation 0 before any random tree -- built-in names, infix, or RUN/CANDIDATE (the scheduler
     replaces those by the stored tree's infix when the run is created, so a run never depends on
-    another run's database rows to resume).
+    another run's database rows to resume).  `zero_training_filter` (ours): before a tree costs a
+    training, `filters.check` optimises free predictions with it and rejects what cannot learn
+    (fitness 0, reason stored); the scheduler applies it with the task's epsilon and class reduction.
     """
 
     population_size: int = 80
@@ -93,6 +95,7 @@ class GAConfig:
     max_tree_depth: int = 40
     init: str = "valid"
     seed_losses: tuple[str, ...] = ()
+    zero_training_filter: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.node_weights, Mapping):
@@ -129,6 +132,8 @@ class GAConfig:
         object.__setattr__(self, "node_weights", tuple(sorted(self.node_weights, key=lambda ew: ELEMENTS.index(ew[0]))))
         if not any(w > 0 and element_arity(e) == 0 for e, w in self.node_weights):
             raise ConfigError("ga.node_weights needs at least one leaf (x, y, 1, -1) with a positive weight")
+        if not isinstance(self.zero_training_filter, bool):
+            raise ConfigError(f"ga.zero_training_filter must be true or false, got {self.zero_training_filter!r}")
         if self.init not in INIT_MODES:
             raise ConfigError(f"ga.init must be one of {', '.join(INIT_MODES)}, got {self.init!r}")
         if isinstance(self.seed_losses, str) or not isinstance(self.seed_losses, (list, tuple)):

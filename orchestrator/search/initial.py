@@ -37,16 +37,20 @@ class InitCounts:
     drawn: int = 0  # random trees drawn, kept or not
     rejected_untrainable: int = 0
     rejected_duplicate: int = 0
+    rejected_filtered: int = 0  # trainable, but the zero-training filter rejected it
     trainable: int = 0  # members of generation 0 that will be trained (or are seeds)
 
     def to_json(self) -> dict[str, int]:
         return {"seeded": self.seeded, "drawn": self.drawn, "rejected_untrainable": self.rejected_untrainable,
-                "rejected_duplicate": self.rejected_duplicate, "trainable": self.trainable}
+                "rejected_duplicate": self.rejected_duplicate, "rejected_filtered": self.rejected_filtered,
+                "trainable": self.trainable}
 
 
-def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig,
-                  key_fn: Callable[[Node], str]) -> tuple[list[tuple[Node, str]], InitCounts]:
-    """`cfg.population_size` (tree, origin) pairs: the seed losses ("seed"), then random ones ("init")."""
+def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig, key_fn: Callable[[Node], str],
+                  admissible: Callable[[Node], bool] = lambda tree: True) -> tuple[list[tuple[Node, str]], InitCounts]:
+    """`cfg.population_size` (tree, origin) pairs: the seed losses ("seed"), then random ones ("init").
+
+    "valid" keeps a draw only if it is trainable and `admissible` (the zero-training filter, when on)."""
     counts = InitCounts()
     out: list[tuple[Node, str]] = []
     keys: set[str] = set()
@@ -63,26 +67,31 @@ def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig,
             tree = random_tree(rng, prims, cfg.init_max_depth)
             counts.drawn += 1
         else:
-            tree = _trainable_tree(rng, prims, cfg, counts)
+            tree = _trainable_tree(rng, prims, cfg, counts, admissible)
             for _ in range(MAX_DUPLICATE_REDRAWS):
                 key = key_fn(tree)
                 if key not in keys:
                     break
                 counts.rejected_duplicate += 1
-                tree = _trainable_tree(rng, prims, cfg, counts)
+                tree = _trainable_tree(rng, prims, cfg, counts, admissible)
             keys.add(key_fn(tree))
         out.append((tree, "init"))
-    counts.trainable = sum(1 for tree, _ in out if is_trainable(tree))
+    counts.trainable = sum(1 for tree, _ in out if is_trainable(tree) and admissible(tree))
     return out, counts
 
 
-def _trainable_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts) -> Node:
+def _trainable_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts,
+                    admissible: Callable[[Node], bool]) -> Node:
     for _ in range(MAX_DRAWS_PER_TREE):
         tree = random_tree(rng, prims, cfg.init_max_depth)
         counts.drawn += 1
-        if is_trainable(tree):
+        if not is_trainable(tree):
+            counts.rejected_untrainable += 1
+        elif not admissible(tree):
+            counts.rejected_filtered += 1
+        else:
             return tree
-        counts.rejected_untrainable += 1
     raise ConfigError(f"ga.init: {MAX_DRAWS_PER_TREE} trees drawn with ga.node_weights at ga.init_max_depth = "
-                      f"{cfg.init_max_depth} and none can train (each needs x and y); give x and y weight, "
+                      f"{cfg.init_max_depth} and none can train (each needs x and y, and the zero-training filter's pass); "
+                      "give x and y weight, "
                       "raise init_max_depth, or set ga.init = \"paper\"")

@@ -42,6 +42,8 @@ from worker.lossexpr.tree import Node
 STATE_VERSION = 1
 
 KeyFn = Callable[[Node], str]
+#: A zero-training filter (`filters.screen_for`): None when the tree may train, else the reason it may not.
+ScreenFn = Callable[[Node], "str | None"]
 
 
 class UnknownCandidateError(KeyError):
@@ -116,9 +118,15 @@ def parse_discovery_id(cid: str) -> tuple[int, int, int]:
 class Search:
     """GA discovery for `ga.generations` generations, then CMA-ES on the top-k trees, then finished."""
 
-    def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None) -> None:
+    def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None,
+                 screen: ScreenFn | None = None) -> None:
+        """`screen`: a zero-training filter for the run's task (the scheduler passes one when
+        `ga.zero_training_filter` is on); a tree it rejects is resolved with fitness 0 and its reason,
+        and the valid init draws only trees it passes."""
         self.config = config or SearchConfig()
         self._key_fn_arg = key_fn
+        self._screen = screen
+        self._screened: dict[Node, str | None] = {}
         self._key_fn: KeyFn | None = key_fn
         self._key_cache: dict[Node, str] = {}
         self._prims = Primitives(self.config.ga.weights())
@@ -153,7 +161,8 @@ class Search:
     def _start(self) -> None:
         if self._fresh:
             self._fresh = False
-            trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key)
+            trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key,
+                                          admissible=lambda t: self.rejection(t) is None)
             self._init = counts.to_json()
             pop = [Candidate(f"g0-{i}", t, origin, 0) for i, (t, origin) in enumerate(trees)]
             self._set_generation(pop, {})
@@ -170,6 +179,16 @@ class Search:
                 k = "infix:" + to_infix(tree)
             self._key_cache[tree] = k
         return self._key_cache[tree]
+
+    def rejection(self, tree: Node) -> str | None:
+        """The zero-training filter's reason for rejecting a trainable tree (None: it may train; cached)."""
+        if self._screen is None:
+            return None
+        if tree not in self._screened:
+            if len(self._screened) > 100_000:
+                self._screened.clear()
+            self._screened[tree] = self._screen(tree)
+        return self._screened[tree]
 
     def _set_generation(self, pop: list[Candidate], elite_fitness: dict[str, float],
                         elite_rung: dict[str, int] | None = None) -> None:
@@ -189,6 +208,10 @@ class Search:
             elif not is_trainable(cand.tree):
                 self._resolve(cand, 0.0, "invalid")
                 self._stats["invalid"] += 1
+                continue
+            elif (why := self.rejection(cand.tree)) is not None:
+                self._resolve(cand, 0.0, why)
+                self._stats["filtered"] = self._stats.get("filtered", 0) + 1
                 continue
             if cand.tree in old_cache:
                 self._key_cache[cand.tree] = old_cache[cand.tree]
@@ -523,7 +546,8 @@ class Search:
         }
 
     @staticmethod
-    def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False) -> "Search":
+    def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False,
+                     screen: ScreenFn | None = None) -> "Search":
         """Rebuild a search from `export_state()` data.
 
         `reissue_outstanding`: candidates handed out but not told before the export are handed
@@ -532,7 +556,7 @@ class Search:
         """
         if data.get("glo_search_state") != STATE_VERSION:
             raise StateError(f"unsupported search state version {data.get('glo_search_state')!r}")
-        s = Search(SearchConfig.from_dict(data["config"]), key_fn=key_fn)
+        s = Search(SearchConfig.from_dict(data["config"]), key_fn=key_fn, screen=screen)
         s._fresh = False
         version, internal, gauss = data["rng"]
         s._rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
