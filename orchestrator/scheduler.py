@@ -43,7 +43,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_dict
 from orchestrator.daemon import pid_alive
-from orchestrator.search.candidate import Candidate
+from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
@@ -362,7 +362,8 @@ class Scheduler:
             search_id = row.search_id if row else uid.split("/", 1)[1]
             try:
                 self.search.tell(search_id, fitness)
-            except (KeyError, ValueError) as exc:  # already absorbed before a crash: harmless
+            except (UnknownCandidateError, AlreadyToldError) as exc:  # absorbed before a crash: harmless
+                # (only these two: a KeyError from inside the search is a bug and must not be swallowed)
                 log.debug("tell %s skipped: %s", uid, exc)
             told.append(uid)
             if self.progress.best is None or fitness > self.progress.best:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.search.candidate import Candidate
+from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError  # noqa: F401 (re-exported)
 from orchestrator.search.cma_phase import CMAPhase, StateError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed
@@ -45,16 +45,6 @@ KeyFn = Callable[[Node], str]
 #: A zero-training filter (`filters.screen_for`): None when the tree may train, else the reason it may not.
 ScreenFn = Callable[[Node], "str | None"]
 
-
-class UnknownCandidateError(KeyError):
-    """`tell` got an id this search never handed out (or has already moved past)."""
-
-    def __str__(self) -> str:
-        return f"unknown candidate id {self.args[0]!r}: never handed out by this search"
-
-
-class AlreadyToldError(ValueError):
-    """`tell` got a second result for the same candidate."""
 
 
 def default_key_fn() -> KeyFn:
@@ -337,7 +327,7 @@ class Search:
             entry_h["best_rung"] = scores[best_i][0]
         self._history.append(entry_h)
         for cand, (rung, f) in zip(self._population, scores):
-            if not is_trainable(cand.tree):
+            if not is_trainable(cand.tree) or cand.id not in self._keys:  # invalid, or rejected by the filter
                 continue
             key = self._keys[cand.id]
             entry = self._archive.get(key)
