@@ -59,7 +59,14 @@ def expected_evaluations(config: dict[str, Any]) -> int:
     elites = int(ga.get("elites", 6))
     top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
     popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
-    return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
+    promoted = 0  # [search.fidelity]: at most the promoted fraction of each rung's members, per generation
+    fidelity = search.get("fidelity")
+    if fidelity:
+        members = pop - elites
+        for _rung in fidelity.get("steps", []):
+            members = math.ceil(float(fidelity.get("promote_fraction", 0.25)) * members)
+            promoted += members
+    return pop + (gens - 1) * (pop - elites) + gens * promoted + top_k * iters * int(popsize)
 
 
 def _connect(path: Path) -> sqlite3.Connection | None:

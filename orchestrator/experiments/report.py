@@ -273,6 +273,9 @@ def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str |
                 "no CMA-ES phase yet")
     page.figure(paths.get("search_sources"),
                 "Cache hits and resolutions: where each candidate's fitness came from", "no candidates yet")
+    page.figure(paths.get("search_budget"),
+                "Best fitness at the top rung (the longest training) against training steps spent",
+                "no training has finished yet")
     return {"status": st.to_json(), "best": [{"candidate_id": c.uid, "fitness": c.fitness, "infix": c.infix}
                                              for c in top]}
 
