@@ -208,7 +208,8 @@ class RunAggregate:
                     last = resolved_at
             elif status == "resolved":
                 text = reason or ""
-                reasons["duplicate" if text.startswith("duplicate of ") else (text or "other")] += 1
+                reasons["duplicate" if text.startswith("duplicate of ") else
+                        "filtered" if text.startswith("filtered (") else (text or "other")] += 1
             elif status == "cached":
                 heapq.heappush(hits, (resolved_at or 0.0, rowid))
                 if len(hits) > ERRORS_SHOWN:
@@ -278,6 +279,7 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
         counts = dict(agg.counts)
         top = agg.top(LEADERBOARD_SIZE if detail else 1)
         first, last = agg.first_eval, agg.last_eval
+        filtered = agg.reasons.get("filtered", 0)  # rejected by the zero-training filter (db.fastread.FILTERED_SQL)
         extra: dict[str, Any] = {}
         if detail:
             extra["generations"] = agg.generations()
@@ -314,6 +316,7 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
         "created_at": run["created_at"], "updated_at": run["updated_at"], "finished_at": run["finished_at"],
         "evaluations": {"done": done, "running": int(in_flight), "failed": int(counts.get("failed", 0)),
                         "cached": int(counts.get("cached", 0)), "resolved": int(counts.get("resolved", 0)),
+                        "filtered": int(filtered),
                         "pending": int(counts.get("pending", 0)), "queued": int(jobs.get("queued", 0))},
         "settled": settled, "expected_evaluations": expected,
         "best": None if not board else {k: board[0][k] for k in ("candidate_id", "fitness", "infix", "tree")},
