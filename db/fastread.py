@@ -39,6 +39,23 @@ def expected_evaluations(config: dict[str, Any]) -> int:
     return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
 
 
+def no_result_warning(status: str, evaluations: dict[str, int], best: dict[str, Any] | None) -> str | None:
+    """Why a finished run has nothing to use -- not one candidate trained, or a best fitness of 0 -- or None.
+
+    A search whose every tree lacked x or y "finishes" having trained nothing; saying only "finished" would
+    let the user take its best ("-") for a result.  `glo status` shows this line and `glo run` prints it and
+    exits with cli_runs.EXIT_NO_RESULT (db.queries uses this one too)."""
+    if status != "finished":
+        return None
+    trained = evaluations.get("done", 0) + evaluations.get("cached", 0)
+    if trained == 0:
+        return (f"no usable result: not one candidate was trained ({evaluations.get('resolved', 0)} resolved by "
+                f"the search without training, {evaluations.get('failed', 0)} failed)")
+    if best is None or not (best.get("fitness") or 0.0) > 0.0:
+        return f"no usable result: the best fitness of the {trained} trained candidate(s) is 0"
+    return None
+
+
 def _connect(path: Path) -> sqlite3.Connection | None:
     try:
         con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30, isolation_level=None)
@@ -118,17 +135,20 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         eta = 0.0
     elif rate and rate > 0:
         eta = max(0.0, expected - settled) / rate * 3600.0
+    evaluations = {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
+                   "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                   "queued": int(jobs.get("queued", 0))}
+    best_json = None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"],
+                                           "infix": best["infix"]}
     return {
         "run_id": rid, "name": run["name"], "status": run["status"], "phase": run["phase"],
         "generation": run["generation"], "task": run["task"],
-        "evaluations": {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
-                        "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                        "queued": int(jobs.get("queued", 0))},
-        "best": None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"], "infix": best["infix"]},
+        "evaluations": evaluations, "best": best_json,
         "evaluations_per_hour": rate, "eta_seconds": eta, "expected_evaluations": expected, "elapsed_seconds": elapsed,
         "message": run["message"], "backend": run["backend"], "jobs": {k: int(v) for k, v in jobs.items()},
         "held_jobs": [{"job_id": j["id"], "backend_job_id": j["backend_job_id"], "state": j["state"],
                        "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],
                        "hold_subcode": j["hold_subcode"], "host": j["host"], "releases": j["releases"],
                        "last_error": j["last_error"][:500]} for j in held],
+        "warning": no_result_warning(run["status"], evaluations, best_json),
     }

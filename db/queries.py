@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from db import models
 from db.errors import NotFoundError
-from db.fastread import HELD_JOBS_SHOWN, expected_evaluations  # noqa: F401 (re-exported; one definition)
+from db.fastread import HELD_JOBS_SHOWN, expected_evaluations, no_result_warning  # noqa: F401 (one definition)
 from db.session import Database
 from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
 
@@ -38,6 +38,7 @@ class Status:
     backend: str = "local"
     jobs: dict[str, int] | None = None  # job count per state
     held_jobs: list[dict[str, Any]] | None = None  # jobs held now or that were held (cluster backends)
+    warning: str | None = None  # a finished run with no usable result (db.fastread.no_result_warning)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,16 +115,16 @@ def status(db: Database, run_id: str | None = None) -> Status:
             eta = 0.0
         elif rate and rate > 0:
             eta = max(0.0, expected - settled) / rate * 3600.0
+        evaluations = {"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
+                       "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                       "queued": int(jobs.get("queued", 0))}
+        best_json = None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix}
         return Status(
             run_id=run.id, name=run.name, status=run.status, phase=run.phase, generation=run.generation,
-            task=run.task,
-            evaluations={"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
-                         "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                         "queued": int(jobs.get("queued", 0))},
-            best=None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix},
+            task=run.task, evaluations=evaluations, best=best_json,
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
             message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
-            held_jobs=_held_jobs(s, run.id),
+            held_jobs=_held_jobs(s, run.id), warning=no_result_warning(run.status, evaluations, best_json),
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, NotResumable, _errors
+from orchestrator.cli_runs import DB_OPTION, EXIT_ERROR, EXIT_STOPPED, JSON_OPTION, NotResumable, _errors
 
 
 def _parse_seeds(text: str | None, repeats: int) -> list[int]:
@@ -125,9 +125,9 @@ def evaluate_cmd(losses: tuple[str, ...], task: str | None, steps: int | None, r
                    f"seeds {', '.join(map(str, results['seeds']))})")
         click.echo(format_table(rows))
     if status == "stopped":
-        sys.exit(130)
+        sys.exit(EXIT_STOPPED)
     if status != "finished":
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 @click.command("experiment")

@@ -22,6 +22,15 @@ DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False), def
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+#: `glo run`'s exit statuses (README "Running in the background"; the systemd unit glo@.service reads them).
+EXIT_ERROR = 1
+#: `--resume` of a finished or cancelled run: nothing to do, a supervisor must not retry.
+EXIT_NOT_RESUMABLE = 3
+#: The run finished but has no usable result: not one candidate trained, or the best fitness is 0.
+EXIT_NO_RESULT = 4
+#: Stopped (Ctrl-C, SIGTERM, glo stop): resumable.
+EXIT_STOPPED = 130
+
 _LAZY_ERRORS = (("orchestrator.config", "ConfigError"), ("orchestrator.scheduler", "SchedulerError"),
                 ("orchestrator.backends.base", "BackendError"))
 
@@ -68,7 +77,7 @@ def _fmt_secs(s: float | None) -> str:
 class NotResumable(click.ClickException):
     """`glo run --resume` of a finished or cancelled run: exit status 3 (a supervisor must not retry)."""
 
-    exit_code = 3
+    exit_code = EXIT_NOT_RESUMABLE
 
 
 @click.command("run")
@@ -87,8 +96,9 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, overri
             resume: str | None, run_id: str | None, progress: bool | None, detach: bool) -> None:
     """Run a GLO search in the foreground (Ctrl-C stops cleanly; --resume continues; --detach: in the background).
 
-    Exit status: 0 finished, 130 stopped (resumable), 3 a --resume of a finished or cancelled run
-    (nothing to do), 1 any other error (e.g. the run's scheduler is already alive)."""
+    Exit status: 0 finished, 4 finished with no usable result (nothing trained, or best fitness 0), 130
+    stopped (resumable), 3 a --resume of a finished or cancelled run (nothing to do), 1 any other error
+    (e.g. the run's scheduler is already alive)."""
     from orchestrator.config import load_config
     from orchestrator.runner import NotResumableError, run_search
 
@@ -111,9 +121,21 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, overri
     click.echo(f"run {rid}: {status}")
     if status == "stopped":
         click.echo(f"resume with: glo run --resume {rid}" + (f" --db {db_path}" if db_path else ""))
-        sys.exit(130)
+        sys.exit(EXIT_STOPPED)
     if status != "finished":
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
+    _exit_if_no_result(db_path, rid)
+
+
+def _exit_if_no_result(db_path: str | None, rid: str) -> None:
+    """A finished run that could not train one candidate, or whose best is 0, says so loudly at the end
+    and exits EXIT_NO_RESULT: "finished" alone would pass it off as a result."""
+    from db.queries import status
+
+    warning = status(_open(db_path), rid).warning
+    if warning:
+        click.secho(f"WARNING: run {rid} finished with {warning}", fg="red", bold=True, err=True)
+        sys.exit(EXIT_NO_RESULT)
 
 
 def _run_detached(config: str | None, db_path: str | None, overrides: tuple[str, ...], resume: str | None,
@@ -221,11 +243,14 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
         _echo_json({**data, "scheduler": sched})
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     e = st.evaluations
     table = Table(title=f"GLO run {st.run_id}" + (f" ({st.name})" if st.name else ""), show_header=False)
     table.add_row("status", st.status + (f" — {st.message}" if st.message else ""))
+    if st.warning:
+        table.add_row("[bold red]WARNING[/]", f"[bold red]{escape(st.warning)}[/]")
     table.add_row("task", st.task)
     table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "

@@ -227,7 +227,8 @@ class Search:
     def _start_cma(self) -> None:
         """CMA-ES on the top-k distinct valid trees of discovery (ties: first seen first)."""
         self._phase = "cma"
-        ranked = sorted(self._archive.values(), key=lambda e: (-e["fitness"], e["order"]))
+        ranked = sorted((e for e in self._archive.values() if e["fitness"] > 0), key=lambda e: (-e["fitness"],
+                                                                                            e["order"]))
         for k, entry in enumerate(ranked[: self.config.cma.top_k]):
             seed = (self.config.seed * 1_000_003 + k) % (2**31 - 2) + 1  # pycma treats 0 as "seed from time"
             self._cma.append(CMAPhase(k, entry["candidate"], self.config.cma, seed))
