@@ -24,7 +24,7 @@ from urllib.parse import quote
 from db.errors import NotFoundError, StorageError
 from db.paths import resolve_db_path
 
-SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
+SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
 
 
@@ -37,6 +37,22 @@ def expected_evaluations(config: dict[str, Any]) -> int:
     top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
     popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
     return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
+
+
+#: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
+ATTEMPTS_SQL = "SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt, id"
+
+
+def attempt_json(r: Any) -> dict[str, Any]:
+    """One job_attempts row as plain data: what `glo show RUN/job-N`, `glo status --json` and the dashboard's
+    job page show for each attempt."""
+    return {"attempt": r["attempt"], "backend_job_id": r["backend_job_id"], "host": r["host"] or "",
+            "submitted_at": r["submitted_at"], "started_at": r["started_at"], "ended_at": r["ended_at"],
+            "outcome": r["outcome"] or "", "error": r["error"] or "", "hold_code": r["hold_code"],
+            "hold_subcode": r["hold_subcode"], "hold_reason": r["hold_reason"] or "", "holds": r["holds"] or 0,
+            "releases": r["releases"] or 0, "evictions": r["evictions"] or 0, "exit_code": r["exit_code"],
+            "exit_signal": r["exit_signal"],
+            "notes": [{"at": at, "what": what} for at, what in json.loads(r["notes_json"] or "[]")]}
 
 
 def no_result_warning(status: str, evaluations: dict[str, int], best: dict[str, Any] | None) -> str | None:
@@ -149,6 +165,8 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "held_jobs": [{"job_id": j["id"], "backend_job_id": j["backend_job_id"], "state": j["state"],
                        "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],
                        "hold_subcode": j["hold_subcode"], "host": j["host"], "releases": j["releases"],
-                       "last_error": j["last_error"][:500]} for j in held],
+                       "last_error": j["last_error"][:500],
+                       "attempts_history": [attempt_json(a) for a in con.execute(ATTEMPTS_SQL, (j["id"],))]}
+                      for j in held],
         "warning": no_result_warning(run["status"], evaluations, best_json),
     }
