@@ -47,7 +47,7 @@ system-deps:
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: install system-deps
-	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q --durations=25 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install
 	$(BIN)/ruff check orchestrator worker condor db tests

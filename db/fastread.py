@@ -26,6 +26,29 @@ from db.paths import resolve_db_path
 
 SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
+#: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
+#: the evidence that the initial population is not wasted (db.queries runs this same statement).
+GENERATION0_SQL = ("SELECT count(*), coalesce(sum(status = 'resolved' AND (error = 'invalid' OR error LIKE "
+                   "'filtered%')), 0) FROM candidates WHERE run_id = ? AND phase = 'discovery' AND generation = 0")
+#: Candidates the zero-training filter rejected (the search stores its reason as "filtered (...): ...").
+FILTERED_SQL = "SELECT count(*) FROM candidates WHERE run_id = ? AND status = 'resolved' AND error LIKE 'filtered%'"
+
+
+#: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
+#: and CMA-ES samples outrank what only had the short budget), then fitness, then hand-out order.  The one
+#: definition of "best" (db.queries' best and status run it too).
+BEST_SQL = ("SELECT c.uid, c.fitness, c.infix FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
+            "WHERE c.run_id = ? AND c.status IN ('evaluated', 'cached') AND c.fitness IS NOT NULL "
+            "ORDER BY coalesce(e.steps, 0) DESC, c.fitness DESC, c.seq")
+
+
+def generation0(row: tuple[int, int], config: dict[str, Any]) -> dict[str, Any] | None:
+    """GENERATION0_SQL's row as `glo status` reports it (None for a run without a discovery phase)."""
+    members, untrainable = int(row[0] or 0), int(row[1] or 0)
+    if not members:
+        return None
+    init = config.get("search", {}).get("ga", {}).get("init", "paper")  # runs older than ga.init drew the paper's way
+    return {"members": members, "trainable": members - untrainable, "init": init}
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
@@ -36,7 +59,14 @@ def expected_evaluations(config: dict[str, Any]) -> int:
     elites = int(ga.get("elites", 6))
     top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
     popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
-    return pop + (gens - 1) * (pop - elites) + top_k * iters * int(popsize)
+    promoted = 0  # [search.fidelity]: at most the promoted fraction of each rung's members, per generation
+    fidelity = search.get("fidelity")
+    if fidelity:
+        members = pop - elites
+        for _rung in fidelity.get("steps", []):
+            members = math.ceil(float(fidelity.get("promote_fraction", 0.25)) * members)
+            promoted += members
+    return pop + (gens - 1) * (pop - elites) + gens * promoted + top_k * iters * int(popsize)
 
 
 #: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
@@ -127,9 +157,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
         "JOIN candidates c ON c.uid = jc.candidate_uid "
         "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'", (rid,)).fetchone()[0]
-    best = con.execute(
-        "SELECT uid, fitness, infix FROM candidates WHERE run_id = ? AND status IN ('evaluated', 'cached') "
-        "AND fitness IS NOT NULL ORDER BY fitness DESC, seq LIMIT 1", (rid,)).fetchone()
+    best = con.execute(BEST_SQL + " LIMIT 1", (rid,)).fetchone()
     first, last = con.execute("SELECT min(resolved_at), max(resolved_at) FROM candidates "
                               "WHERE run_id = ? AND status = 'evaluated'", (rid,)).fetchone()
     held = con.execute(
@@ -137,6 +165,8 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "FROM jobs WHERE run_id = ? AND (state = 'held' OR hold_code IS NOT NULL) "
         "ORDER BY (state != 'held'), updated_at DESC LIMIT ?", (rid, HELD_JOBS_SHOWN)).fetchall()
 
+    gen0 = con.execute(GENERATION0_SQL, (rid,)).fetchone()
+    filtered = con.execute(FILTERED_SQL, (rid,)).fetchone()[0]
     config = json.loads(run["config_json"])
     done = counts.get("evaluated", 0)
     settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -153,7 +183,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         eta = max(0.0, expected - settled) / rate * 3600.0
     evaluations = {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
                    "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                   "queued": int(jobs.get("queued", 0))}
+                   "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
     best_json = None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"],
                                            "infix": best["infix"]}
     return {
@@ -169,4 +199,5 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
                        "attempts_history": [attempt_json(a) for a in con.execute(ATTEMPTS_SQL, (j["id"],))]}
                       for j in held],
         "warning": no_result_warning(run["status"], evaluations, best_json),
+        "generation0": generation0(tuple(gen0), config),
     }

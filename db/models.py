@@ -75,7 +75,7 @@ class Evaluation(Base):
     budget_json: Mapped[str] = mapped_column(Text)  # steps, batch_size, learning_rate, ...
     steps: Mapped[int] = mapped_column(Integer)
     seed_policy: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)  # worker status: ok | nonfinite
+    status: Mapped[str] = mapped_column(String)  # worker status: ok | nonfinite | collapsed (worker.spec)
     fitness: Mapped[float] = mapped_column(Float)
     metrics_json: Mapped[str] = mapped_column(Text, default="{}")
     wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)

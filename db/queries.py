@@ -16,11 +16,15 @@ from sqlalchemy import func, select
 
 from db import models
 from db.errors import NotFoundError
-from db.fastread import (  # noqa: F401 (re-exported: one definition)
+from db.fastread import (  # noqa: F401 (re-exported: one definition each)
     ATTEMPTS_SQL,
+    BEST_SQL,
+    FILTERED_SQL,
+    GENERATION0_SQL,
     HELD_JOBS_SHOWN,
     attempt_json,
     expected_evaluations,
+    generation0,
     no_result_warning,
 )
 from db.session import Database
@@ -46,6 +50,7 @@ class Status:
     jobs: dict[str, int] | None = None  # job count per state
     held_jobs: list[dict[str, Any]] | None = None  # jobs held now or that were held (cluster backends)
     warning: str | None = None  # a finished run with no usable result (db.fastread.no_result_warning)
+    generation0: dict[str, Any] | None = None  # members of generation 0 and how many could train
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,13 +106,13 @@ def status(db: Database, run_id: str | None = None) -> Status:
             models.Candidate, models.Candidate.uid == models.JobCandidate.candidate_uid).where(
             models.Job.run_id == run.id, models.Job.state.in_(("submitted", "running", "held")),
             models.Candidate.status == "pending")).scalar() or 0
-        best = s.execute(select(models.Candidate).where(
-            models.Candidate.run_id == run.id, models.Candidate.status.in_(("evaluated", "cached")),
-            models.Candidate.fitness.is_not(None)).order_by(
-            models.Candidate.fitness.desc(), models.Candidate.seq).limit(1)).scalars().first()
+        top = s.connection().exec_driver_sql(BEST_SQL + " LIMIT 1", (run.id,)).fetchone()
+        best = None if top is None else s.get(models.Candidate, top[0])
         first_eval = s.execute(select(func.min(models.Candidate.resolved_at), func.max(models.Candidate.resolved_at))
                                .where(models.Candidate.run_id == run.id,
                                       models.Candidate.status == "evaluated")).one()
+        gen0 = s.connection().exec_driver_sql(GENERATION0_SQL, (run.id,)).fetchone()
+        filtered = s.connection().exec_driver_sql(FILTERED_SQL, (run.id,)).fetchone()[0]
         config = json.loads(run.config_json)
         done = counts.get("evaluated", 0)
         settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -124,7 +129,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
             eta = max(0.0, expected - settled) / rate * 3600.0
         evaluations = {"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
                        "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                       "queued": int(jobs.get("queued", 0))}
+                       "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
         best_json = None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix}
         return Status(
             run_id=run.id, name=run.name, status=run.status, phase=run.phase, generation=run.generation,
@@ -132,6 +137,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
             message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
             held_jobs=_held_jobs(s, run.id), warning=no_result_warning(run.status, evaluations, best_json),
+            generation0=generation0(tuple(gen0), config),
         )
 
 
@@ -189,16 +195,15 @@ def best(db: Database, run_id: str | None = None, k: int = 10) -> list[Candidate
     """Top-k distinct losses (by canonical key) of a run by fitness."""
     with db.session() as s:
         run = _run(s, run_id)
-        rows = s.execute(select(models.Candidate).where(
-            models.Candidate.run_id == run.id, models.Candidate.status.in_(("evaluated", "cached")),
-            models.Candidate.fitness.is_not(None)).order_by(
-            models.Candidate.fitness.desc(), models.Candidate.seq)).scalars()
+        uids = [u for u, _f, _i in s.connection().exec_driver_sql(BEST_SQL, (run.id,))]
         out: list[CandidateRow] = []
-        seen: set[str] = set()
-        for c in rows:
-            if c.eval_key in seen:
+        seen: set[tuple[str, str]] = set()
+        for uid in uids:
+            c = s.get(models.Candidate, uid)
+            loss = (c.canonical_key, c.coefficients_json)  # one loss once, at its longest training
+            if loss in seen:
                 continue
-            seen.add(c.eval_key)
+            seen.add(loss)
             out.append(CandidateRow.of(c))
             if len(out) >= k:
                 break

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,12 @@ from condor.submit import (
     render_submit,
 )
 from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _errors
+from orchestrator.search.config import CANDIDATE_REF
 from worker.lossexpr import LossExprError, resolve
 from worker.lossexpr.tree import Node
 from worker.spec import CandidateSpec, SpecError, WorkerSpec
 
 SUBMIT_FILE = "job.sub"
-#: RUN/CANDIDATE as `glo best` prints it (an infix such as x/y also matches: then the database decides).
-_CANDIDATE_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @click.group()
@@ -44,7 +42,7 @@ def _losses(items: tuple[str, ...], db_path: str | None) -> list[CandidateSpec]:
     out: list[CandidateSpec] = []
     for i, text in enumerate(items):
         lookup_error = ""
-        if _CANDIDATE_ID.match(text.strip()):
+        if CANDIDATE_REF.match(text.strip()):
             from db.errors import StorageError
             from db.queries import candidate as get
             from db.session import open_db

@@ -32,12 +32,13 @@ def _tree(text: str) -> Node:
 def describe(tree: Node) -> dict[str, Any]:
     """The facts `glo loss show` reports, as JSON-ready values (exactly the documented keys)."""
     from worker.lossexpr.canonical import canonical_key
+    from worker.lossexpr.onehot import is_trainable
 
     minimum = binary_minimum(tree)
     return {
         "infix": to_infix(tree),
         "canonical_key": canonical_key(tree),
-        "valid": tree.is_valid(),
+        "valid": is_trainable(tree),  # the search's rule: depends on x and y on one-hot labels
         "nodes": tree.size(),
         "depth": tree.depth(),
         "coefficients": len(kept_slots(tree)),

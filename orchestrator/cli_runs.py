@@ -254,7 +254,11 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     table.add_row("task", st.task)
     table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "
-                  f"{e['cached']} cache hits, {e['resolved']} resolved by the search")
+                  f"{e['cached']} cache hits, {e['resolved']} resolved by the search"
+                  + (f" ({e['filtered']} rejected by the zero-training filter)" if e.get("filtered") else ""))
+    g0 = getattr(st, "generation0", None)
+    if g0:
+        table.add_row("generation 0", f"{g0['trainable']} of {g0['members']} trainable (ga.init = {g0['init']})")
     table.add_row("best", "-" if st.best is None else f"{_fmt_fit(st.best['fitness'])}  {st.best['infix']}  "
                   f"({st.best['candidate_id']})")
     table.add_row("rate", "-" if st.evaluations_per_hour is None else f"{st.evaluations_per_hour:.0f} trainings/hour")
@@ -340,6 +344,7 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
     (RUN_ID/job-N, or job-N in the latest run): every attempt, with its holds, evictions and how it ended."""
     from db.queries import candidate as get
     from db.queries import is_job_ident, job_attempts
+    from worker.spec import collapse_reason
 
     db = _open(db_path)
     if is_job_ident(candidate):
@@ -369,6 +374,11 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
                    f"{ev.status}, {ev.wall_seconds:.1f} s")
         if ev.metrics.get("test_accuracy") is not None:
             click.echo(f"{'test accuracy':>14}: {ev.metrics['test_accuracy']:.4f}")
+        if ev.metrics.get("nonfinite_step") is not None:
+            click.echo(f"{'non-finite':>14}: the loss went NaN/inf at step {ev.metrics['nonfinite_step']}; fitness 0")
+        reason = collapse_reason(ev.metrics.get("extra"))
+        if reason:  # why a fitness is 0 although the training ran to the end (worker/collapse.py)
+            click.echo(f"{'collapsed':>14}: {reason}")
         plat = (ev.metrics.get("extra") or {}).get("platform")
         if plat:  # what decides whether this fitness can be reproduced elsewhere (README: Reproducibility)
             build = ", ".join(f"{k} {plat[k]}" for k in ("tensorflow", "cuda_version", "cudnn_version") if plat.get(k))

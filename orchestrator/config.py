@@ -269,16 +269,19 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
     if not isinstance(s, Mapping):
         raise ConfigError("search: must be a table")
     for key in s:
-        if key not in ("ga", "cma"):
-            raise ConfigError(f"search.{key}: unknown key (known: cma, ga; the seed is run.seed)")
-    from orchestrator.search.config import CMAConfig, GAConfig
+        if key not in ("ga", "cma", "fidelity"):
+            raise ConfigError(f"search.{key}: unknown key (known: cma, fidelity, ga; the seed is run.seed)")
+    from orchestrator.search.config import CMAConfig, FidelityConfig, GAConfig
 
-    for sub, cls in (("ga", GAConfig), ("cma", CMAConfig)):
+    for sub, cls in (("ga", GAConfig), ("cma", CMAConfig), ("fidelity", FidelityConfig)):
         _check_keys(f"search.{sub}", s.get(sub, {}), cls)
     try:
         search = SearchConfig.from_dict({"seed": run.seed, **s})
     except (SearchConfigError, TypeError, ValueError) as exc:
         raise ConfigError(f"search.{exc}") from None
+    if search.fidelity is not None and search.fidelity.steps[0] <= task.steps:
+        raise ConfigError(f"search.fidelity.steps: rungs must be above task.steps = {task.steps}, "
+                          f"got {list(search.fidelity.steps)}")
 
     b = _check_keys("backend", top.get("backend", {}), BackendConfig)
     kind = b.get("kind", "local")

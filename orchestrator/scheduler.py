@@ -43,7 +43,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_dict
 from orchestrator.daemon import pid_alive
-from orchestrator.search.candidate import Candidate
+from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
@@ -79,6 +79,32 @@ class Progress:
     best: float | None = None
     best_infix: str = ""
     started: float = field(default_factory=time.time)
+
+
+def resolve_seed_losses(db: Database, config: GloConfig) -> GloConfig:
+    """The config with every RUN/CANDIDATE in `search.ga.seed_losses` replaced by that tree's infix.
+
+    Done once, when a run is created: the stored config then holds the trees themselves, so the
+    run resumes (and can be read) without the other run's rows."""
+    from db.errors import StorageError
+    from db.queries import candidate as stored_candidate
+    from orchestrator.search.config import seed_loss_tree
+
+    ga = config.search.ga
+    out: list[str] = []
+    for i, text in enumerate(ga.seed_losses):
+        if seed_loss_tree(text, f"search.ga.seed_losses[{i}]") is not None:
+            out.append(text)
+            continue
+        try:
+            row, _ev, _jobs = stored_candidate(db, text.strip())
+        except StorageError as exc:
+            raise SchedulerError(f"search.ga.seed_losses[{i}]: {text!r} is neither a loss nor a stored "
+                                 f"candidate: {exc}") from None
+        out.append(to_infix(Node.from_json(row.tree)))
+    if tuple(out) == ga.seed_losses:
+        return config
+    return replace(config, search=replace(config.search, ga=replace(ga, seed_losses=tuple(out))))
 
 
 class Scheduler:
@@ -117,6 +143,7 @@ class Scheduler:
     @staticmethod
     def create(db: Database, config: GloConfig, *, run_id: str | None = None, **kw: Any) -> "Scheduler":
         run_id = run_id or new_run_id()
+        config = resolve_seed_losses(db, config)
         Store(db).create_run(run_id, name=config.run.name, config=config.to_dict(), seed=config.run.seed,
                              task=config.task.name, backend=config.backend.kind, pid=os.getpid())
         return Scheduler(db, run_id, config, **kw)
@@ -222,6 +249,14 @@ class Scheduler:
         return None
 
     # -- asking ------------------------------------------------------------------------------------
+    def _screen(self) -> Any:
+        """The zero-training filter for this run's task, or None when `search.ga.zero_training_filter` is off."""
+        if not self.config.search.ga.zero_training_filter:
+            return None
+        from orchestrator.search.filters import screen_for
+
+        return screen_for(self.config.task.epsilon, self.config.task.class_reduction)
+
     def _task_for(self, search_id: str) -> TaskConfig:
         """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and
         training fraction (a search has no overrides)."""
@@ -327,7 +362,8 @@ class Scheduler:
             search_id = row.search_id if row else uid.split("/", 1)[1]
             try:
                 self.search.tell(search_id, fitness)
-            except (KeyError, ValueError) as exc:  # already absorbed before a crash: harmless
+            except (UnknownCandidateError, AlreadyToldError) as exc:  # absorbed before a crash: harmless
+                # (only these two: a KeyError from inside the search is a bug and must not be swallowed)
                 log.debug("tell %s skipped: %s", uid, exc)
             told.append(uid)
             if self.progress.best is None or fitness > self.progress.best:
@@ -556,9 +592,9 @@ class Scheduler:
             self.search = (EvaluationPlan(self.config.evaluate) if state is None
                            else EvaluationPlan.import_state(state))
         elif state is None:
-            self.search = Search(self.config.search, key_fn=self.keys)
+            self.search = Search(self.config.search, key_fn=self.keys, screen=self._screen())
         else:
-            self.search = Search.import_state(state, key_fn=self.keys)
+            self.search = Search.import_state(state, key_fn=self.keys, screen=self._screen())
             self._resolved_seen = len(self.search.resolved_without_training())
         untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
         for row in untold:

@@ -74,6 +74,6 @@ def test_real_subprocess_call(tmp_path: Path) -> None:
     done = subprocess.run([*cmd, "loss", "show", "baikal", "--json"], capture_output=True, text=True,
                           timeout=120, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["canonical_key"] == "s1:(-x + y*log(y))/y"
+    assert json.loads(done.stdout)["canonical_key"] == "s2:-x/y + log(y)"
     bad = subprocess.run([*cmd, "loss", "show", "x +"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -221,7 +221,7 @@ def test_search_progress(tmp_path: Path, texts: dict[str, list[str]]) -> None:
     db = make_search_db(tmp_path / "s.db")
     out = tmp_path / "out"
     paths = figures.search_progress(db, "srch", out)
-    assert [p.name for p in paths] == ["search_fitness.png", "search_cma.png", "search_sources.png"]
+    assert [p.name for p in paths] == ["search_fitness.png", "search_cma.png", "search_sources.png"]  # no steps stored
     for p in paths:
         assert p.read_bytes()[:8] == PNG and p.with_suffix(".csv").exists()
     fit = read_csv(out / "search_fitness.csv")
@@ -268,3 +268,22 @@ def test_importing_the_cli_loads_neither_matplotlib_nor_scipy() -> None:
             "bad = [m for m in ('matplotlib', 'scipy') if m in sys.modules]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_budget_curve_counts_every_training_and_keeps_the_best_at_the_top_rung(tmp_path: Path) -> None:
+    def cand(sid: str, status: str, fitness: float, steps: int | None, t: float) -> dict:
+        return {"search_id": sid, "generation": 0, "phase": "discovery", "origin": "init", "status": status,
+                "fitness": fitness, "error": "", "parents": [], "steps": steps, "resolved_at": t}
+
+    data = {"run": {"id": "r", "task": "mnist"}, "history": [], "candidates": [
+        cand("g0-0", "evaluated", 0.80, 200, 1.0),  # a fast short-budget loss: not at the top rung
+        cand("g0-1", "evaluated", 0.60, 200, 2.0),
+        cand("g0-2", "cached", 0.60, 200, 2.5),  # a cache hit costs nothing
+        cand("g0-0-r1", "evaluated", 0.10, 1000, 3.0),  # collapses at 1,000 steps
+        cand("g0-1-r1", "evaluated", 0.95, 1000, 4.0),
+        cand("g0-3", "resolved", 0.0, None, 0.5)]}
+    rows = figures.budget_curve(data)
+    assert [(r["steps_spent"], r["best_at_top_rung"]) for r in rows] == [(200, None), (400, None), (1400, 0.10),
+                                                                        (2400, 0.95)]
+    path = figures._search_budget(data, tmp_path, "search r")
+    assert path is not None and path.read_bytes()[:8] == PNG

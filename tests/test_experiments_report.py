@@ -109,7 +109,7 @@ def test_evaluation_report_from_results(tmp_path: Path) -> None:
     assert text.startswith("# GLO evaluation `ev2`")
     assert "| training set |" in text and "| `baikal_cma` | 100% | 3 |" in text
     assert "## Test accuracy" in text and "## Figures" in text
-    assert "1 nonfinite" in text and "do not (non-finite loss, failed, or still pending)" in text
+    assert "1 nonfinite" in text and "do not (non-finite loss, collapsed training, failed, or still pending)" in text
     assert "- `baikal` with 10% of the training set: its mean test accuracy" in text
     assert "- `baikal_cma` with the whole training set: its mean test accuracy" in text
     targets = links_exist(tmp_path / "report.md")

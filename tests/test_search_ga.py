@@ -6,6 +6,7 @@ import math
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from orchestrator.search import (
 )
 from tests.bench.search_synthetic import make_fitness, run
 from worker.lossexpr import Node, parse, to_infix
+from worker.lossexpr.onehot import is_trainable
 
 
 def small(seed: int = 1, pop: int = 24, gens: int = 4, top_k: int = 1, iters: int = 3) -> SearchConfig:
@@ -84,19 +86,21 @@ def test_invalid_and_duplicates_resolved_inside_and_every_child_well_formed():
     assert len(asked) + len(resolved) == 40 * 5
     for r in resolved:
         if r.reason == "invalid":
-            assert r.fitness == 0.0 and not r.candidate.tree.is_valid()
+            assert r.fitness == 0.0 and not is_trainable(r.candidate.tree)
         Node.from_json(r.candidate.tree.to_json())
     by_gen: dict[str, set[str]] = {}
     for cid, text in asked:
         tree = parse(text)
-        assert tree.is_valid()
+        assert is_trainable(tree)
         g = cid.split("-")[0]
         assert text not in by_gen.setdefault(g, set()), "a canonical duplicate was handed out twice"
         by_gen[g].add(text)
 
 
 def test_duplicate_waits_for_original_and_gets_its_fitness():
-    s = Search(small(pop=40, gens=2, top_k=0), key_fn=lambda t: "same")  # every valid tree is a duplicate
+    cfg = small(pop=40, gens=2, top_k=0)
+    cfg = SearchConfig(seed=cfg.seed, ga=replace(cfg.ga, init="paper"), cma=cfg.cma)  # keeps untrainable trees
+    s = Search(cfg, key_fn=lambda t: "same")  # every valid tree is a duplicate
     batch = s.ask()
     assert len(batch) == 1
     assert s.resolved_without_training() and all(r.reason == "invalid" for r in s.resolved_without_training())
@@ -211,9 +215,11 @@ def test_synthetic_target_is_found():
     assert fitness(parse(result["best_tree"])) > 1 - 1e-12
 
 
-def test_synthetic_target_baikal_found_by_most_seeds():
-    hits = [run("log(y) - x / y", seed=s, generations=25)["hit_generation"] for s in (2, 3, 4)]
-    assert all(h is not None and h <= 24 for h in hits), hits
+def test_synthetic_target_baikal_found_by_several_of_the_first_seeds():
+    # Seeds 0..5, not picked: measured 3 of 6 hit Baikal within 25 generations (valid init; the
+    # paper's init: 4 of 6), so this fails if the GA loses its ability to assemble the tree.
+    hits = [run("log(y) - x / y", seed=s, generations=25)["hit_generation"] for s in range(6)]
+    assert sum(h is not None for h in hits) >= 2, hits
 
 
 def test_best_on_a_tie_does_not_depend_on_tell_order():

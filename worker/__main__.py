@@ -1,14 +1,16 @@
 """`python -m worker SPEC.json --out RESULT.json` (console script `glo-worker`).
 
 Exit codes (also in worker.spec):
-  0   done -- every candidate has a result (ok, nonfinite or error) in RESULT.json
+  0   done -- every candidate has a result (ok, nonfinite, collapsed or error) in RESULT.json
   65  bad spec -- the spec file is unreadable, malformed, or inconsistent with the data
   66  missing data -- no usable data file; stderr lists every place tried
   70  internal error -- anything else; one line on stderr
   75  bad node -- this machine cannot train: TensorFlow does not import, no GPU although one was
       required ($GLO_REQUIRE_GPU=1, set by the cluster backends when a job requests GPUs), or out of
       memory.  A scheduler retries such a job on another machine.
-A candidate whose loss goes NaN/inf is a normal result (status "nonfinite", fitness 0), not an error.
+A candidate whose loss goes NaN/inf is a normal result (status "nonfinite", fitness 0), not an error; so is
+one whose training froze with every prediction one class and the rest clipped away (status "collapsed",
+fitness 0, the reason in extra["collapse"]; worker/collapse.py).
 Whenever it can, the worker also records a failing exit code in RESULT.json (`worker_exit`), because on
 a cluster the result file is what reliably comes back.
 

@@ -40,7 +40,8 @@ thousands) -- far below what distinguishes two losses in a search.
 Non-finite losses: a candidate whose loss is NaN/inf at step k is frozen at that step inside the graph
 (its update masked with `tf.where`, never multiplied by 0, so a NaN cannot leak), is reported exactly
 as the unfused trainer reports it (status "nonfinite", `nonfinite_step` k, steps_done k), and the
-others go on untouched: no op mixes two models' values.
+others go on untouched: no op mixes two models' values.  A collapsed candidate (worker/collapse.py) is
+found by the same per-model evaluation pass and reported as the unfused trainer reports it too.
 
 Timing fields of a fused candidate are amortized: `train_seconds`, `eval_seconds` and `wall_seconds`
 are the group's divided by its size, `steps_per_second` is candidate-steps per second of the group
@@ -63,8 +64,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from worker import models  # noqa: E402
+from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
 from worker.data import NUM_CLASSES  # noqa: E402
 from worker.spec import (  # noqa: E402
+    EXTRA_COLLAPSE,
+    STATUS_COLLAPSED,
     STATUS_NONFINITE,
     STATUS_OK,
     CandidateResult,
@@ -378,26 +382,34 @@ def make_fused_step(net: FusedNet, loss_fns: Sequence[Callable], x_all: tf.Tenso
 
 
 def make_fused_eval(net: FusedNet, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
-    """(accuracy(x, y) -> [K] floats, histogram(x) -> [K] {edges, counts}) in batches of EVAL_BATCH."""
+    """(accuracy(x, y, detectors=None) -> [K] floats, histogram(x) -> [K] {edges, counts}) in batches of
+    EVAL_BATCH."""
     from worker.train import EVAL_BATCH, HISTOGRAM_EDGES
 
     sig = [tf.TensorSpec((None, *image_shape), tf.uint8)]
 
     @tf.function(jit_compile=jit, input_signature=[*sig, tf.TensorSpec((None,), tf.int32)])
-    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
-        pred = tf.argmax(net(pre_eval(xb), training=False), axis=-1, output_type=tf.int32)  # (K, B)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, yb[None, :]), tf.int32), axis=1)
+    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        probs = net(pre_eval(xb), training=False)  # (K, B, classes)
+        pred = tf.argmax(probs, axis=-1, output_type=tf.int32)  # (K, B)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, yb[None, :]), tf.int32), axis=1), probs
 
     @tf.function(input_signature=sig)
     def probs(xb: tf.Tensor) -> tf.Tensor:
         return net(pre_eval(xb), training=False)
 
-    def accuracy(x: np.ndarray, y: np.ndarray) -> list[float]:
+    def accuracy(x: np.ndarray, y: np.ndarray, detectors: Sequence[CollapseDetector] | None = None) -> list[float]:
+        """Per model; with K detectors, model m's probabilities of the same pass feed detectors[m]."""
         if len(x) == 0:
             return [0.0] * net.k
         hits = np.zeros(net.k, np.int64)
         for i in range(0, len(x), EVAL_BATCH):
-            hits += correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]).numpy()
+            n, probs = correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
+            hits += n.numpy()
+            if detectors is not None:
+                p = probs.numpy()
+                for m, det in enumerate(detectors):
+                    det.update(p[m])
         return [int(h) / len(x) for h in hits]
 
     def histogram(x: np.ndarray) -> list[dict[str, list[float]]]:
@@ -469,6 +481,10 @@ class FusedTrainer:
         test_curves = [[] for _ in range(n)] if spec.curve_interval and spec.test_accuracy else None
         eval_s = 0.0
         pending: tuple[int, tf.Tensor] | None = None
+        histories = [CollapseHistory() for _ in range(n)]
+
+        def detectors() -> list[CollapseDetector]:
+            return [CollapseDetector(spec.epsilon, NUM_CLASSES) for _ in range(n)]
 
         def check(p: tuple[int, tf.Tensor]) -> bool:
             """Record step p's losses; False once every candidate has gone non-finite."""
@@ -499,11 +515,13 @@ class FusedTrainer:
                 if not ok:
                     break
                 te = time.perf_counter()
-                val = accuracy(data.x_val, data.y_val)
+                dets = detectors()
+                val = accuracy(data.x_val, data.y_val, dets)
                 test = accuracy(data.x_test, data.y_test) if test_curves is not None else None
                 for i in range(n):
                     if alive[i]:
                         curves[i].append([s, val[i]])
+                        histories[i].observe(s, dets[i].verdict())
                         if test is not None:
                             test_curves[i].append([s, test[i]])
                 eval_s += time.perf_counter() - te
@@ -513,8 +531,9 @@ class FusedTrainer:
 
         te = time.perf_counter()
         finals_val = finals_test = hists = None
+        final_dets = detectors()
         if any(alive):
-            finals_val = accuracy(data.x_val, data.y_val)
+            finals_val = accuracy(data.x_val, data.y_val, final_dets)
             if spec.test_accuracy:
                 finals_test = accuracy(data.x_test, data.y_test)
                 hists = histogram(data.x_test)
@@ -540,6 +559,8 @@ class FusedTrainer:
                 continue
             val = finals_val[i]
             test = finals_test[i] if finals_test is not None else None
+            collapsed = histories[i].observe(spec.steps, final_dets[i].verdict())
+            extra["validation_predictions"] = final_dets[i].summary()
             if hists is not None:
                 extra["probability_histogram"] = hists[i]
             if curve is not None and (not curve or curve[-1][0] != spec.steps):
@@ -548,6 +569,12 @@ class FusedTrainer:
                 test_curves[i].append([spec.steps, test])
             extra["steps_per_second"] = n * group_sps if group_sps else None  # candidate-steps per second
             extra["group_steps_per_second"] = group_sps
+            final = float(np.mean(losses[i][-FINAL_LOSS_WINDOW:]))
+            if collapsed is not None:  # as the unfused trainer reports it
+                extra[EXTRA_COLLAPSE] = collapsed.to_json(val, test)
+                results.append(base._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
+                                            extra=extra, **common))
+                continue
             results.append(base._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
-                                        final_train_loss=float(np.mean(losses[i][-FINAL_LOSS_WINDOW:])), extra=extra, **common))
+                                        final_train_loss=final, extra=extra, **common))
         return results

@@ -64,7 +64,17 @@ EXIT_BAD_NODE = 75  # sysexits EX_TEMPFAIL: this machine cannot train (no Tensor
 
 STATUS_OK = "ok"
 STATUS_NONFINITE = "nonfinite"
+#: the training froze at the clip's zero-gradient corner (worker/collapse.py): fitness 0, as for a non-finite one
+STATUS_COLLAPSED = "collapsed"
 STATUS_ERROR = "error"
+#: Every status a result may carry.  Only STATUS_ERROR is a failure (the scheduler retries or fails it); the
+#: others are measurements, and all but STATUS_OK have fitness 0 (the paper's rule for a NaN training).
+RESULT_STATUSES = (STATUS_OK, STATUS_NONFINITE, STATUS_COLLAPSED, STATUS_ERROR)
+#: The statuses of a training that ran but scores 0 by rule (its result says why: `nonfinite_step`, `extra`).
+ZERO_FITNESS_STATUSES = (STATUS_NONFINITE, STATUS_COLLAPSED)
+#: result.extra[EXTRA_COLLAPSE]: a collapsed training's verdict (worker.collapse.Collapse.to_json), whose
+#: "reason" is the sentence `glo show` and the dashboard print.
+EXTRA_COLLAPSE = "collapse"
 
 
 class SpecError(ValueError):
@@ -232,10 +242,12 @@ def load_spec(path: str | os.PathLike[str]) -> WorkerSpec:
 
 @dataclass
 class CandidateResult:
-    """What one training run measured.  `fitness` is the validation accuracy (0 if non-finite)."""
+    """What one training run measured.  `fitness` is the validation accuracy (0 if non-finite or collapsed:
+    then `validation_accuracy`/`test_accuracy` are None, and a collapse's measured ones and its reason are in
+    `extra["collapse"]`)."""
 
     candidate_id: str
-    status: str  # ok | nonfinite | error
+    status: str  # one of RESULT_STATUSES
     fitness: float
     validation_accuracy: float | None = None
     test_accuracy: float | None = None
@@ -270,12 +282,21 @@ class CandidateResult:
         for required in ("candidate_id", "status", "fitness"):
             if required not in data:
                 raise ValueError(f"result entry lacks {required!r}")
-        if data["status"] not in (STATUS_OK, STATUS_NONFINITE, STATUS_ERROR):
-            raise ValueError(f"result status must be ok, nonfinite or error, got {data['status']!r}")
+        if data["status"] not in RESULT_STATUSES:
+            raise ValueError(f"result status must be one of {', '.join(RESULT_STATUSES)}, got {data['status']!r}")
         fitness = data["fitness"]
         if isinstance(fitness, bool) or not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
             raise ValueError(f"result fitness must be a finite number, got {fitness!r}")
+        if data["status"] in ZERO_FITNESS_STATUSES and fitness != 0:  # what the search is told must be the rule's
+            raise ValueError(f"a {data['status']} result must have fitness 0, got {fitness!r}")
         return CandidateResult(**data)
+
+
+def collapse_reason(extra: Any) -> str | None:
+    """The stored reason of a collapsed training, from a result's (or a stored evaluation's) `extra`; else None."""
+    record = extra.get(EXTRA_COLLAPSE) if isinstance(extra, dict) else None
+    reason = record.get("reason") if isinstance(record, dict) else None
+    return reason if isinstance(reason, str) and reason else None
 
 
 def write_results(path: str | os.PathLike[str], spec_hash: str, results: list[CandidateResult]) -> None:

@@ -12,6 +12,12 @@ Non-finite losses: the Python loop reads every step's loss one step late (step k
 after step k+1 is dispatched, which keeps a GPU's queue full instead of syncing each step).  The
 first non-finite value stops the candidate: status "nonfinite", fitness 0, `nonfinite_step` = k
 (1-based).  At most one extra step is wasted; no result depends on weights after step k.
+
+Collapsed trainings: a net frozen at the clip's zero-gradient corner (every validation image one class,
+the other classes below epsilon; worker/collapse.py) keeps a finite loss, so the final validation pass
+also feeds a `CollapseDetector`: status "collapsed", fitness 0, the verdict and the accuracies measured in
+`extra["collapse"]` (curve points are checked too, to say since when).  The paper's NaN rule, applied to
+the failure that does not produce a NaN.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from worker import models  # noqa: E402
+from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
 from worker.data import NUM_CLASSES, TaskData  # noqa: E402
 from worker.spec import (  # noqa: E402
+    EXTRA_COLLAPSE,
+    STATUS_COLLAPSED,
     STATUS_ERROR,
     STATUS_NONFINITE,
     STATUS_OK,
@@ -124,18 +133,25 @@ def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_sha
 
 
 def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
-    """accuracy(x uint8, y int32) in batches of EVAL_BATCH."""
+    """accuracy(x uint8, y int32, detector=None) in batches of EVAL_BATCH.  With a `CollapseDetector` the same
+    pass feeds it every batch's probabilities (one pass over the validation set measures both)."""
 
     @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8),
                                                    tf.TensorSpec((None,), tf.int32)])
-    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
-        pred = tf.argmax(model(pre_eval(xb), training=False), axis=-1, output_type=tf.int32)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.int32))
+    def correct(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        probs = model(pre_eval(xb), training=False)
+        pred = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.int32)), probs
 
-    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
+    def accuracy(x: np.ndarray, y: np.ndarray, detector: CollapseDetector | None = None) -> float:
         if len(x) == 0:
             return 0.0
-        hits = sum(int(correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH))
+        hits = 0
+        for i in range(0, len(x), EVAL_BATCH):
+            n, probs = correct(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
+            hits += int(n)
+            if detector is not None:
+                detector.update(probs.numpy())
         return hits / len(x)
 
     return accuracy
@@ -217,6 +233,7 @@ class Trainer:
         eval_s = 0.0
         bad_step: int | None = None
         pending: tuple[int, tf.Tensor] | None = None
+        collapse = CollapseHistory()
 
         def check(p: tuple[int, tf.Tensor]) -> bool:
             nonlocal bad_step
@@ -245,7 +262,9 @@ class Trainer:
                 if not ok:
                     break
                 te = time.perf_counter()
-                curve.append([s, accuracy(data.x_val, data.y_val)])
+                detector = CollapseDetector(spec.epsilon, NUM_CLASSES)
+                curve.append([s, accuracy(data.x_val, data.y_val, detector)])
+                collapse.observe(s, detector.verdict())
                 if test_curve is not None:
                     test_curve.append([s, accuracy(data.x_test, data.y_test)])
                 eval_s += time.perf_counter() - te
@@ -263,7 +282,10 @@ class Trainer:
                                 nonfinite_step=bad_step, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
 
         te = time.perf_counter()
-        val = accuracy(data.x_val, data.y_val)
+        detector = CollapseDetector(spec.epsilon, NUM_CLASSES)
+        val = accuracy(data.x_val, data.y_val, detector)
+        collapsed = collapse.observe(spec.steps, detector.verdict())
+        extra["validation_predictions"] = detector.summary()
         test = accuracy(data.x_test, data.y_test) if spec.test_accuracy else None
         if spec.test_accuracy:
             extra["probability_histogram"] = make_probability_histogram(model, pre_eval,
@@ -276,6 +298,10 @@ class Trainer:
         final = float(np.mean(losses[-FINAL_LOSS_WINDOW:]))
         steady = train_s - first_step_s  # steps 2..N, without tracing/compilation
         extra["steps_per_second"] = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None
+        if collapsed is not None:
+            return self._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
+                                train_seconds=train_s, eval_seconds=eval_s,
+                                extra={**extra, EXTRA_COLLAPSE: collapsed.to_json(val, test)})
         return self._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
                             final_train_loss=final, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
 

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import dashboard_queries as q
 from db.errors import NotFoundError, StorageError
 from orchestrator.dashboard import analysis
+from worker.spec import collapse_reason
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = ("/", "/run", "/candidate", "/job", "/evaluations")
@@ -196,6 +197,8 @@ def create_app(db_path: str | os.PathLike[str], *, allowed_hosts: list[str] | No
         if not uid:
             return _error(400, "missing ?uid=RUN_ID/CANDIDATE")
         c = q.candidate_detail(db, uid)
+        if c["evaluation"] is not None:  # why a training that ran to the end scored 0 (worker/collapse.py)
+            c["evaluation"]["collapse_reason"] = collapse_reason(c["evaluation"]["metrics"].get("extra"))
         tree = c["tree"]
         c["short"] = analysis.short_formula(tree, c["infix"])
         c["shape"] = analysis.loss_shape(tree)

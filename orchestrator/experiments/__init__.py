@@ -10,7 +10,7 @@ An evaluation run's results, the input of `stats` and of the evaluation figures 
      "losses": [{"label": "ce", "infix": "x * log(y)"}, ...],   # in order; "ce" is the baseline when present
      "seeds": [0, 1, 2, ...], "fractions": [1.0] or [0.05, 0.1, ...],
      "records": [{"loss": "ce", "seed": 0, "fraction": 1.0,
-                  "status": "ok" | "nonfinite" | "failed" | "pending",
+                  "status": "ok" | "nonfinite" | "collapsed" | "failed" | "pending",
                   "test_accuracy": float | None, "validation_accuracy": float | None,
                   "test_curve": [[step, test_accuracy], ...] | None,
                   "probability_histogram": {"edges": [21 floats 0..1], "counts": [20 ints]} | None,

@@ -494,14 +494,17 @@ def search_data(db: Any, run_id: str) -> dict[str, Any]:
             if state:
                 history = list(json.loads(state).get("history") or [])
         C = models.Candidate
+        E = models.Evaluation
         cands = s.execute(select(C.search_id, C.generation, C.phase, C.origin, C.status, C.fitness, C.error,
-                                 C.parents_json).where(C.run_id == run_id).order_by(C.seq)).all()
+                                 C.parents_json, E.steps, C.resolved_at).outerjoin(E, E.id == C.evaluation_id)
+                          .where(C.run_id == run_id).order_by(C.seq)).all()
         return {
             "run": {"id": run.id, "name": run.name, "task": run.task, "status": run.status, "phase": run.phase,
                     "generation": run.generation},
             "history": history,
             "candidates": [{"search_id": c[0], "generation": c[1], "phase": c[2], "origin": c[3], "status": c[4],
-                            "fitness": c[5], "error": c[6] or "", "parents": json.loads(c[7] or "[]")}
+                            "fitness": c[5], "error": c[6] or "", "parents": json.loads(c[7] or "[]"),
+                            "steps": c[8], "resolved_at": c[9]}
                            for c in cands],
         }
 
@@ -515,17 +518,19 @@ def _source(c: dict[str, Any]) -> str:
         return "cache hit"
     if st == "resolved":
         reason = (c["error"] or "").split(" ", 1)[0]
-        return reason if reason in ("elite", "duplicate", "invalid") else "resolved (other)"
+        return reason if reason in ("elite", "duplicate", "invalid", "filtered") else "resolved (other)"
     return st  # failed, pending
 
 
-SOURCES = ("trained", "cache hit", "elite", "duplicate", "invalid", "resolved (other)", "failed", "pending")
+SOURCES = ("trained", "cache hit", "elite", "duplicate", "invalid", "filtered", "resolved (other)", "failed",
+           "pending")
 SOURCE_LABELS = {"trained": "trained", "cache hit": "cache hit (trained before)",
                  "elite": "elite (carried over)", "duplicate": "duplicate in its generation",
-                 "invalid": "invalid tree (no x or no y)", "resolved (other)": "resolved otherwise",
+                 "invalid": "invalid tree (cannot depend on x and y)",
+                 "filtered": "rejected by the zero-training filter", "resolved (other)": "resolved otherwise",
                  "failed": "failed (told 0)", "pending": "pending"}
 SOURCE_COLORS = {"trained": "tab:blue", "cache hit": "tab:green", "elite": "tab:purple", "duplicate": "tab:olive",
-                 "invalid": "tab:gray", "resolved (other)": "tab:cyan", "failed": "tab:red",
+                 "invalid": "tab:gray", "filtered": "tab:brown", "resolved (other)": "tab:cyan", "failed": "tab:red",
                  "pending": "lightgray"}
 
 
@@ -540,8 +545,47 @@ def search_progress(db: Any, run_id: str, out_dir: str | Path, *, data: dict[str
     out = Path(out_dir)
     label = data_label or TASK_LABELS.get(data["run"]["task"], data["run"]["task"])
     sub = f"search {data['run']['id']}, {label}"
-    paths = [_search_fitness(data, out, sub), _search_cma(data, out, sub), _search_sources(data, out, sub)]
+    paths = [_search_fitness(data, out, sub), _search_cma(data, out, sub), _search_sources(data, out, sub),
+             _search_budget(data, out, sub)]
     return [p for p in paths if p is not None]
+
+
+def budget_curve(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Best fitness at the top rung (the longest training the run has) against training steps spent.
+
+    Trainings in the order their results arrived; a cache hit costs no steps.  Without [search.fidelity]
+    every training is at the top rung, so this is the best fitness against steps spent."""
+    trained = sorted((c for c in data["candidates"] if c["status"] == "evaluated" and c["steps"]),
+                     key=lambda c: (c["resolved_at"] or 0.0))
+    if not trained:
+        return []
+    top = max(int(c["steps"]) for c in trained)
+    spent, best, rows = 0, None, []
+    for c in trained:
+        spent += int(c["steps"])
+        if int(c["steps"]) == top and c["fitness"] is not None:
+            best = float(c["fitness"]) if best is None else max(best, float(c["fitness"]))
+        rows.append({"steps_spent": spent, "top_rung_steps": top, "best_at_top_rung": best})
+    return rows
+
+
+def _search_budget(data: dict[str, Any], out: Path, sub: str) -> Path | None:
+    rows = budget_curve(data)
+    if not rows or all(r["best_at_top_rung"] is None for r in rows):
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ["steps_spent", "top_rung_steps", "best_at_top_rung"]
+    write_csv(out / "search_budget.csv", keys, ([r[k] for k in keys] for r in rows))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    pts = [(r["steps_spent"], r["best_at_top_rung"]) for r in rows if r["best_at_top_rung"] is not None]
+    ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="tab:red")
+    ax.set_xlabel("training steps spent (all trainings, in the order results arrived)")
+    ax.set_ylabel(f"best fitness at {rows[0]['top_rung_steps']} steps")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Discovery: best fitness at the top rung against training steps spent\n{sub}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "search_budget")
 
 
 def _search_fitness(data: dict[str, Any], out: Path, sub: str) -> Path | None:

@@ -187,7 +187,7 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     not_counted = total - counts.get("ok", 0)
     if not_counted:
         page.add(f"Only the {counts.get('ok', 0)} trainings that finished (`ok`) with a test accuracy count below; "
-                 f"{not_counted} do not (non-finite loss, failed, or still pending).", "")
+                 f"{not_counted} do not (non-finite loss, collapsed training, failed, or still pending).", "")
     page.add(f"{h} Losses", "", "| loss | formula (x: true label, y: prediction) |", "|:---|:---|")
     infix = {loss["label"]: loss.get("infix", "") for loss in results.get("losses") or [] if isinstance(loss, dict)}
     for name in loss_labels(results):
@@ -273,6 +273,9 @@ def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str |
                 "no CMA-ES phase yet")
     page.figure(paths.get("search_sources"),
                 "Cache hits and resolutions: where each candidate's fitness came from", "no candidates yet")
+    page.figure(paths.get("search_budget"),
+                "Best fitness at the top rung (the longest training) against training steps spent",
+                "no training has finished yet")
     return {"status": st.to_json(), "best": [{"candidate_id": c.uid, "fitness": c.fitness, "infix": c.infix}
                                              for c in top]}
 

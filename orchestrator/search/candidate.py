@@ -8,7 +8,19 @@ from typing import Any, Protocol
 from worker.lossexpr import Node
 from worker.lossexpr.coefficients import pruned_coefficients
 
-ORIGINS = ("init", "crossover", "mutation", "elite", "cma")
+
+class UnknownCandidateError(KeyError):
+    """`tell` got an id the search (or evaluation plan) never handed out, or has already moved past."""
+
+    def __str__(self) -> str:
+        return f"unknown candidate id {self.args[0]!r}: never handed out by this search"
+
+
+class AlreadyToldError(ValueError):
+    """`tell` got a second result for the same candidate."""
+
+
+ORIGINS = ("seed", "init", "crossover", "mutation", "elite", "promoted", "cma")  # seed: ga.seed_losses; promoted: a higher rung
 
 
 @dataclass(frozen=True)

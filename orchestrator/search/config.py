@@ -9,11 +9,12 @@ scheduler builds these from user-written TOML.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from worker.lossexpr.tree import ARITY, MAX_DEPTH, MAX_NODES
+from worker.lossexpr.tree import ARITY, MAX_DEPTH, MAX_NODES, Node
 
 #: Element names a weight can be given to: every operator, plus the integer constants 1 and -1.
 #: This is also the canonical order of `GAConfig.node_weights`: weighted draws walk the table in
@@ -25,6 +26,16 @@ PAPER_WEIGHTS: tuple[tuple[str, float], ...] = (
     ("log", 3.0), ("x", 3.0), ("y", 3.0), ("sqrt", 2.0), ("square", 1.0),
     ("+", 1.0), ("-", 1.0), ("*", 1.0), ("/", 1.0), ("1", 1.0), ("-1", 1.0),
 )
+
+
+#: How the first generation is drawn: "valid" (the default) conditions the paper's weighted grow on
+#: a trainable tree (`worker.lossexpr.onehot.is_trainable`) and redraws canonical duplicates;
+#: "paper" draws exactly as the paper does, invalid trees and all (they get fitness 0).
+INIT_MODES = ("valid", "paper")
+
+#: A stored candidate as `glo best` prints it, RUN/CANDIDATE (an infix such as x/y also matches:
+#: whoever can read the database tries it there first, then as a loss).
+CANDIDATE_REF = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class ConfigError(ValueError):
@@ -59,6 +70,15 @@ class GAConfig:
     staticLimit).  `generations` is ours too (how long discovery runs).  `node_weights` lists
     every element that may be drawn: an element left out has weight 0.  Probabilities: crossover
     per pair of parents; each mutation per node (see `operators.mutate`).
+
+    `init` (ours, see `INIT_MODES`): the paper draws depth-2 trees of which about 1 in 9 contains
+    both x and y, so a population of 16 trains ~2 trees; "valid" draws from the same distribution
+    conditioned on trainable trees.  `seed_losses` (ours, off by default): losses put into
+    generation 0 before any random tree -- built-in names, infix, or RUN/CANDIDATE (the scheduler
+    replaces those by the stored tree's infix when the run is created, so a run never depends on
+    another run's database rows to resume).  `zero_training_filter` (ours): before a tree costs a
+    training, `filters.check` optimises free predictions with it and rejects what cannot learn
+    (fitness 0, reason stored); the scheduler applies it with the task's epsilon and class reduction.
     """
 
     population_size: int = 80
@@ -73,6 +93,9 @@ class GAConfig:
     p_grow: float = 0.025
     max_tree_size: int = 128
     max_tree_depth: int = 40
+    init: str = "valid"
+    seed_losses: tuple[str, ...] = ()
+    zero_training_filter: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.node_weights, Mapping):
@@ -109,9 +132,35 @@ class GAConfig:
         object.__setattr__(self, "node_weights", tuple(sorted(self.node_weights, key=lambda ew: ELEMENTS.index(ew[0]))))
         if not any(w > 0 and element_arity(e) == 0 for e, w in self.node_weights):
             raise ConfigError("ga.node_weights needs at least one leaf (x, y, 1, -1) with a positive weight")
+        if not isinstance(self.zero_training_filter, bool):
+            raise ConfigError(f"ga.zero_training_filter must be true or false, got {self.zero_training_filter!r}")
+        if self.init not in INIT_MODES:
+            raise ConfigError(f"ga.init must be one of {', '.join(INIT_MODES)}, got {self.init!r}")
+        if isinstance(self.seed_losses, str) or not isinstance(self.seed_losses, (list, tuple)):
+            raise ConfigError(f"ga.seed_losses must be a list of losses, got {self.seed_losses!r}")
+        object.__setattr__(self, "seed_losses", tuple(self.seed_losses))
+        if len(self.seed_losses) > self.population_size:
+            raise ConfigError(f"ga.seed_losses: {len(self.seed_losses)} losses for a population of "
+                              f"{self.population_size}")
+        for i, text in enumerate(self.seed_losses):
+            seed_loss_tree(text, f"ga.seed_losses[{i}]")
 
     def weights(self) -> dict[str, float]:
         return {e: float(w) for e, w in self.node_weights}
+
+
+def seed_loss_tree(text: Any, name: str = "ga.seed_losses[]") -> "Node | None":
+    """A seed loss's tree (built-in name or infix), or None for a RUN/CANDIDATE left to resolve."""
+    from worker.lossexpr import LossExprError, resolve
+
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{name} must be a loss (a name such as ce, infix text or RUN/CANDIDATE), got {text!r}")
+    try:
+        return resolve(text)
+    except LossExprError as exc:
+        if CANDIDATE_REF.match(text.strip()):
+            return None
+        raise ConfigError(f"{name}: {text!r} is not a loss: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -155,12 +204,58 @@ class CMAConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    """Multi-fidelity promotion (successive halving inside each generation, as in Hyperband/ASHA; ours).
+
+    Why: a loss that learns fastest in a short training often diverges in a longer one (its
+    gradient grows as 1/y_true: short-horizon bias), so fitness at `task.steps` alone rewards
+    losses that collapse later.  After a generation's results at `task.steps` (rung 0) are in, the
+    best distinct `promote_fraction` of them (fitness > 0) is trained again at `steps[0]` (rung 1),
+    the best fraction of those at `steps[1]`, and so on.  Members rank by (highest rung reached,
+    fitness there).  `cma_rung`: the rung CMA-ES samples are trained at (0: task.steps; -1: the
+    top rung), because tuning coefficients at a short budget mostly finds larger step sizes.
+    """
+
+    steps: tuple[int, ...] = ()
+    promote_fraction: float = 0.25
+    cma_rung: int = -1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, (str, bytes)) or not isinstance(self.steps, (list, tuple)):
+            raise ConfigError(f"fidelity.steps must be a list of step counts, got {self.steps!r}")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if not self.steps:
+            raise ConfigError("fidelity.steps must name at least one rung above task.steps")
+        for i, n in enumerate(self.steps):
+            _num(f"fidelity.steps[{i}]", n, integer=True)
+            if n < 1 or (i and n <= self.steps[i - 1]):
+                raise ConfigError(f"fidelity.steps must be increasing positive step counts, got {list(self.steps)}")
+        _prob("fidelity.promote_fraction", self.promote_fraction)
+        if self.promote_fraction <= 0:
+            raise ConfigError(f"fidelity.promote_fraction must be > 0, got {self.promote_fraction!r}")
+        _num("fidelity.cma_rung", self.cma_rung, integer=True)
+        if not -1 <= self.cma_rung <= len(self.steps):
+            raise ConfigError(f"fidelity.cma_rung must be -1 (the top rung) or in [0, {len(self.steps)}], "
+                              f"got {self.cma_rung}")
+
+    def rung_steps(self, rung: int) -> int | None:
+        """Training steps of a rung >= 1 (None for rung 0, which is task.steps)."""
+        return None if rung == 0 else self.steps[rung - 1]
+
+    @property
+    def cma(self) -> int:
+        """The rung CMA-ES samples train at, -1 resolved."""
+        return len(self.steps) if self.cma_rung == -1 else self.cma_rung
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The whole search: seed, discovery and coefficient optimization."""
 
     seed: int = 0
     ga: GAConfig = field(default_factory=GAConfig)
     cma: CMAConfig = field(default_factory=CMAConfig)
+    fidelity: FidelityConfig | None = None  # None: one budget, task.steps (the paper's search)
 
     def __post_init__(self) -> None:
         _num("seed", self.seed, integer=True)
@@ -168,27 +263,36 @@ class SearchConfig:
             raise ConfigError("ga must be a GAConfig")
         if not isinstance(self.cma, CMAConfig):
             raise ConfigError("cma must be a CMAConfig")
+        if self.fidelity is not None and not isinstance(self.fidelity, FidelityConfig):
+            raise ConfigError("fidelity must be a FidelityConfig")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (TOML/JSON-able); inverse of `from_dict`."""
         ga = {f.name: getattr(self.ga, f.name) for f in fields(GAConfig)}
         ga["node_weights"] = dict(self.ga.node_weights)
+        ga["seed_losses"] = list(self.ga.seed_losses)
         cma = {f.name: getattr(self.cma, f.name) for f in fields(CMAConfig)}
         cma["options"] = dict(self.cma.options)
         if cma["popsize"] is None:
             del cma["popsize"]  # TOML has no null
-        return {"seed": self.seed, "ga": ga, "cma": cma}
+        out: dict[str, Any] = {"seed": self.seed, "ga": ga, "cma": cma}
+        if self.fidelity is not None:  # absent otherwise: a run without rungs stores what it stored before
+            out["fidelity"] = {"steps": list(self.fidelity.steps), "promote_fraction": self.fidelity.promote_fraction,
+                               "cma_rung": self.fidelity.cma_rung}
+        return out
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> "SearchConfig":
         """Build from plain data; missing fields take the paper's defaults, unknown ones are errors."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"search config must be a table, got {type(data).__name__}")
-        unknown = set(data) - {"seed", "ga", "cma"}
+        unknown = set(data) - {"seed", "ga", "cma", "fidelity"}
         if unknown:
             raise ConfigError(f"unknown search config field(s): {', '.join(sorted(unknown))}")
         parts: dict[str, Any] = {}
-        for name, cls in (("ga", GAConfig), ("cma", CMAConfig)):
+        for name, cls in (("ga", GAConfig), ("cma", CMAConfig), ("fidelity", FidelityConfig)):
+            if name == "fidelity" and data.get(name) is None:
+                continue
             sub = data.get(name, {})
             if not isinstance(sub, Mapping):
                 raise ConfigError(f"{name} must be a table, got {type(sub).__name__}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.search.candidate import Candidate
+from orchestrator.search.candidate import Candidate, UnknownCandidateError
 from worker.lossexpr import Node
 
 PHASE = "evaluate"
@@ -76,7 +76,7 @@ class EvaluationPlan:
 
     def tell(self, candidate_id: str, fitness: float) -> None:
         if candidate_id not in self._cells:
-            raise KeyError(f"unknown evaluation cell {candidate_id!r}")
+            raise UnknownCandidateError(candidate_id)
         self._told[candidate_id] = float(fitness)
 
     @property

@@ -5,13 +5,18 @@ Contract for the scheduler (why it is shaped this way: the scheduler stays trivi
 * Every candidate returned by `ask()` must be trained and told exactly once (`tell(id, f)`;
   a failure or timeout is told as 0.0).  Results may arrive in any order.
 * Candidates that need no training are resolved inside the search and never handed out:
-  invalid trees (no x or no y) get 0; elites carry their fitness into the next generation;
+  invalid trees (no x or no y, or on one-hot labels no dependence on one of them:
+  `worker.lossexpr.onehot.is_trainable`) get 0; elites carry their fitness into the next generation;
   canonical duplicates inside one generation (same `key_fn` key) get the fitness of the first
   one, once it is told.  Each is counted in `stats()` and listed, with its reason, by
   `resolved_without_training()` so the database can store it.  Caching across generations is
   the scheduler's job.
 * A generation is bred once all its members have a fitness.  Given the seed and the told
   results, the candidates (ids, trees, order) are identical whatever the order of the tells.
+* With `config.fidelity` (multi-fidelity promotion), a generation's best distinct fraction is
+  asked again at each higher rung before breeding: candidate `g<gen>-<i>-r<rung>`, trained with
+  `task_overrides(id)` (its rung's steps).  Members rank by (highest rung reached, fitness there)
+  for elitism, selection (roulette weight rung + fitness), the archive and CMA-ES's start.
 * `export_state()` is plain JSON data ({"glo_search_state": 1, ...}); `Search.import_state`
   rebuilds a search that continues exactly as the original would.
 """
@@ -24,28 +29,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.search.candidate import Candidate
+from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError  # noqa: F401 (re-exported)
 from orchestrator.search.cma_phase import CMAPhase, StateError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed
-from orchestrator.search.operators import OpCounter, Primitives, random_tree
+from orchestrator.search.initial import initial_trees
+from orchestrator.search.operators import OpCounter, Primitives
 from worker.lossexpr.infix import to_infix
+from worker.lossexpr.onehot import is_trainable
 from worker.lossexpr.tree import Node
 
 STATE_VERSION = 1
 
 KeyFn = Callable[[Node], str]
+#: A zero-training filter (`filters.screen_for`): None when the tree may train, else the reason it may not.
+ScreenFn = Callable[[Node], "str | None"]
 
-
-class UnknownCandidateError(KeyError):
-    """`tell` got an id this search never handed out (or has already moved past)."""
-
-    def __str__(self) -> str:
-        return f"unknown candidate id {self.args[0]!r}: never handed out by this search"
-
-
-class AlreadyToldError(ValueError):
-    """`tell` got a second result for the same candidate."""
 
 
 def default_key_fn() -> KeyFn:
@@ -87,12 +86,37 @@ class Resolved:
 QUEUED, ASKED, WAITING, DONE = "queued", "asked", "waiting", "done"
 
 
+def promoted_id(member_id: str, rung: int) -> str:
+    """The id of a generation member's training at rung >= 1."""
+    return f"{member_id}-r{rung}"
+
+
+def parse_discovery_id(cid: str) -> tuple[int, int, int]:
+    """(generation, index, rung) of `g<gen>-<i>` or `g<gen>-<i>-r<rung>`; ValueError for anything else."""
+    if not cid.startswith("g"):
+        raise ValueError(cid)
+    parts = cid[1:].split("-")
+    if len(parts) == 2:
+        return int(parts[0]), int(parts[1]), 0
+    if len(parts) == 3 and parts[2].startswith("r"):
+        rung = int(parts[2][1:])
+        if rung >= 1:
+            return int(parts[0]), int(parts[1]), rung
+    raise ValueError(cid)
+
+
 class Search:
     """GA discovery for `ga.generations` generations, then CMA-ES on the top-k trees, then finished."""
 
-    def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None) -> None:
+    def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None,
+                 screen: ScreenFn | None = None) -> None:
+        """`screen`: a zero-training filter for the run's task (the scheduler passes one when
+        `ga.zero_training_filter` is on); a tree it rejects is resolved with fitness 0 and its reason,
+        and the valid init draws only trees it passes."""
         self.config = config or SearchConfig()
         self._key_fn_arg = key_fn
+        self._screen = screen
+        self._screened: dict[Node, str | None] = {}
         self._key_fn: KeyFn | None = key_fn
         self._key_cache: dict[Node, str] = {}
         self._prims = Primitives(self.config.ga.weights())
@@ -113,15 +137,24 @@ class Search:
         self._stats = {"handed_out": 0, "told": 0, "invalid": 0, "duplicates": 0, "elites": 0,
                        "nonfinite": 0, "capped": 0, "cma_evaluations": 0}
         self._cma: list[CMAPhase] = []
+        self._init: dict[str, int] = {}  # how generation 0 was drawn (initial.InitCounts)
+        # multi-fidelity (config.fidelity): rung reached per member, the current generation's promoted
+        # candidates, the rung being trained now, elites' carried rungs, trainings handed out per rung
+        self._reached: dict[str, int] = {}
+        self._promoted: list[Candidate] = []
+        self._rung_now = 0
+        self._elite_rung: dict[str, int] = {}
+        self._rung_asked: list[int] = [0] * (1 + len(self.config.fidelity.steps) if self.config.fidelity else 1)
         self._fresh: bool = True
 
     # -- construction of the first generation is lazy so import_state can skip it ------------
     def _start(self) -> None:
         if self._fresh:
             self._fresh = False
-            ga = self.config.ga
-            trees = [random_tree(self._rng, self._prims, ga.init_max_depth) for _ in range(ga.population_size)]
-            pop = [Candidate(f"g0-{i}", t, "init", 0) for i, t in enumerate(trees)]
+            trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key,
+                                          admissible=lambda t: self.rejection(t) is None)
+            self._init = counts.to_json()
+            pop = [Candidate(f"g0-{i}", t, origin, 0) for i, (t, origin) in enumerate(trees)]
             self._set_generation(pop, {})
             self._advance()
 
@@ -137,20 +170,38 @@ class Search:
             self._key_cache[tree] = k
         return self._key_cache[tree]
 
-    def _set_generation(self, pop: list[Candidate], elite_fitness: dict[str, float]) -> None:
+    def rejection(self, tree: Node) -> str | None:
+        """The zero-training filter's reason for rejecting a trainable tree (None: it may train; cached)."""
+        if self._screen is None:
+            return None
+        if tree not in self._screened:
+            if len(self._screened) > 100_000:
+                self._screened.clear()
+            self._screened[tree] = self._screen(tree)
+        return self._screened[tree]
+
+    def _set_generation(self, pop: list[Candidate], elite_fitness: dict[str, float],
+                        elite_rung: dict[str, int] | None = None) -> None:
         """Install a generation and resolve what needs no training (elites, invalid, duplicates)."""
         self._population = pop
         self._fitness, self._status, self._dup_of, self._keys = {}, {}, {}, {}
         self._elite_fitness = dict(elite_fitness)
+        self._elite_rung = dict(elite_rung or {})
+        self._reached = dict(self._elite_rung)
+        self._promoted, self._rung_now = [], 0
         old_cache, self._key_cache = self._key_cache, {}
         first: dict[str, str] = {}
         for cand in pop:
             if cand.id in elite_fitness:
                 self._resolve(cand, elite_fitness[cand.id], "elite")
                 self._stats["elites"] += 1
-            elif not cand.tree.is_valid():
+            elif not is_trainable(cand.tree):
                 self._resolve(cand, 0.0, "invalid")
                 self._stats["invalid"] += 1
+                continue
+            elif (why := self.rejection(cand.tree)) is not None:
+                self._resolve(cand, 0.0, why)
+                self._stats["filtered"] = self._stats.get("filtered", 0) + 1
                 continue
             if cand.tree in old_cache:
                 self._key_cache[cand.tree] = old_cache[cand.tree]
@@ -177,62 +228,141 @@ class Search:
         self._note_best(cand, fitness)
 
     def _note_best(self, cand: Candidate, fitness: float) -> None:
-        """Ties go to the candidate handed out first, so the best does not depend on tell order."""
-        if (self._best is None or fitness > self._best[1]
-                or (fitness == self._best[1] and _ask_order(cand.id) < _ask_order(self._best[0].id))):
+        """Best by (rung, fitness); ties go to the candidate handed out first, so the best does not depend
+        on tell order.  Without fidelity every rung is 0: the best fitness."""
+        if self._best is None:
+            self._best = (cand, fitness)
+            return
+        mine, theirs = (self.rung(cand), fitness), (self.rung(self._best[0]), self._best[1])
+        if mine > theirs or (mine == theirs and _ask_order(cand.id) < _ask_order(self._best[0].id)):
             self._best = (cand, fitness)
 
+    def rung(self, cand: Candidate) -> int:
+        """The rung a candidate was trained at (an elite: the rung its fitness was measured at)."""
+        fid = self.config.fidelity
+        if fid is None:
+            return 0
+        if cand.id.startswith("c"):
+            return fid.cma
+        if cand.origin == "elite":
+            return self._elite_rung.get(cand.id, 0)
+        return parse_discovery_id(cand.id)[2]
+
+    def _generation_complete(self) -> bool:
+        return (all(c.id in self._fitness for c in self._population)
+                and all(self._status[p.id] == DONE for p in self._promoted))
+
+    def score(self, member: Candidate) -> tuple[int, float]:
+        """(highest rung reached, fitness there) of a generation member; a duplicate has its original's."""
+        orig = self._dup_of.get(member.id, member.id)
+        rung = self._reached.get(orig, 0)
+        if orig in self._elite_fitness:
+            return rung, self._elite_fitness[orig]
+        return rung, self._fitness[orig if rung == 0 else promoted_id(orig, rung)]
+
+    def _promote(self) -> bool:
+        """Ask the best distinct fraction of this rung again at the next one; False when no rung is left.
+
+        Ranked by fitness, ties by member index, over the members trained at this rung (elites and
+        duplicates are not retrained): the same promotions whatever order the results came in."""
+        fid = self.config.fidelity
+        if fid is None or self._rung_now >= len(fid.steps):
+            return False
+        r = self._rung_now
+        at_rung = [(i, c) for i, c in enumerate(self._population)
+                   if self._reached.get(c.id, 0) == r and c.id not in self._elite_fitness
+                   and c.id not in self._dup_of and c.id in self._keys]
+        scored = [(self.score(c)[1], i, c) for i, c in at_rung]
+        scored = [t for t in scored if t[0] > 0]
+        k = math.ceil(fid.promote_fraction * len(scored))
+        chosen = sorted(scored, key=lambda t: (-t[0], t[1]))[:k]
+        self._rung_now = r + 1
+        if not chosen:
+            self._rung_now = len(fid.steps)
+            return False
+        for _f, _i, c in sorted(chosen, key=lambda t: t[1]):
+            p = Candidate(promoted_id(c.id, r + 1), c.tree, "promoted", self._generation, (c.id,), ops=())
+            self._promoted.append(p)
+            self._status[p.id] = QUEUED
+            self._stats["promoted"] = self._stats.get("promoted", 0) + 1
+        return True
+
     def _advance(self) -> None:
-        """Breed (or move to CMA-ES) while the current generation is complete."""
-        while self._phase == "discovery" and len(self._fitness) == len(self._population):
+        """Promote to the next rung, then breed (or move to CMA-ES), while the current generation is complete."""
+        while self._phase == "discovery" and self._generation_complete():
+            if self._promote():
+                continue
             self._close_generation()
             ga = self.config.ga
             if self._generation + 1 >= ga.generations:
                 self._start_cma()
                 return
             trees = [c.tree for c in self._population]
-            fits = [self._fitness[c.id] for c in self._population]
+            scores = [self.score(c) for c in self._population]
+            # roulette weight and elite order: (rung, fitness) as rung + fitness (fitness is in [0, 1])
+            fits = [r + f if f > 0 else 0.0 for r, f in scores]
             kids = breed(self._rng, trees, fits, ga, self._prims, self._counter)
             self._generation += 1
             g = self._generation
             pop: list[Candidate] = []
             elite_fitness: dict[str, float] = {}
+            elite_rung: dict[str, int] = {}
             for i, kid in enumerate(kids):
                 cid = f"g{g}-{i}"
                 parents = tuple(self._population[p].id for p in kid.parents)
                 pop.append(Candidate(cid, kid.tree, kid.origin, g, parents, ops=kid.ops))
                 if kid.origin == "elite":
-                    elite_fitness[cid] = fits[kid.parents[0]]
+                    elite_rung[cid], elite_fitness[cid] = scores[kid.parents[0]]
                 if kid.capped:
                     self._stats["capped"] += 1
-            self._set_generation(pop, elite_fitness)
+            self._set_generation(pop, elite_fitness, elite_rung if self.config.fidelity else None)
 
     def _close_generation(self) -> None:
-        fits = [self._fitness[c.id] for c in self._population]
-        best_i = max(range(len(fits)), key=lambda i: (fits[i], -i))
-        self._history.append({"generation": self._generation, "best": fits[best_i], "mean": sum(fits) / len(fits),
-                              "best_id": self._population[best_i].id,
-                              "best_tree": to_infix(self._population[best_i].tree)})
-        for cand in self._population:
-            if not cand.tree.is_valid():
+        scores = [self.score(c) for c in self._population]
+        fits = [self._fitness[c.id] for c in self._population]  # rung 0 (an elite: what it carries)
+        best_i = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        entry_h = {"generation": self._generation, "best": scores[best_i][1], "mean": sum(fits) / len(fits),
+                   "best_id": self._population[best_i].id, "best_tree": to_infix(self._population[best_i].tree)}
+        if self.config.fidelity is not None:
+            entry_h["best_rung"] = scores[best_i][0]
+        self._history.append(entry_h)
+        for cand, (rung, f) in zip(self._population, scores):
+            if not is_trainable(cand.tree) or cand.id not in self._keys:  # invalid, or rejected by the filter
                 continue
             key = self._keys[cand.id]
-            f = self._fitness[cand.id]
             entry = self._archive.get(key)
             if entry is None:
-                self._archive[key] = {"fitness": f, "candidate": cand, "order": len(self._archive)}
-            elif f > entry["fitness"]:
-                entry["fitness"], entry["candidate"] = f, cand
+                self._archive[key] = {"fitness": f, "rung": rung, "candidate": cand, "order": len(self._archive)}
+            elif (rung, f) > (entry.get("rung", 0), entry["fitness"]):
+                entry["fitness"], entry["rung"], entry["candidate"] = f, rung, cand
 
     def _start_cma(self) -> None:
         """CMA-ES on the top-k distinct valid trees of discovery (ties: first seen first)."""
         self._phase = "cma"
-        ranked = sorted((e for e in self._archive.values() if e["fitness"] > 0), key=lambda e: (-e["fitness"],
-                                                                                            e["order"]))
+        ranked = [e for e in self._ranked_archive() if e["fitness"] > 0]  # never tune a tree that scored 0
         for k, entry in enumerate(ranked[: self.config.cma.top_k]):
             seed = (self.config.seed * 1_000_003 + k) % (2**31 - 2) + 1  # pycma treats 0 as "seed from time"
             self._cma.append(CMAPhase(k, entry["candidate"], self.config.cma, seed))
         self._check_done()
+
+    def _ranked_archive(self) -> list[dict[str, Any]]:
+        """Archive entries best first: highest rung, then fitness there, then first seen."""
+        return sorted(self._archive.values(), key=lambda e: (-e.get("rung", 0), -e["fitness"], e["order"]))
+
+    def task_overrides(self, candidate_id: str) -> dict[str, Any]:
+        """Training settings that differ from the run's [task] for this candidate: a rung's steps."""
+        fid = self.config.fidelity
+        if fid is None:
+            return {}
+        if candidate_id.startswith("c"):
+            rung = fid.cma
+        else:
+            try:
+                rung = parse_discovery_id(candidate_id)[2]
+            except ValueError:
+                return {}
+        steps = fid.rung_steps(rung)
+        return {} if steps is None else {"steps": steps}
 
     def _check_done(self) -> None:
         if self._phase == "cma" and all(p.done for p in self._cma):
@@ -244,10 +374,16 @@ class Search:
         self._start()
         out: list[Candidate] = []
         if self._phase == "discovery":
-            for cand in self._population:
+            for cand in self._population + self._promoted:
                 if self._status.get(cand.id) == QUEUED:
                     self._status[cand.id] = ASKED
                     out.append(cand)
+                    if len(self._rung_asked) > 1:
+                        self._rung_asked[self._rung_of(cand.id)] += 1
+        elif self._phase == "cma" and self.config.fidelity is not None:
+            for phase in self._cma:
+                out.extend(phase.ask())
+            self._rung_asked[self.config.fidelity.cma] += len(out)
         elif self._phase == "cma":
             for phase in self._cma:
                 out.extend(phase.ask())
@@ -281,20 +417,24 @@ class Search:
             raise UnknownCandidateError(cid)
         if status == DONE:
             raise AlreadyToldError(f"candidate {cid} was already told (or resolved without training)")
-        cand = next(c for c in self._population if c.id == cid)
+        cand = next(c for c in self._population + self._promoted if c.id == cid)
         self._resolve(cand, f, None)
         self._stats["told"] += 1
+        if cand.origin == "promoted":
+            self._reached[cand.parents[0]] = self._rung_of(cid)
         for dup, orig in self._dup_of.items():
             if orig == cid and self._status[dup] == WAITING:
                 dcand = next(c for c in self._population if c.id == dup)
                 self._resolve(dcand, f, "duplicate", cid)
         self._advance()
 
+    @staticmethod
+    def _rung_of(cid: str) -> int:
+        return parse_discovery_id(cid)[2]
+
     def _from_past_generation(self, cid: str) -> bool:
-        if not cid.startswith("g"):
-            return False
         try:
-            g, i = (int(p) for p in cid[1:].split("-"))
+            g, i, _rung = parse_discovery_id(cid)
         except ValueError:
             return False
         done_gens = self._generation if self._phase == "discovery" else self._generation + 1
@@ -333,7 +473,7 @@ class Search:
         """Handed out but not yet told (what a restarted scheduler must train or tell)."""
         self._start()
         if self._phase == "discovery":
-            return [c for c in self._population if self._status.get(c.id) == ASKED]
+            return [c for c in self._population + self._promoted if self._status.get(c.id) == ASKED]
         return [c for p in self._cma for c in p.outstanding()]
 
     def best(self) -> tuple[Candidate, float] | None:
@@ -343,8 +483,7 @@ class Search:
 
     def top_trees(self) -> list[tuple[Candidate, float]]:
         """Distinct valid discovery trees (by key), best first, over all completed generations."""
-        ranked = sorted(self._archive.values(), key=lambda e: (-e["fitness"], e["order"]))
-        return [(e["candidate"], e["fitness"]) for e in ranked]
+        return [(e["candidate"], e["fitness"]) for e in self._ranked_archive()]
 
     def resolved_without_training(self, since: int = 0) -> list[Resolved]:
         """Candidates given a fitness without training (invalid, elite, duplicate), from index `since`."""
@@ -358,8 +497,11 @@ class Search:
     def stats(self) -> dict[str, Any]:
         """Counters (handed_out, told, invalid, duplicates, elites, nonfinite, capped, ...) and operator rates."""
         self._start()
-        return {**self._stats, "generation": self._generation, "phase": self._phase,
-                "operators": self._counter.to_json()}
+        out = {**self._stats, "generation": self._generation, "phase": self._phase,
+               "operators": self._counter.to_json(), "init": dict(self._init)}
+        if self.config.fidelity is not None:
+            out["asked_per_rung"] = list(self._rung_asked)
+        return out
 
     # -- state ------------------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
@@ -379,17 +521,23 @@ class Search:
             "elite_fitness": dict(self._elite_fitness),
             "keys": dict(self._keys),
             "archive": [{"key": k, "fitness": e["fitness"], "candidate": e["candidate"].to_json(),
-                         "order": e["order"]} for k, e in self._archive.items()],
+                         "order": e["order"], **({"rung": e["rung"]} if "rung" in e else {})}
+                        for k, e in self._archive.items()],
             "resolved": [r.to_json() for r in self._resolved],
             "best": None if self._best is None else {"candidate": self._best[0].to_json(), "fitness": self._best[1]},
             "history": self.history(),
             "stats": dict(self._stats),
             "operators": self._counter.to_json(),
             "cma": [p.to_json() for p in self._cma],
+            "init": dict(self._init),
+            "fidelity": {"reached": dict(self._reached), "promoted": [c.to_json() for c in self._promoted],
+                         "rung_now": self._rung_now, "elite_rung": dict(self._elite_rung),
+                         "asked_per_rung": list(self._rung_asked)},
         }
 
     @staticmethod
-    def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False) -> "Search":
+    def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False,
+                     screen: ScreenFn | None = None) -> "Search":
         """Rebuild a search from `export_state()` data.
 
         `reissue_outstanding`: candidates handed out but not told before the export are handed
@@ -398,7 +546,7 @@ class Search:
         """
         if data.get("glo_search_state") != STATE_VERSION:
             raise StateError(f"unsupported search state version {data.get('glo_search_state')!r}")
-        s = Search(SearchConfig.from_dict(data["config"]), key_fn=key_fn)
+        s = Search(SearchConfig.from_dict(data["config"]), key_fn=key_fn, screen=screen)
         s._fresh = False
         version, internal, gauss = data["rng"]
         s._rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
@@ -411,7 +559,8 @@ class Search:
         s._elite_fitness = {k: float(v) for k, v in data["elite_fitness"].items()}
         s._keys = dict(data["keys"])
         s._archive = {e["key"]: {"fitness": float(e["fitness"]), "candidate": Candidate.from_json(e["candidate"]),
-                                 "order": int(e["order"])} for e in data["archive"]}
+                                 "order": int(e["order"]), **({"rung": int(e["rung"])} if "rung" in e else {})}
+                      for e in data["archive"]}
         s._resolved = [Resolved.from_json(r) for r in data["resolved"]]
         b = data["best"]
         s._best = None if b is None else (Candidate.from_json(b["candidate"]), float(b["fitness"]))
@@ -419,6 +568,13 @@ class Search:
         s._stats = {k: int(v) for k, v in data["stats"].items()}
         s._counter = OpCounter.from_json(data["operators"])
         s._cma = [CMAPhase.from_json(p) for p in data["cma"]]
+        s._init = {k: int(v) for k, v in data.get("init", {}).items()}  # absent in states older than init modes
+        fid = data.get("fidelity", {})  # absent in states older than multi-fidelity
+        s._reached = {k: int(v) for k, v in fid.get("reached", {}).items()}
+        s._promoted = [Candidate.from_json(c) for c in fid.get("promoted", [])]
+        s._rung_now = int(fid.get("rung_now", 0))
+        s._elite_rung = {k: int(v) for k, v in fid.get("elite_rung", {}).items()}
+        s._rung_asked = [int(v) for v in fid.get("asked_per_rung", s._rung_asked)]
         if reissue_outstanding:
             for cid, st in s._status.items():
                 if st == ASKED:
@@ -429,6 +585,8 @@ class Search:
 
 
 def _ask_order(candidate_id: str) -> tuple[int, ...]:
-    """Hand-out order from an id: discovery `g<gen>-<i>` before CMA-ES `c<k>-<iteration>-<j>`."""
-    phase = 0 if candidate_id.startswith("g") else 1
-    return (phase, *(int(part) for part in candidate_id[1:].split("-")))
+    """Hand-out order from an id: discovery `g<gen>-<i>[-r<rung>]` before CMA-ES `c<k>-<iteration>-<j>`."""
+    if candidate_id.startswith("g"):
+        g, i, rung = parse_discovery_id(candidate_id)
+        return (0, g, rung, i)
+    return (1, *(int(part) for part in candidate_id[1:].split("-")))

@@ -44,6 +44,47 @@ def _eval(node: Node, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return v * node.coef if node.coef != 1.0 else v
 
 
+def evaluate_dy(tree: Node, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(f, ∂f/∂y) elementwise by forward-mode differentiation (dual numbers), coefficients applied.
+
+    What the zero-training filter needs to follow a loss's gradient without TensorFlow."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return _eval_dy(tree, x, y)
+
+
+def _eval_dy(node: Node, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    op = node.op
+    shape = np.broadcast(x, y).shape
+    if op == "x":
+        v, d = np.broadcast_to(x, shape), np.zeros(shape)
+    elif op == "y":
+        v, d = np.broadcast_to(y, shape), np.ones(shape)
+    elif op == "const":
+        v, d = np.full(shape, float(node.value)), np.zeros(shape)
+    elif op in ("log", "sqrt", "square"):
+        a, da = _eval_dy(node.children[0], x, y)
+        if op == "log":
+            v, d = np.log(a), da / a
+        elif op == "sqrt":
+            v = np.sqrt(a)
+            d = da / (2.0 * v)
+        else:
+            v, d = a * a, 2.0 * a * da
+    else:
+        (a, da), (b, db) = (_eval_dy(c, x, y) for c in node.children)
+        if op == "+":
+            v, d = a + b, da + db
+        elif op == "-":
+            v, d = a - b, da - db
+        elif op == "*":
+            v, d = a * b, da * b + a * db
+        else:
+            v, d = a / b, (da * b - a * db) / (b * b)
+    return (v * node.coef, d * node.coef) if node.coef != 1.0 else (v, d)
+
+
 #: How f is reduced over the n classes: "mean" is the paper's formula L = -(1/n) Σ f;
 #: "sum" is L = -Σ f, under which `x * log(y)` is exactly Keras' categorical cross-entropy.
 CLASS_REDUCTIONS = ("mean", "sum")

@@ -1,10 +1,12 @@
 """The sympy half of the canonical key; runs in a child process (see `canonical`).
 
-Normal form: `cancel(expand_log(e, force=True))` over symbols x ≥ 0, y > 0, coefficients as
-exact rationals.  `force=True` and sympy's automatic rewrites (x/x → 1, log(a) - log(a) → 0)
+Normal form, for one-hot labels (`onehot`): x is 0 or 1, so a tree is its two halves f(0, y) and
+f(1, y); each is brought to `cancel(expand_log(e, force=True))` over y > 0 with coefficients as
+exact rationals, and the key prints f0 + x·cancel(f1 − f0).  So x·x·log(y), √x·log(y) and
+x·log(y) share cross-entropy's key, and x·(1 − x) is 0.  `force=True` and sympy's automatic rewrites (x/x → 1, log(a) - log(a) → 0)
 are identities over the positive reals only, so the normal form is accepted only when a small
-numpy evaluator of sympy's own expression tree agrees with the original tree on the check
-grid (`keycheck`).  Nothing is ever turned into Python source, eval'ed or lambdify'd.
+numpy evaluator of sympy's own expressions agrees with the original tree on the check grid
+(`keycheck`, whose x values are exactly the labels 0 and 1): each half where x is its label.  Nothing is ever turned into Python source, eval'ed or lambdify'd.
 
 Run as `python -m worker.lossexpr.symbolic`: a line protocol on stdin/stdout, one tree JSON in,
 one `{"key": str | null}` out.
@@ -23,7 +25,8 @@ from worker.lossexpr import keycheck
 from worker.lossexpr.tree import Node
 
 #: Version prefix of keys made here; bump when the pipeline (or its printing) changes.
-PREFIX = "s1:"
+#: s1: one normal form over x >= 0 (x*x*log(y) was not x*log(y)); s2: the one-hot halves.
+PREFIX = "s2:"
 
 _X = sympy.Symbol("x", real=True, nonnegative=True)
 _Y = sympy.Symbol("y", positive=True)
@@ -56,8 +59,20 @@ def to_sympy(tree: Node) -> sympy.Expr:
     return e
 
 
+def _normal(e: sympy.Expr) -> sympy.Expr:
+    return sympy.cancel(sympy.expand_log(e, force=True))
+
+
+def halves(tree: Node) -> tuple[sympy.Expr, sympy.Expr]:
+    """The normal forms of f(0, y) and f(1, y): what the tree computes on one-hot labels."""
+    e = to_sympy(tree)
+    return _normal(e.subs(_X, 0)), _normal(e.subs(_X, 1))
+
+
 def normal_form(tree: Node) -> sympy.Expr:
-    return sympy.cancel(sympy.expand_log(to_sympy(tree), force=True))
+    """f0 + x·(f1 − f0): one expression that equals the tree wherever x is 0 or 1."""
+    f0, f1 = halves(tree)
+    return f0 + _X * sympy.cancel(f1 - f0)
 
 
 def evaluate_sympy(e: sympy.Expr, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -113,11 +128,14 @@ def _ev(e: Any, x: np.ndarray, y: np.ndarray) -> Any:
 
 def symbolic_key(tree: Node) -> str | None:
     """`PREFIX` + sympy's normal form, or None when it is not sound on the check grid."""
-    nf = normal_form(tree)
-    try:
-        values = evaluate_sympy(nf, keycheck.XS, keycheck.YS)
+    f0, f1 = halves(tree)
+    n = len(keycheck.GRID_Y)
+    try:  # each half on its own label: x*(f1 - f0) at x = 0 would turn an inf of f1 into nan
+        values = np.concatenate([evaluate_sympy(f0, keycheck.XS[:n], keycheck.YS[:n]),
+                                 evaluate_sympy(f1, keycheck.XS[n:], keycheck.YS[n:])])
     except _Unsupported:
         return None
+    nf = f0 + _X * sympy.cancel(f1 - f0)
     if not keycheck.same_values(keycheck.tree_on_grid(tree), values):
         return None
     return PREFIX + sympy.sstr(nf, order="lex")

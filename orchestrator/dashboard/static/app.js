@@ -538,6 +538,7 @@ async function candidatePage(uid) {
           ["device", e.device], ["first measured by", e.candidate_uid ? h("a", { href: candHref(e.candidate_uid) }, e.candidate_uid) : null],
           ["final train loss", e.metrics.final_train_loss === undefined ? null : String(e.metrics.final_train_loss)],
           ["went non-finite at step", e.metrics.nonfinite_step === undefined ? null : String(e.metrics.nonfinite_step)],
+          ["collapsed (fitness 0)", e.collapse_reason ? h("div", { class: "err", id: "eval-collapse" }, e.collapse_reason) : null],
         ])));
       } else parts.push(card("Training", empty(c.status === "pending" ? "Not trained yet." : "No training: the search settled this candidate itself.")));
       if (c.evaluation_runs && c.evaluation_runs.length) for (const ev of c.evaluation_runs) parts.push(evaluationResultsCard(ev));
