@@ -162,6 +162,7 @@ def test_hold_then_rm_then_vacate_of_one_job_keeps_every_attempt(condor_pool: Po
     shown = glo("show", f"hist/job-{job_id}", "--db", str(db))
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
+    print(text)  # shown by pytest -rP: what the user reads
     for needle in ("attempt 1", "attempt 2", "GLO test: held by hand", "released", "GLO test: removed by hand",
                    "evicted from", first_id, second_id):
         assert needle in text, (needle, text)
