@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from db.errors import NotFoundError, StorageError
+from db.fastread import ATTEMPTS_SQL, attempt_json
 from db.migrations import SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
@@ -518,6 +519,7 @@ def job_detail(db: ReadOnlyDB, job_id: int) -> dict[str, Any]:
                               "fitness": r["fitness"], "error": r["error"]} for r in con.execute(
             "SELECT c.uid, c.infix, c.status, c.fitness, c.error FROM job_candidates jc "
             "JOIN candidates c ON c.uid = jc.candidate_uid WHERE jc.job_id = ? ORDER BY c.seq", (job_id,))]
+        out["attempts_history"] = [attempt_json(a) for a in con.execute(ATTEMPTS_SQL, (job_id,))]
         return out
 
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from db.errors import NotFoundError, StorageError
 from db.paths import resolve_db_path
 
-SCHEMA_VERSION = 3  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
+SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
 #: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
 #: the evidence that the initial population is not wasted (db.queries runs this same statement).
@@ -67,6 +67,39 @@ def expected_evaluations(config: dict[str, Any]) -> int:
             members = math.ceil(float(fidelity.get("promote_fraction", 0.25)) * members)
             promoted += members
     return pop + (gens - 1) * (pop - elites) + gens * promoted + top_k * iters * int(popsize)
+
+
+#: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
+ATTEMPTS_SQL = "SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt, id"
+
+
+def attempt_json(r: Any) -> dict[str, Any]:
+    """One job_attempts row as plain data: what `glo show RUN/job-N`, `glo status --json` and the dashboard's
+    job page show for each attempt."""
+    return {"attempt": r["attempt"], "backend_job_id": r["backend_job_id"], "host": r["host"] or "",
+            "submitted_at": r["submitted_at"], "started_at": r["started_at"], "ended_at": r["ended_at"],
+            "outcome": r["outcome"] or "", "error": r["error"] or "", "hold_code": r["hold_code"],
+            "hold_subcode": r["hold_subcode"], "hold_reason": r["hold_reason"] or "", "holds": r["holds"] or 0,
+            "releases": r["releases"] or 0, "evictions": r["evictions"] or 0, "exit_code": r["exit_code"],
+            "exit_signal": r["exit_signal"],
+            "notes": [{"at": at, "what": what} for at, what in json.loads(r["notes_json"] or "[]")]}
+
+
+def no_result_warning(status: str, evaluations: dict[str, int], best: dict[str, Any] | None) -> str | None:
+    """Why a finished run has nothing to use -- not one candidate trained, or a best fitness of 0 -- or None.
+
+    A search whose every tree lacked x or y "finishes" having trained nothing; saying only "finished" would
+    let the user take its best ("-") for a result.  `glo status` shows this line and `glo run` prints it and
+    exits with cli_runs.EXIT_NO_RESULT (db.queries uses this one too)."""
+    if status != "finished":
+        return None
+    trained = evaluations.get("done", 0) + evaluations.get("cached", 0)
+    if trained == 0:
+        return (f"no usable result: not one candidate was trained ({evaluations.get('resolved', 0)} resolved by "
+                f"the search without training, {evaluations.get('failed', 0)} failed)")
+    if best is None or not (best.get("fitness") or 0.0) > 0.0:
+        return f"no usable result: the best fitness of the {trained} trained candidate(s) is 0"
+    return None
 
 
 def _connect(path: Path) -> sqlite3.Connection | None:
@@ -148,18 +181,23 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         eta = 0.0
     elif rate and rate > 0:
         eta = max(0.0, expected - settled) / rate * 3600.0
+    evaluations = {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
+                   "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                   "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
+    best_json = None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"],
+                                           "infix": best["infix"]}
     return {
         "run_id": rid, "name": run["name"], "status": run["status"], "phase": run["phase"],
         "generation": run["generation"], "task": run["task"],
-        "evaluations": {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
-                        "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                        "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))},
-        "best": None if best is None else {"candidate_id": best["uid"], "fitness": best["fitness"], "infix": best["infix"]},
+        "evaluations": evaluations, "best": best_json,
         "evaluations_per_hour": rate, "eta_seconds": eta, "expected_evaluations": expected, "elapsed_seconds": elapsed,
         "message": run["message"], "backend": run["backend"], "jobs": {k: int(v) for k, v in jobs.items()},
         "held_jobs": [{"job_id": j["id"], "backend_job_id": j["backend_job_id"], "state": j["state"],
                        "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],
                        "hold_subcode": j["hold_subcode"], "host": j["host"], "releases": j["releases"],
-                       "last_error": j["last_error"][:500]} for j in held],
+                       "last_error": j["last_error"][:500],
+                       "attempts_history": [attempt_json(a) for a in con.execute(ATTEMPTS_SQL, (j["id"],))]}
+                      for j in held],
+        "warning": no_result_warning(run["status"], evaluations, best_json),
         "generation0": generation0(tuple(gen0), config),
     }

@@ -50,11 +50,30 @@ def _v3(conn: Connection) -> None:
     conn.exec_driver_sql(VIEWS["job_states"])
 
 
+def _v4(conn: Connection) -> None:
+    """job_attempts: one row per submission of a job.  An older file knew only each job's latest attempt:
+    that one is filled in from the job row (its earlier attempts are gone, and the row says so)."""
+    from db.models import JobAttempt
+
+    JobAttempt.__table__.create(conn, checkfirst=True)  # a fresh file got it from _v1's create_all
+    outcome = ("CASE state WHEN 'done' THEN 'done' WHEN 'failed' THEN 'failed' WHEN 'lost' THEN 'lost' "
+               "WHEN 'queued' THEN 'retried' ELSE '' END")
+    conn.exec_driver_sql(
+        "INSERT OR IGNORE INTO job_attempts (job_id, attempt, backend_job_id, host, submitted_at, started_at, "
+        "ended_at, outcome, error, hold_code, hold_subcode, hold_reason, holds, releases, evictions, notes_json) "
+        f"SELECT id, attempts, backend_job_id, host, submitted_at, started_at, finished_at, {outcome}, last_error, "
+        "hold_code, hold_subcode, hold_reason, hold_code IS NOT NULL, releases, evictions, "
+        "CASE WHEN attempts > 1 THEN json_array(json_array(updated_at, 'recorded before schema v4: attempts 1-' "
+        "|| (attempts - 1) || ' were not kept; hold, release and eviction counts are the job''s totals')) "
+        "ELSE '[]' END FROM jobs WHERE attempts > 0")
+
+
 #: (version, description, function).  Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1),
     (2, "canonical_keys: one key per exact tree", _v2),
     (3, "jobs: hold code, host, evictions, releases, bad nodes", _v3),
+    (4, "job_attempts: one row per submission of a job", _v4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -156,6 +156,40 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_run_state", "run_id", "state"),)
 
 
+#: How an attempt ended (JobAttempt.outcome); "" while it is in flight (or when its scheduler died meanwhile).
+ATTEMPT_OUTCOMES = ("done", "retried", "failed", "lost")
+
+
+class JobAttempt(Base):
+    """One submission of a job (schema v4): HTCondor keeps a history of every attempt, and so does GLO --
+    the job row keeps only the latest state and error, so a hold, a removal and an eviction of one job
+    would otherwise leave only the last of them.  Written by db.store in the same transaction as the job's
+    own transition; `notes` lists what happened during the attempt (held ..., released, evicted ...)."""
+
+    __tablename__ = "job_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)  # 1, 2, ...: the job's `attempts` when it was submitted
+    backend_job_id: Mapped[str | None] = mapped_column(String, nullable=True)  # the cluster id
+    host: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str] = mapped_column(String, default="")
+    error: Mapped[str] = mapped_column(Text, default="")  # why it ended badly
+    hold_code: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the attempt's last hold
+    hold_subcode: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hold_reason: Mapped[str] = mapped_column(Text, default="")
+    holds: Mapped[int] = mapped_column(Integer, default=0)
+    releases: Mapped[int] = mapped_column(Integer, default=0)
+    evictions: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    notes_json: Mapped[str] = mapped_column(Text, default="[]")  # [[epoch seconds, "held: ..."], ...]
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+
 class JobCandidate(Base):
     __tablename__ = "job_candidates"
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)

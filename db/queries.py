@@ -7,6 +7,7 @@ every answer is internally consistent even while `glo run` writes (WAL + one BEG
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,13 +16,16 @@ from sqlalchemy import func, select
 
 from db import models
 from db.errors import NotFoundError
-from db.fastread import (  # noqa: F401 (one definition each)
+from db.fastread import (  # noqa: F401 (re-exported: one definition each)
+    ATTEMPTS_SQL,
     BEST_SQL,
     FILTERED_SQL,
     GENERATION0_SQL,
     HELD_JOBS_SHOWN,
+    attempt_json,
     expected_evaluations,
     generation0,
+    no_result_warning,
 )
 from db.session import Database
 from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
@@ -45,6 +49,7 @@ class Status:
     backend: str = "local"
     jobs: dict[str, int] | None = None  # job count per state
     held_jobs: list[dict[str, Any]] | None = None  # jobs held now or that were held (cluster backends)
+    warning: str | None = None  # a finished run with no usable result (db.fastread.no_result_warning)
     generation0: dict[str, Any] | None = None  # members of generation 0 and how many could train
 
     def to_json(self) -> dict[str, Any]:
@@ -122,16 +127,16 @@ def status(db: Database, run_id: str | None = None) -> Status:
             eta = 0.0
         elif rate and rate > 0:
             eta = max(0.0, expected - settled) / rate * 3600.0
+        evaluations = {"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
+                       "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
+                       "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
+        best_json = None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix}
         return Status(
             run_id=run.id, name=run.name, status=run.status, phase=run.phase, generation=run.generation,
-            task=run.task,
-            evaluations={"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
-                         "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                         "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))},
-            best=None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix},
+            task=run.task, evaluations=evaluations, best=best_json,
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
             message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
-            held_jobs=_held_jobs(s, run.id),
+            held_jobs=_held_jobs(s, run.id), warning=no_result_warning(run.status, evaluations, best_json),
             generation0=generation0(tuple(gen0), config),
         )
 
@@ -147,7 +152,43 @@ def _held_jobs(s: Any, run_id: str) -> list[dict[str, Any]]:
         (models.Job.state != "held"), models.Job.updated_at.desc()).limit(HELD_JOBS_SHOWN)).scalars()
     return [{"job_id": j.id, "backend_job_id": j.backend_job_id, "state": j.state, "attempts": j.attempts,
              "hold_reason": j.hold_reason, "hold_code": j.hold_code, "hold_subcode": j.hold_subcode,
-             "host": j.host, "releases": j.releases, "last_error": j.last_error[:500]} for j in held]
+             "host": j.host, "releases": j.releases, "last_error": j.last_error[:500],
+             "attempts_history": _attempts(s, j.id)} for j in held]
+
+
+def _attempts(s: Any, job_id: int) -> list[dict[str, Any]]:
+    return [attempt_json(r._mapping) for r in s.connection().exec_driver_sql(ATTEMPTS_SQL, (job_id,))]
+
+
+def job_attempts(db: Database, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Every attempt of each job, oldest first (`glo show` of a candidate lists them under its jobs)."""
+    with db.session() as s:
+        return {jid: _attempts(s, jid) for jid in job_ids}
+
+
+#: `glo show RUN/job-N` (or `job-N` in the latest run): N is the job id `glo status` and the dashboard show.
+_JOB_IDENT = re.compile(r"(?:(?P<run>.+)/)?job-(?P<id>\d+)")
+
+
+def is_job_ident(ident: str) -> bool:
+    return _JOB_IDENT.fullmatch(ident) is not None
+
+
+def job(db: Database, ident: str) -> tuple[JobRow, list[dict[str, Any]], list[CandidateRow]]:
+    """A job by `RUN/job-N` (or `job-N` in the latest run): its row, its attempts, the candidates it carries."""
+    m = _JOB_IDENT.fullmatch(ident)
+    if m is None:
+        raise NotFoundError(f"{ident!r} is not a job: give RUN/job-N, as `glo status` lists them")
+    with db.session() as s:
+        run_id = m["run"] or _latest_run_id(s)
+        j = s.get(models.Job, int(m["id"]))
+        if j is None or j.run_id != run_id:
+            raise NotFoundError(f"no job {m['id']} in run {run_id!r} (see `glo status {run_id}`)")
+        uids = tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(models.JobCandidate.job_id == j.id)
+                               .order_by(models.JobCandidate.candidate_uid)))
+        cands = [CandidateRow.of(c) for c in s.scalars(select(models.Candidate).where(
+            models.Candidate.uid.in_(uids)).order_by(models.Candidate.seq))]
+        return JobRow.of(j, uids), _attempts(s, j.id), cands
 
 
 def best(db: Database, run_id: str | None = None, k: int = 10) -> list[CandidateRow]:

@@ -75,6 +75,12 @@ _JOB_FIELDS = frozenset({"backend_job_id", "last_error", "hold_reason", "work_di
                          "hold_subcode", "host", "evictions", "releases"})
 
 
+#: Fields that describe only the current attempt (job_attempts), not the job: how its worker exited.
+_ATTEMPT_FIELDS = frozenset({"exit_code", "exit_signal"})
+#: The attempt's outcome when the job leaves an active state for this one.
+_OUTCOME_OF = {"done": "done", "failed": "failed", "lost": "lost", "queued": "retried"}
+
+
 def candidate_uid(run_id: str, search_id: str) -> str:
     return f"{run_id}/{search_id}"
 
@@ -334,13 +340,56 @@ class Store:
             if new_state == "submitted" and previous == "queued":  # held -> submitted is a release
                 job.attempts += 1
                 job.submitted_at = now
+                s.add(models.JobAttempt(job_id=job.id, attempt=job.attempts, submitted_at=now, notes_json="[]"))
+                s.flush()
             elif new_state == "running":
                 job.started_at = now
             elif new_state in ("done", "failed"):
                 job.finished_at = now
+            attempt_fields = {k: fields.pop(k) for k in list(fields) if k in _ATTEMPT_FIELDS}
             self._set_fields(job, fields, "transition_job")
+            self._record_attempt(s, job, previous, new_state, {**fields, **attempt_fields}, now)
             s.flush()
             return JobRow.of(job, self._job_uids(s, job_id))
+
+    @staticmethod
+    def _record_attempt(s: Any, job: models.Job, previous: str, new_state: str | None, fields: dict[str, Any],
+                        now: float) -> None:
+        """The job's change, written into its current attempt's row (job_attempts) in the same transaction:
+        cluster id, machine, start, holds, releases, evictions, exit, and how and why it ended."""
+        if job.attempts < 1:
+            return  # never submitted (a job settled by the cache): no attempt to record
+        row = s.scalars(select(models.JobAttempt).where(models.JobAttempt.job_id == job.id,
+                                                        models.JobAttempt.attempt == job.attempts)).first()
+        if row is None:  # the attempt began before schema v4 recorded attempts
+            row = models.JobAttempt(job_id=job.id, attempt=job.attempts, submitted_at=job.submitted_at,
+                                    notes_json="[]")
+            s.add(row)
+        if row.ended_at is not None:
+            return  # that attempt is over; what follows (a late event) belongs to no attempt
+        notes: list[Any] = json.loads(row.notes_json or "[]")
+        for key in ("backend_job_id", "host", "exit_code", "exit_signal"):
+            if fields.get(key) is not None and fields[key] != "":
+                setattr(row, key, fields[key])
+        if new_state == "running" and row.started_at is None:
+            row.started_at = now
+        if "hold_code" in fields or new_state == "held":
+            row.hold_code, row.hold_subcode = fields.get("hold_code"), fields.get("hold_subcode")
+            row.hold_reason = fields.get("hold_reason") or ""
+            row.holds = (row.holds or 0) + 1
+            notes.append([now, f"held: {row.hold_reason or 'no reason given'} (code {row.hold_code}/"
+                               f"{row.hold_subcode})" + (f" on {row.host}" if row.host else "")])
+        if previous == "held" and new_state == "submitted":
+            row.releases = (row.releases or 0) + 1
+            notes.append([now, "released"])
+        if previous == "running" and new_state == "submitted":
+            row.evictions = (row.evictions or 0) + 1
+            notes.append([now, fields.get("last_error") or "evicted: back in the queue"])
+        if new_state in _OUTCOME_OF and previous in models.ACTIVE_JOB_STATES + ("lost",):
+            row.ended_at = now
+            row.outcome = _OUTCOME_OF[new_state]
+            row.error = fields.get("last_error") or ""
+        row.notes_json = json.dumps(notes)
 
     def set_job_fields(self, job_id: int, **fields: Any) -> JobRow:
         """Set non-state job fields (the backend's id once it has answered, a lease deadline)."""
@@ -348,8 +397,11 @@ class Store:
             job = s.get(models.Job, job_id)
             if job is None:
                 raise NotFoundError(f"no job {job_id}")
+            now = time.time()
+            attempt_fields = {k: fields.pop(k) for k in list(fields) if k in _ATTEMPT_FIELDS}
             self._set_fields(job, fields, "set_job_fields")
-            job.updated_at = time.time()
+            job.updated_at = now
+            self._record_attempt(s, job, job.state, None, {**fields, **attempt_fields}, now)
             s.flush()
             return JobRow.of(job, self._job_uids(s, job_id))
 
@@ -367,6 +419,13 @@ class Store:
     def _job_uids(s: Any, job_id: int) -> tuple[str, ...]:
         return tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(
             models.JobCandidate.job_id == job_id).order_by(models.JobCandidate.candidate_uid)))
+
+    def attempts(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's attempts, oldest first (db.fastread.attempt_json of each row)."""
+        from db.fastread import ATTEMPTS_SQL, attempt_json
+
+        with self.db.session() as s:
+            return [attempt_json(r._mapping) for r in s.connection().exec_driver_sql(ATTEMPTS_SQL, (job_id,))]
 
     def jobs(self, run_id: str, states: Iterable[str] | None = None) -> list[JobRow]:
         with self.db.session() as s:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import click
 
-from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, NotResumable, _errors
+from orchestrator.cli_runs import DB_OPTION, EXIT_ERROR, EXIT_STOPPED, JSON_OPTION, NotResumable, _errors
 
 
 def _parse_seeds(text: str | None, repeats: int) -> list[int]:
@@ -42,18 +40,15 @@ def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task:
     `base` (a discovery run's GloConfig, from `glo experiment`), its settings, trained on the whole
     training set (a discovery's train_subset is a speed trick that an evaluation does not take over)."""
     from orchestrator.cli_condor import _losses
-    from orchestrator.config import ConfigError, apply_overrides, from_dict
+    from orchestrator.config import apply_overrides, from_dict, read_config_data, run_settings
 
     data: dict[str, Any] = {}
     if base is not None:
         data = base.to_dict()
         data["task"]["train_subset"] = None
         config_path = config_path or "(the experiment's config)"
-    elif config_path:
-        try:
-            data = tomllib.loads(Path(config_path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{config_path}: {exc}") from None
+    elif config_path:  # a shipped config's [experiment] is for `glo experiment`: set aside here, as by `glo run`
+        data = run_settings(read_config_data(config_path))
     data.pop("evaluate", None)
     t = data.setdefault("task", {})
     if task is not None:
@@ -130,9 +125,9 @@ def evaluate_cmd(losses: tuple[str, ...], task: str | None, steps: int | None, r
                    f"seeds {', '.join(map(str, results['seeds']))})")
         click.echo(format_table(rows))
     if status == "stopped":
-        sys.exit(130)
+        sys.exit(EXIT_STOPPED)
     if status != "finished":
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 @click.command("experiment")

@@ -22,8 +22,17 @@ DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False), def
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+#: `glo run`'s exit statuses (README "Running in the background"; the systemd unit glo@.service reads them).
+EXIT_ERROR = 1
+#: `--resume` of a finished or cancelled run: nothing to do, a supervisor must not retry.
+EXIT_NOT_RESUMABLE = 3
+#: The run finished but has no usable result: not one candidate trained, or the best fitness is 0.
+EXIT_NO_RESULT = 4
+#: Stopped (Ctrl-C, SIGTERM, glo stop): resumable.
+EXIT_STOPPED = 130
+
 _LAZY_ERRORS = (("orchestrator.config", "ConfigError"), ("orchestrator.scheduler", "SchedulerError"),
-                ("orchestrator.backends.base", "BackendError"))
+                ("orchestrator.backends.base", "BackendError"), ("orchestrator.search.config", "ConfigError"))
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,7 +77,7 @@ def _fmt_secs(s: float | None) -> str:
 class NotResumable(click.ClickException):
     """`glo run --resume` of a finished or cancelled run: exit status 3 (a supervisor must not retry)."""
 
-    exit_code = 3
+    exit_code = EXIT_NOT_RESUMABLE
 
 
 @click.command("run")
@@ -87,8 +96,9 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, overri
             resume: str | None, run_id: str | None, progress: bool | None, detach: bool) -> None:
     """Run a GLO search in the foreground (Ctrl-C stops cleanly; --resume continues; --detach: in the background).
 
-    Exit status: 0 finished, 130 stopped (resumable), 3 a --resume of a finished or cancelled run
-    (nothing to do), 1 any other error (e.g. the run's scheduler is already alive)."""
+    Exit status: 0 finished, 4 finished with no usable result (nothing trained, or best fitness 0), 130
+    stopped (resumable), 3 a --resume of a finished or cancelled run (nothing to do), 1 any other error
+    (e.g. the run's scheduler is already alive)."""
     from orchestrator.config import load_config
     from orchestrator.runner import NotResumableError, run_search
 
@@ -111,9 +121,21 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, overri
     click.echo(f"run {rid}: {status}")
     if status == "stopped":
         click.echo(f"resume with: glo run --resume {rid}" + (f" --db {db_path}" if db_path else ""))
-        sys.exit(130)
+        sys.exit(EXIT_STOPPED)
     if status != "finished":
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
+    _exit_if_no_result(db_path, rid)
+
+
+def _exit_if_no_result(db_path: str | None, rid: str) -> None:
+    """A finished run that could not train one candidate, or whose best is 0, says so loudly at the end
+    and exits EXIT_NO_RESULT: "finished" alone would pass it off as a result."""
+    from db.queries import status
+
+    warning = status(_open(db_path), rid).warning
+    if warning:
+        click.secho(f"WARNING: run {rid} finished with {warning}", fg="red", bold=True, err=True)
+        sys.exit(EXIT_NO_RESULT)
 
 
 def _run_detached(config: str | None, db_path: str | None, overrides: tuple[str, ...], resume: str | None,
@@ -221,11 +243,14 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
         _echo_json({**data, "scheduler": sched})
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     e = st.evaluations
     table = Table(title=f"GLO run {st.run_id}" + (f" ({st.name})" if st.name else ""), show_header=False)
     table.add_row("status", st.status + (f" — {st.message}" if st.message else ""))
+    if st.warning:
+        table.add_row("[bold red]WARNING[/]", f"[bold red]{escape(st.warning)}[/]")
     table.add_row("task", st.task)
     table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "
@@ -280,17 +305,53 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
     Console(width=160).print(table)
 
 
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _attempt_lines(a: dict[str, Any]) -> list[str]:
+    """One attempt of a job as `glo show` prints it: where and when it ran, how it ended and why, then
+    everything that happened to it (holds with their reasons, releases, evictions) in order."""
+    where = f" {a['backend_job_id']}" if a["backend_job_id"] else ""
+    where += f" on {a['host']}" if a["host"] else ""
+    outcome = a["outcome"] or "in flight (or its scheduler died)"
+    exit_ = (f", killed by signal {a['exit_signal']}" if a["exit_signal"] is not None
+             else f", exit {a['exit_code']}" if a["exit_code"] is not None else "")
+    counts = ", ".join(f"{a[k]} {k}" for k in ("holds", "releases", "evictions") if a[k])
+    lines = [f"attempt {a['attempt']}{where}: {outcome}{exit_}" + (f" ({counts})" if counts else "") +
+             f"; submitted {_when(a['submitted_at'])}, started {_when(a['started_at'])}, ended {_when(a['ended_at'])}"]
+    for note in a["notes"]:
+        lines.append(f"  {_when(note['at'])}  {note['what'][:300]}")
+    if a["error"]:
+        lines.append(f"  why it ended: {a['error'][:500]}")
+    return lines
+
+
+def _job_json(j: Any, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"job_id": j.id, "run_id": j.run_id, "state": j.state, "attempts": j.attempts, "last_error": j.last_error,
+            "backend_job_id": j.backend_job_id, "work_dir": j.work_dir, "host": j.host, "hold_reason": j.hold_reason,
+            "hold_code": j.hold_code, "hold_subcode": j.hold_subcode, "evictions": j.evictions,
+            "releases": j.releases, "bad_nodes": list(j.bad_nodes), "attempts_history": attempts}
+
+
 @click.command("show")
 @click.argument("candidate")
 @DB_OPTION
 @JSON_OPTION
 @_errors
 def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
-    """Everything stored about one candidate (RUN_ID/ID, or ID in the latest run)."""
+    """Everything stored about one candidate (RUN_ID/ID, or ID in the latest run), or about one job
+    (RUN_ID/job-N, or job-N in the latest run): every attempt, with its holds, evictions and how it ended."""
     from db.queries import candidate as get
+    from db.queries import is_job_ident, job_attempts
     from worker.spec import collapse_reason
 
-    c, ev, jobs = get(_open(db_path), candidate)
+    db = _open(db_path)
+    if is_job_ident(candidate):
+        _show_job(db, candidate, as_json)
+        return
+    c, ev, jobs = get(db, candidate)
+    history = job_attempts(db, [j.id for j in jobs])
     data = {
         "candidate_id": c.uid, "run_id": c.run_id, "infix": c.infix, "tree": c.tree, "status": c.status,
         "fitness": c.fitness, "error": c.error, "phase": c.phase, "generation": c.generation, "origin": c.origin,
@@ -299,10 +360,7 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
             "id": ev.id, "task": ev.task, "budget": ev.budget, "seed_policy": ev.seed_policy, "status": ev.status,
             "fitness": ev.fitness, "metrics": ev.metrics, "wall_seconds": ev.wall_seconds,
             "train_seconds": ev.train_seconds, "first_measured_by": ev.candidate_uid},
-        "jobs": [{"job_id": j.id, "state": j.state, "attempts": j.attempts, "last_error": j.last_error,
-                  "backend_job_id": j.backend_job_id, "work_dir": j.work_dir, "host": j.host,
-                  "hold_reason": j.hold_reason, "hold_code": j.hold_code, "hold_subcode": j.hold_subcode,
-                  "evictions": j.evictions, "releases": j.releases, "bad_nodes": list(j.bad_nodes)} for j in jobs],
+        "jobs": [_job_json(j, history[j.id]) for j in jobs],
     }
     if as_json:
         _echo_json(data)
@@ -328,10 +386,38 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
                        f"{plat.get('intra_op_threads')}/{plat.get('inter_op_threads')} intra/inter-op threads), {build}")
     for j in data["jobs"]:
         where = f" {j['backend_job_id']} on {j['host']}" if j["host"] else ""
-        click.echo(f"{'job':>14}: {j['job_id']}{where} {j['state']} (attempts {j['attempts']}) {j['last_error'][:200]}")
+        click.echo(f"{'job':>14}: {c.run_id}/job-{j['job_id']}{where} {j['state']} (attempts {j['attempts']}) "
+                   f"{j['last_error'][:200]}")
         if j["hold_code"] is not None:
             click.echo(f"{'held':>14}: {j['hold_reason'][:200]} (code {j['hold_code']}/{j['hold_subcode']}, "
                        f"released {j['releases']}x)")
+        for a in j["attempts_history"]:
+            for line in _attempt_lines(a):
+                click.echo(f"{'':>16}{line}")
+
+
+def _show_job(db: Any, ident: str, as_json: bool) -> None:
+    """`glo show RUN/job-N`: the job, the candidates it carries, and every attempt with its reasons."""
+    from db.queries import job
+
+    j, attempts, cands = job(db, ident)
+    data = {**_job_json(j, attempts), "backend": j.backend,
+            "candidates": [{"candidate_id": c.uid, "infix": c.infix, "status": c.status, "fitness": c.fitness}
+                           for c in cands]}
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"job {j.run_id}/job-{j.id}: {j.state} on {j.backend}, {j.attempts} attempt(s)"
+               + (f", bad nodes {', '.join(j.bad_nodes)}" if j.bad_nodes else ""))
+    if j.work_dir:
+        click.echo(f"work dir: {j.work_dir}")
+    for c in cands:
+        click.echo(f"carries {c.uid}: {c.infix} ({c.status}, fitness {_fmt_fit(c.fitness)})")
+    if not attempts:
+        click.echo("no attempt yet (never submitted)")
+    for a in attempts:
+        for line in _attempt_lines(a):
+            click.echo(line)
 
 
 @click.command("export")

@@ -449,9 +449,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> GloConfig:
-    """Read and validate a TOML file (with `--set` overrides); every problem is a ConfigError naming file
-    and key."""
+#: The section `glo experiment` reads (orchestrator.pipeline): what to evaluate after the search.  Not a run
+#: setting, so every other command that takes a config sets it aside, and a shipped config works with all of them.
+EXPERIMENT_SECTION = "experiment"
+
+
+def read_config_data(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The TOML file as plain data with the `--set` overrides applied; an unreadable file or bad TOML is a
+    ConfigError naming the file.  Nothing is validated yet (see from_dict)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -460,8 +465,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> GloConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
-        data = apply_overrides(data, overrides)
-        data.pop("experiment", None)  # what `glo experiment` does after the search (orchestrator.pipeline)
-        return from_dict(data)
+        return apply_overrides(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+def run_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The config data without the [experiment] section: what from_dict validates for a run."""
+    return {k: v for k, v in data.items() if k != EXPERIMENT_SECTION}
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> GloConfig:
+    """Read and validate a TOML file (with `--set` overrides); every problem is a ConfigError naming file
+    and key."""
+    data = read_config_data(path, overrides)
+    try:
+        return from_dict(run_settings(data))
+    except ConfigError as exc:
+        raise ConfigError(f"{Path(path)}: {exc}") from None

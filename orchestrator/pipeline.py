@@ -21,13 +21,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import ConfigError, GloConfig, apply_overrides, from_dict
+from orchestrator.config import EXPERIMENT_SECTION, ConfigError, GloConfig, from_dict, read_config_data, run_settings
 
 EXPERIMENT_KEYS = {"losses", "steps", "repeats", "curve_every", "fractions"}
 
@@ -56,11 +55,8 @@ class Experiment:
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     p = Path(path)
-    try:
-        data = apply_overrides(tomllib.loads(p.read_text()), overrides)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{p}: {exc}") from None
-    exp = data.pop("experiment", None)
+    data = read_config_data(p, overrides)
+    exp = data.get(EXPERIMENT_SECTION)
     if not isinstance(exp, dict):
         raise ConfigError(f"{p}: experiment: an [experiment] table is needed (losses, steps, repeats, curve_every)")
     unknown = set(exp) - EXPERIMENT_KEYS
@@ -82,7 +78,7 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     if not isinstance(fractions, list) or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
         raise ConfigError(f"{p}: experiment.fractions: must be a list of numbers in (0, 1], got {fractions!r}")
     try:
-        config = from_dict(data)
+        config = from_dict(run_settings(data))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return Experiment(config, tuple(losses), ints["steps"], ints["repeats"], curve, tuple(float(f) for f in fractions))

@@ -530,6 +530,9 @@ class Scheduler:
             fields["evictions"] = job.evictions + 1
         if ev.bad_node and ev.bad_node not in job.bad_nodes:
             fields["bad_nodes"] = [*job.bad_nodes, ev.bad_node]
+        if ev.kind == "finished":  # the attempt's own record (job_attempts) keeps how the worker exited
+            fields.update({k: v for k, v in (("exit_code", ev.exit_code), ("exit_signal", ev.exit_signal))
+                           if v is not None})
         return fields
 
     def _finish_job(self, job: JobRow, state: str, error: str = "") -> None:

@@ -1,10 +1,15 @@
-"""One SSH connection to a submit host (paramiko): commands, SFTP file access, reconnects.
+"""One SSH connection to a submit host (paramiko): commands, file access, reconnects.
 
 Why a module of its own: the `ssh` backend (orchestrator.backends.ssh) must reach a submit host the way
 the user's own `ssh` does -- ~/.ssh/config (Host alias, HostName, User, Port, IdentityFile, ProxyJump,
 ProxyCommand), the SSH agent and ~/.ssh/known_hosts -- and it must keep working over hours while a
 laptop's network comes and goes.  Everything about the connection lives here; the backend only says
 which commands to run and which files to read.
+
+Files travel over SFTP; a server that refuses the SFTP subsystem (an sshd_config without `Subsystem sftp`,
+as some HPC sites run it) is noticed once per connection, and from then on every file operation is one
+exec channel running a POSIX sh script (`cat`, `tail -c`, `wc -c`, `mkdir -p`, `mv`): the same results,
+the same atomic write, one round trip each.
 
 Security: a host key that is not in known_hosts is refused by default (never paramiko's AutoAddPolicy);
 `host_key_policy = "accept-new"` adds an unknown key to known_hosts, like OpenSSH's
@@ -17,7 +22,9 @@ Errors are one-line exceptions.  Which class says whether waiting helps:
   resolving *after* it had worked (a laptop offline).
 * `TransportError` (fix the configuration; retrying will not help): a host name that never resolved
   (`HostNotFound`), an unknown (`HostKeyUnknown`) or changed (`HostKeyChanged`) host key, a login the server
-  refused (`AuthenticationFailed`), a missing identity file, an unreadable ~/.ssh/config.
+  refused (`AuthenticationFailed`), a missing identity file, an unreadable ~/.ssh/config, and a request the
+  live server refused (a session channel over its MaxSessions, say): paramiko's own exceptions never leave
+  this module.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import base64
 import contextlib
 import getpass
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -48,6 +56,7 @@ from orchestrator import procs
 from orchestrator.backends.transport import TransportError, TransportUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger("glo.ssh")
 
 HOST_KEY_POLICIES = ("reject", "accept-new")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -56,6 +65,8 @@ SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 #: The keys OpenSSH tries when neither the settings nor ~/.ssh/config name an IdentityFile.
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _READ_CHUNK = 32768
+#: How long a command's output may stay silent after its exit status before it counts as complete without EOF.
+_EOF_GRACE_S = 2.0
 
 
 class HostNotFound(TransportError):
@@ -76,6 +87,26 @@ class AuthenticationFailed(TransportError):
 
 class ConnectionLost(TransportUnavailable):
     """The connection dropped while a command ran: whether it took effect is unknown."""
+
+
+class _SftpRefused(Exception):
+    """Internal: the server offers no SFTP subsystem, so files travel over exec channels instead.  Never
+    leaves this module (not a TransportError: nothing failed that the caller must hear about)."""
+
+
+#: How the exec-channel file scripts say "no such file" (a status that cat, tail, wc and sh never use).
+_NO_FILE = 44
+#: The file operations over exec channels (sh -c SCRIPT sh ARGS...): POSIX sh and utilities only, so that any
+#: submit host whose sshd refuses the SFTP subsystem still serves them.  Each is one round trip.
+_EXEC_HOME = "cd && pwd -P"
+_EXEC_MKDIRS = 'mkdir -p -m "$2" -- "$1"'
+_EXEC_WRITE = ('t=$(dirname -- "$1")/.$(basename -- "$1").$2.tmp; trap \'rm -f -- "$t"\' EXIT; '
+               'cat > "$t" || exit 1; n=$(wc -c < "$t") || exit 1; '
+               '[ "$n" -eq "$3" ] || { echo "wrote $n of $3 bytes to $t" >&2; exit 1; }; mv -f -- "$t" "$1"')
+_EXEC_READ = f'[ -e "$1" ] || exit {_NO_FILE}; exec cat -- "$1"'
+_EXEC_READ_FROM = 'if [ -e "$1" ]; then exec tail -c +$(($2 + 1)) -- "$1"; fi'
+_EXEC_SIZE = f'[ -e "$1" ] || exit {_NO_FILE}; exec wc -c < "$1"'
+_EXEC_REMOVE = 'exec rm -f -- "$1"'
 
 
 @dataclass(frozen=True)
@@ -265,6 +296,9 @@ class SshConnection:
         self._ever_connected = False
         self._lock = threading.RLock()
         self._sftp_lock = threading.Lock()
+        #: True once the server refused the SFTP subsystem: decided once per SshConnection (the server's
+        #: configuration does not change between reconnects), files then go over exec channels.
+        self.sftp_refused = False
 
     @property
     def destination(self) -> str:
@@ -462,7 +496,14 @@ class SshConnection:
                                            f"{self.settings.io_timeout_s:g} s") from exc
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 if _alive(client):
-                    raise
+                    if isinstance(exc, OSError):  # an SFTP status (no such file, permission, disk full)
+                        raise
+                    # the connection is fine but the server said no (e.g. a channel refused: MaxSessions)
+                    if isinstance(exc, paramiko.ChannelException):
+                        why = f"the server refused to open a channel ({exc.text}; a limit such as MaxSessions?)"
+                    else:
+                        why = f"the server refused it ({' '.join(str(exc).split()) or type(exc).__name__})"
+                    raise TransportError(f"{what} on {self.destination} failed: {why}") from exc
                 self._discard(client)
                 if attempt == 2:
                     raise ConnectionLost(f"connection to {self.destination} lost during {what}") from exc
@@ -477,13 +518,26 @@ class SshConnection:
         check is false; exceeding `timeout` raises it with timed_out.  Opening the channel is retried after a
         reconnect; once the command was sent, a dropped connection raises ConnectionLost (its outcome is
         unknown, so it is not run twice)."""
+        out, err, code = self._exec(argv, setup=setup, cwd=cwd, timeout=timeout)
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if check and code != 0:
+            raise procs.CommandError(["ssh", self.destination, *argv], code, stdout, stderr)
+        return procs.Completed(tuple(argv), code, stdout, stderr)
+
+    def _exec(self, argv: Sequence[str], *, setup: str = "", cwd: str | None = None, timeout: float | None = 300.0,
+              stdin: bytes | None = None) -> tuple[bytes, bytes, int]:
+        """stdout and stderr as bytes (a file's content travels in them when SFTP is refused) and the exit
+        status of argv, with `stdin` sent to it first; errors as in `run`."""
         line = command_line(argv, setup=setup, cwd=cwd)
         shown = ["ssh", self.destination, *argv]
         chan = self._retrying(f"`{argv[0]}`", lambda client: _open_session(client, self.settings.connect_timeout_s))
-        self.counts["roundtrip"] += 1
+        self._trip()
         try:
             chan.exec_command(line)
-            out, err, code = self._collect(chan, shown, timeout)
+            if stdin is not None:
+                chan.sendall(stdin)
+                chan.shutdown_write()
+            return self._collect(chan, shown, timeout)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             if chan.get_transport().is_active():
                 raise TransportError(f"running `{argv[0]}` on {self.destination} failed: {exc}") from exc
@@ -491,20 +545,26 @@ class SshConnection:
                                  "its outcome is unknown") from exc
         finally:
             chan.close()
-        if check and code != 0:
-            raise procs.CommandError(shown, code, out, err)
-        return procs.Completed(tuple(argv), code, out, err)
 
-    def _collect(self, chan: paramiko.Channel, shown: list[str], timeout: float | None) -> tuple[str, str, int]:
-        """stdout, stderr and exit status of a running command, reading both streams as they come."""
+    def _collect(self, chan: paramiko.Channel, shown: list[str], timeout: float | None) -> tuple[bytes, bytes, int]:
+        """stdout, stderr and exit status of a running command, reading both streams as they come.
+
+        The exit status is not flow-controlled, so it can arrive while output is still held back by the
+        channel window (a file read over an exec channel, say): the end is the server's EOF after the exit
+        status -- or, for a command that left a background process holding its output open, no more output
+        for _EOF_GRACE_S after it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = bytearray(), bytearray()
+        last_data = time.monotonic()
         while True:
             while chan.recv_ready():
                 out += chan.recv(_READ_CHUNK)
+                last_data = time.monotonic()
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(_READ_CHUNK)
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                last_data = time.monotonic()
+            if (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
+                    and (chan.eof_received or time.monotonic() - last_data > _EOF_GRACE_S)):
                 break
             if chan.closed or not chan.get_transport().is_active():
                 if chan.exit_status_ready():
@@ -517,7 +577,7 @@ class SshConnection:
         code = chan.recv_exit_status()
         if code == -1 and not chan.get_transport().is_active():
             raise EOFError("connection closed while the command ran")
-        return out.decode(errors="replace"), err.decode(errors="replace"), code
+        return bytes(out), bytes(err), code
 
     # -- files (SFTP) ----------------------------------------------------------------------------------
     def _sftp_call(self, what: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
@@ -528,15 +588,62 @@ class SshConnection:
         return self._retrying(what, op)
 
     def _sftp_for(self, client: paramiko.SSHClient) -> paramiko.SFTPClient:
+        """This connection's SFTP session, opened on first use.  A server that refuses the subsystem (an
+        sshd_config without `Subsystem sftp`, as some HPC sites run it) raises _SftpRefused, once: from
+        then on every file operation goes over exec channels."""
         with self._lock:
+            if self.sftp_refused:
+                raise _SftpRefused
             if self._sftp is None or client is not self._client:
                 self._trip()
-                sftp = client.open_sftp()
+                chan = _open_session(client, self.settings.connect_timeout_s)  # refused here: not about SFTP
+                try:
+                    chan.invoke_subsystem("sftp")
+                except (EOFError, paramiko.SSHException) as exc:
+                    _close_quietly(chan)
+                    if not _alive(client):
+                        raise
+                    self.sftp_refused = True
+                    log.warning("%s offers no SFTP subsystem (%s): moving files over exec channels instead",
+                                self.destination, " ".join(str(exc).split()) or type(exc).__name__)
+                    raise _SftpRefused from exc
+                sftp = paramiko.SFTPClient(chan)
                 sftp.get_channel().settimeout(self.settings.io_timeout_s)
                 if client is self._client:
                     self._sftp = sftp
                 return sftp
             return self._sftp
+
+    @property
+    def file_transfer(self) -> str:
+        """How files travel on this connection: "sftp", or "exec" once the server refused SFTP."""
+        return "exec" if self.sftp_refused else "sftp"
+
+    def _files(self, what: str, over_sftp: Callable[[paramiko.SFTPClient], T], over_exec: Callable[[], T]) -> T:
+        """A file operation over SFTP, or over an exec channel when the server has no SFTP subsystem."""
+        if not self.sftp_refused:
+            try:
+                return self._sftp_call(what, over_sftp)
+            except _SftpRefused:
+                pass
+        return over_exec()
+
+    def _exec_file(self, what: str, script: str, *args: str, stdin: bytes | None = None) -> bytes | None:
+        """Run one of the _EXEC_* scripts: its stdout, or None when it says the file does not exist.  A
+        failure is an OSError with the script's last stderr line, as SFTP's errors are (errno None, so
+        the backend checks for a full disk as after an SFTP "Failure")."""
+        try:
+            out, err, code = self._exec(["sh", "-c", script, "sh", *args], timeout=self.settings.io_timeout_s,
+                                        stdin=stdin)
+        except procs.CommandError as exc:  # timed out
+            raise TransportUnavailable(f"{self.destination} did not answer {what} within "
+                                       f"{self.settings.io_timeout_s:g} s") from exc
+        if code == _NO_FILE:
+            return None
+        if code != 0:
+            lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+            raise OSError(lines[-1] if lines else f"{what} exited with status {code}")
+        return out
 
     def _trip(self, n: int = 1) -> None:
         self.counts["roundtrip"] += n
@@ -546,7 +653,10 @@ class SshConnection:
         def op(sftp: paramiko.SFTPClient) -> str:
             self._trip()
             return sftp.normalize(".")
-        return self._sftp_call("finding the home directory", op)
+        def over_exec() -> str:
+            out = self._exec_file("finding the home directory", _EXEC_HOME) or b""
+            return out.decode(errors="replace").strip()
+        return self._files("finding the home directory", op, over_exec)
 
     def mkdirs(self, path: str, mode: int = 0o755) -> None:
         """mkdir -p over SFTP: one stat when it exists, else up to the nearest existing parent and down."""
@@ -570,7 +680,7 @@ class SshConnection:
                     self._trip()
                     if not _is_dir(sftp, d):  # made meanwhile by someone else: fine
                         raise
-        self._sftp_call(f"mkdir {path}", op)
+        self._files(f"mkdir {path}", op, lambda: self._exec_file(f"mkdir {path}", _EXEC_MKDIRS, path, f"{mode:o}"))
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write to a temporary name beside `path`, then posix-rename over it: readers never see half a file.
@@ -595,7 +705,9 @@ class SshConnection:
                     self._trip()
                     sftp.remove(tmp)
                 raise
-        self._sftp_call(f"writing {path}", op)
+        def over_exec() -> None:  # the same temporary name, size check and rename, in one script
+            self._exec_file(f"writing {path}", _EXEC_WRITE, path, secrets.token_hex(4), str(len(data)), stdin=data)
+        self._files(f"writing {path}", op, over_exec)
 
     def read(self, path: str) -> bytes | None:
         """The whole file, or None when it does not exist."""
@@ -609,7 +721,7 @@ class SshConnection:
                 data = _read_all(fh, self._trip)
             self._trip()
             return data
-        return self._sftp_call(f"reading {path}", op)
+        return self._files(f"reading {path}", op, lambda: self._exec_file(f"reading {path}", _EXEC_READ, path))
 
     def read_from(self, path: str, offset: int) -> bytes:
         """The bytes from `offset` to the end as of now (b"" when none or no file).  One stat when the file
@@ -630,7 +742,8 @@ class SshConnection:
                 data = fh.read(want)
             self._trip()
             return data
-        return self._sftp_call(f"reading {path}", op)
+        return self._files(f"reading {path}", op,
+                           lambda: self._exec_file(f"reading {path}", _EXEC_READ_FROM, path, str(int(offset))) or b"")
 
     def size(self, path: str) -> int | None:
         """The file's size, or None when it does not exist."""
@@ -640,7 +753,10 @@ class SshConnection:
                 return sftp.stat(path).st_size
             except FileNotFoundError:
                 return None
-        return self._sftp_call(f"stat {path}", op)
+        def over_exec() -> int | None:
+            out = self._exec_file(f"stat {path}", _EXEC_SIZE, path)
+            return None if out is None else int(out.split()[0])
+        return self._files(f"stat {path}", op, over_exec)
 
     def remove(self, path: str) -> None:
         """Delete a file; one that is already gone is fine."""
@@ -650,7 +766,7 @@ class SshConnection:
                 sftp.remove(path)
             except FileNotFoundError:
                 pass
-        self._sftp_call(f"removing {path}", op)
+        self._files(f"removing {path}", op, lambda: self._exec_file(f"removing {path}", _EXEC_REMOVE, path))
 
     def disk_full(self, path: str, needed: int = 0) -> bool:
         """Whether the file system holding `path` (or its nearest existing parent) is out of space or inodes.

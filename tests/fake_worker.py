@@ -6,6 +6,7 @@ Every candidate start and finish is appended to $GLO_FAKE_WORKER_LOG (one line e
 tests can count trainings; $GLO_FAKE_WORKER_SLEEP adds a pause per candidate, and
 $GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash, and
 $GLO_FAKE_WORKER_CORRUPT substrings whose candidates make it leave a corrupt result file.
+$GLO_FAKE_WORKER_ZERO=1 trains every candidate to fitness 0 (a task on which nothing learns).
 
 Faults that strike once (the cluster tests' "a bad node, then a good one"): $GLO_FAKE_WORKER_BADNODE
 and $GLO_FAKE_WORKER_NORESULT name infix substrings; the first job holding such a candidate exits
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text('{"glo_worker_result": 1, "results": [tru')
             return 0
         time.sleep(sleep)
-        status, fit = fitness_of(cand.tree)
+        status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
         test, extra = _test_measures(spec, fit, len(infix))
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
                                        wall_seconds=sleep, train_seconds=sleep, device="fake",

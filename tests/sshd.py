@@ -130,6 +130,8 @@ class Sshd:
     user: str = LOGIN_USER
     proc: subprocess.Popen[bytes] | None = None
     host_public: str = ""
+    sftp: bool = True  # False: no `Subsystem sftp` line, as on HPC sites that run sshd without it
+    extra_config: tuple[str, ...] = ()  # more sshd_config lines (e.g. "MaxSessions 0")
     _log: Any = field(default=None, repr=False)
 
     @property
@@ -161,8 +163,8 @@ class Sshd:
             "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {d / 'ssh_host_ed25519_key'}",
             f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no",
             "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "UsePAM yes", f"AllowUsers {self.user}", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
-            "PrintMotd no", "MaxStartups 100", "",
+            "UsePAM yes", f"AllowUsers {self.user}", *(["Subsystem sftp internal-sftp"] if self.sftp else []),
+            "LogLevel VERBOSE", "PrintMotd no", "MaxStartups 100", *self.extra_config, "",
         ]))
 
     def start(self, timeout: float = 15.0) -> None:
@@ -239,14 +241,15 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def running_sshd(user: str = LOGIN_USER) -> Iterator[Sshd]:
-    """A started sshd (see the module docstring), stopped and its directories removed afterwards."""
+def running_sshd(user: str = LOGIN_USER, *, sftp: bool = True, extra_config: tuple[str, ...] = ()) -> Iterator[Sshd]:
+    """A started sshd (see the module docstring), stopped and its directories removed afterwards; without
+    `sftp` it offers no SFTP subsystem, `extra_config` adds sshd_config lines."""
     binary = require_sshd()
     ensure_login_user(user)
     server_dir = Path(tempfile.mkdtemp(prefix="glo-sshd-"))
     server_dir.chmod(0o755)
     client_dir = Path(tempfile.mkdtemp(prefix="glo-sshc-"))
-    sshd = Sshd(binary, server_dir, client_dir, port=0, user=user)
+    sshd = Sshd(binary, server_dir, client_dir, port=0, user=user, sftp=sftp, extra_config=extra_config)
     try:
         host_public = make_key(server_dir / "ssh_host_ed25519_key")
         (server_dir / "authorized_keys").write_text(make_key(sshd.user_key) + "\n")

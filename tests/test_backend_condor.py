@@ -120,6 +120,60 @@ def test_a_job_removed_behind_glos_back_is_rerun(condor_pool: Pool, tmp_path: Pa
     assert "an admin cleaning up" in last_error
 
 
+def test_hold_then_rm_then_vacate_of_one_job_keeps_every_attempt(condor_pool: Pool, tmp_path: Path) -> None:
+    """Issue #18: one job held by condor_hold (released: code 1 counted as transient), then removed by
+    condor_rm (resubmitted), then vacated (back in the queue, then done).  The job row keeps only the last
+    error; job_attempts keeps both attempts with every reason, and `glo show RUN/job-N` prints them."""
+    work = condor_pool.jobs_dir("history")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, sleep=3.0,
+                        condor={"release_hold_codes": [1], "max_releases": 3})
+    db = tmp_path / "r.db"
+    proc = glo_popen("run", str(cfg), "--db", str(db), "--run-id", "hist", env=glo_env())
+    job_id, first_id = running_job(db, "hist", proc)
+    condor("condor_hold", "-reason", "GLO test: held by hand", first_id)
+    wait_for("the release", lambda: rows(db, "select 1 from jobs where id = ? and releases = 1", job_id), proc)
+    wait_for("the job to run again", lambda: rows(
+        db, "select 1 from jobs where id = ? and state = 'running'", job_id), proc)
+    condor("condor_rm", "-reason", "GLO test: removed by hand", first_id)
+    (second_id,), = wait_for("the resubmission to run", lambda: rows(
+        db, "select backend_job_id from jobs where id = ? and attempts = 2 and state = 'running'", job_id), proc)
+    assert second_id != first_id
+    condor("condor_vacate_job", second_id)
+    wait_for("the eviction", lambda: rows(db, "select 1 from jobs where id = ? and evictions = 1", job_id), proc)
+    finish(proc)
+    assert_complete(db, "hist", work)
+    (state, last_error), = rows(db, "select state, last_error from jobs where id = ?", job_id)
+    assert state == "done" and "evicted from" in last_error  # the job row alone forgot the hold and removal
+
+    history = json.loads(glo("show", f"hist/job-{job_id}", "--db", str(db), "--json").stdout)
+    first, second = history["attempts_history"]
+    assert (first["attempt"], first["backend_job_id"], first["outcome"]) == (1, first_id, "retried")
+    assert (first["hold_code"], first["holds"], first["releases"]) == (1, 1, 1)
+    assert "GLO test: held by hand" in first["hold_reason"]
+    assert "removed from the queue outside GLO" in first["error"] and "GLO test: removed by hand" in first["error"]
+    assert [n["what"].split(":")[0] for n in first["notes"]] == ["held", "released"]
+    assert first["submitted_at"] <= first["started_at"] <= first["ended_at"]
+    assert first["host"]
+    assert (second["attempt"], second["backend_job_id"], second["outcome"]) == (2, second_id, "done")
+    assert second["evictions"] == 1 and second["exit_code"] == 0 and second["holds"] == 0
+    assert any("evicted from" in n["what"] for n in second["notes"]) and second["error"] == ""
+    assert second["submitted_at"] >= first["ended_at"]
+
+    shown = glo("show", f"hist/job-{job_id}", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    print(text)  # shown by pytest -rP: what the user reads
+    for needle in ("attempt 1", "attempt 2", "GLO test: held by hand", "released", "GLO test: removed by hand",
+                   "evicted from", first_id, second_id):
+        assert needle in text, (needle, text)
+    status = json.loads(glo("status", "hist", "--db", str(db), "--json").stdout)
+    (held,) = [j for j in status["held_jobs"] if j["job_id"] == job_id]
+    assert held["attempts_history"] == history["attempts_history"]
+    cand = rows(db, "select candidate_uid from job_candidates where job_id = ?", job_id)[0][0]
+    shown_cand = json.loads(glo("show", cand, "--db", str(db), "--json").stdout)
+    assert [j["attempts_history"] for j in shown_cand["jobs"] if j["job_id"] == job_id] == [history["attempts_history"]]
+
+
 def test_a_bad_node_exit_is_retried_and_the_node_recorded(condor_pool: Pool, tmp_path: Path) -> None:
     """The worker says "bad node" (exit 75) once: the job is resubmitted -- on a one-machine pool without
     excluding that machine, which would leave it nowhere to run -- and the machine is named on the job."""

@@ -202,3 +202,39 @@ def test_condor_tools_missing_on_the_remote_path_is_one_line(condor_pool: Pool, 
     assert "condor_submit not found" in r.stderr and "backend.ssh.remote_setup" in r.stderr, r.stderr
     assert rows(db, "select status from runs")[0][0] == "failed"
     assert rows(db, "select count(*) from candidates where run_id = 'np'")[0][0] > 0  # what it stored is kept
+
+
+# -- submit hosts without SFTP, or refusing every channel (issue #18) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp() -> Iterator[Sshd]:
+    """A submit host whose sshd_config has no `Subsystem sftp` line, as some HPC sites run it."""
+    with running_sshd(sftp=False) as server:
+        yield server
+
+
+def test_a_search_through_an_sshd_without_sftp(condor_pool: Pool, sshd_no_sftp: Sshd, tmp_path: Path) -> None:
+    """Specs, the event log, results: every file travels over exec channels, the run finishes complete,
+    and the user is told once why files do not use SFTP."""
+    setup = pool_setup_script(sshd_no_sftp, condor_pool)
+    cfg, remote = ssh_run_config(tmp_path, condor_pool, sshd_no_sftp, setup, "ssh-nosftp")
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "ns", env=glo_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.stderr.count("offers no SFTP subsystem") == 1, r.stderr[-4000:]
+    assert_complete(db, "ns", remote)
+    assert "subsystem request for sftp" in sshd_no_sftp.log_path.read_text(errors="replace")
+
+
+def test_a_submit_host_refusing_every_channel_is_one_line(condor_pool: Pool, tmp_path: Path) -> None:
+    """`MaxSessions 0`: the login works, then no command or file channel opens.  `glo run` says so in one
+    line naming the host, exits 1 without a traceback, and keeps what it stored."""
+    with running_sshd(extra_config=("MaxSessions 0",)) as server:
+        cfg, _remote = ssh_run_config(tmp_path, condor_pool, server, "", "ssh-nosession")
+        db = tmp_path / "r.db"
+        r = glo("run", str(cfg), "--db", str(db), "--run-id", "nc", env=glo_env())
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"{server.user}@127.0.0.1:{server.port}" in r.stderr
+    assert "the server refused to open a channel" in r.stderr, r.stderr[-3000:]
+    assert rows(db, "select status from runs")[0][0] == "failed"

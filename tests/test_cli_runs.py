@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from db.migrations import SCHEMA_VERSION
+from orchestrator.cli_runs import EXIT_NO_RESULT
 from tests.orch_helpers import glo, glo_env, scalar, write_config
 
 
@@ -152,14 +153,24 @@ def test_corrupt_result_file_and_crashes_fail_cleanly(tmp_path: Path) -> None:
                        max_attempts=2)
     env = glo_env(tmp_path / "w.log", corrupt="log(y)")  # (log(x) trees: the zero-training filter rejects most)
     r = glo("run", str(cfg), "--db", str(tmp_path / "c.db"), "--run-id", "bad", env=env)
-    assert r.returncode == 0, r.stderr  # the search goes on
     db = tmp_path / "c.db"
+    st = json.loads(glo("status", "--db", str(db), "--json").stdout)
+    assert st["status"] == "finished", r.stderr  # the search goes on to its end
+    # (this small one trains little, all to fitness 0: then it finishes saying it has no usable result)
+    assert r.returncode == (EXIT_NO_RESULT if st["warning"] else 0), r.stderr
     failed = scalar(db, "select count(*) from candidates where status = 'failed' and error like '%corrupt result file%'")
     assert failed > 0
     assert scalar(db, "select count(*) from jobs where state = 'failed' and attempts = 2") > 0
     assert scalar(db, "select count(*) from candidates where status = 'evaluated' and infix like '%log(y)%'") == 0
-    st = json.loads(glo("status", "--db", str(db), "--json").stdout)
     assert st["evaluations"]["failed"] == failed
+
+
+def test_a_search_that_cannot_draw_a_trainable_tree_says_so_in_one_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    cfg.write_text(cfg.read_text().replace("init_max_depth = 3", "init_max_depth = 0"))  # leaves only
+    r = glo("run", str(cfg), "--db", str(tmp_path / "c.db"), env=glo_env())
+    assert r.returncode == 1 and "ga.init" in r.stderr and "none can train" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_missing_data_stops_the_run_with_the_workers_message(tmp_path: Path) -> None:
@@ -178,6 +189,62 @@ def test_cancel(finished: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml")
     db = tmp_path / "k.db"
     r = glo("run", str(cfg), "--db", str(db), "--run-id", "tocancel", env=glo_env(fail="x"))  # every job crashes
-    assert r.returncode == 0
+    assert r.returncode == EXIT_NO_RESULT  # finished, having trained nothing
     r = glo("cancel", "tocancel", "--db", str(db))
     assert r.returncode == 1 and "already finished" in r.stderr
+
+
+# -- a search that trains nothing, or nothing better than 0 (issue #18) ----------------------------------------
+
+#: The paper's node weights without x: every tree lacks x, so the search resolves all of them untrained.
+NO_X_WEIGHTS = """
+[search.ga.node_weights]
+log = 3.0
+y = 3.0
+sqrt = 2.0
+"+" = 1.0
+"*" = 1.0
+"1" = 1.0
+"""
+
+
+def test_a_search_that_trains_nothing_says_so_and_exits_no_result(tmp_path: Path) -> None:
+    """The issue's run: population 24, 2 generations, seed 5, every tree without x.  `glo run` ends with a
+    WARNING line and exit EXIT_NO_RESULT, no CMA-ES phase starts, and `glo status` (text and JSON) says it."""
+    cfg = write_config(tmp_path / "c.toml", seed=5, population=24, generations=2, extra=NO_X_WEIGHTS)
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "none", "--set", "search.ga.init=paper")  # the issue's draws
+    assert r.returncode == EXIT_NO_RESULT == 4, r.stderr[-3000:]
+    assert "run none: finished" in r.stdout
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("WARNING: run none finished with no usable result: not one candidate was trained"), last
+    assert "48 resolved by the search" in last
+    assert scalar(db, "select count(*) from candidates where phase = 'cma'") == 0
+    assert scalar(db, "select count(*) from evaluations") == 0
+    st = json.loads(glo("status", "none", "--db", str(db), "--json").stdout)
+    assert st["status"] == "finished" and st["best"] is None
+    assert st["warning"].startswith("no usable result: not one candidate was trained")
+    human = glo("status", "none", "--db", str(db))
+    assert human.returncode == 0 and "WARNING" in human.stdout and "no usable result" in human.stdout
+    again = glo("run", "--resume", "none", "--db", str(db))
+    assert again.returncode == 3  # finished is finished: a supervisor must not loop on it
+
+
+def test_a_run_whose_best_fitness_is_zero_says_so_and_skips_cma(tmp_path: Path) -> None:
+    """Every candidate trains, to fitness 0: exit EXIT_NO_RESULT with the best-is-0 warning, and CMA-ES does
+    not start from a zero-fitness tree."""
+    cfg = write_config(tmp_path / "c.toml", population=10, generations=2, cma_iterations=2)
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "zero", env={**glo_env(), "GLO_FAKE_WORKER_ZERO": "1"})
+    assert r.returncode == EXIT_NO_RESULT, r.stderr[-3000:]
+    assert "no usable result: the best fitness of the" in r.stderr and "is 0" in r.stderr
+    assert scalar(db, "select count(*) from candidates where status = 'evaluated'") > 0
+    assert scalar(db, "select count(*) from candidates where phase = 'cma'") == 0
+    st = json.loads(glo("status", "zero", "--db", str(db), "--json").stdout)
+    assert st["best"]["fitness"] == 0.0 and "best fitness" in st["warning"]
+
+
+def test_a_run_with_a_result_has_no_warning(finished: Path) -> None:
+    st = json.loads(glo("status", "fin", "--db", str(finished), "--json").stdout)
+    assert st["warning"] is None and st["best"]["fitness"] > 0
+    assert "WARNING" not in glo("status", "fin", "--db", str(finished)).stdout

@@ -125,6 +125,11 @@ def test_candidate_job_and_held_job(finished: Path, server: Dashboard) -> None:
     job = _json(server.url + f"api/job?id={held['job_id']}")
     assert job["hold_reason"] == HOLD_REASON and job["host"] == "node-3.example.org"
     assert job["candidates"][0]["infix"] == "x * log(y)"
+    (attempt,) = job["attempts_history"]  # the job page's attempts table (issue #18)
+    assert (attempt["attempt"], attempt["backend_job_id"], attempt["host"]) == (1, "4711.0", "node-3.example.org")
+    assert attempt["hold_reason"] == HOLD_REASON and (attempt["hold_code"], attempt["hold_subcode"]) == (13, 2)
+    assert attempt["outcome"] == "" and [n["what"] for n in attempt["notes"]] == [
+        f"held: {HOLD_REASON} (code 13/2) on node-3.example.org"]
     assert _get(server.url + "api/run?id=nope")[0] == 404
     assert _get(server.url + "api/candidate?uid=fin/nope")[0] == 404
     assert _get(server.url + "api/job?id=abc")[0] == 400

@@ -146,6 +146,8 @@ def test_held_job_reachable_by_clicking_and_screenshots(browser: Any, tmp_path: 
         wait_for(lambda: text(browser, "#job-hold-reason") == HOLD_REASON, what="the hold reason")
         assert browser.current_url == server.url + f"job?id={job_id}"
         assert not browser.find_elements(By.CSS_SELECTOR, "main b")  # the <b> in the reason is text
+        attempts = text(browser, "#job-attempts")  # every attempt with its reasons (issue #18)
+        assert "4711.0" in attempts and f"held: {HOLD_REASON} (code 13/2)" in attempts, attempts
         full_screenshot(browser, SHOTS / "job.png")
         browser.get(server.url + "run?id=mnist-search")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#leaderboard svg.shape polyline"), what="shapes")

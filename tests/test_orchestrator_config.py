@@ -18,7 +18,15 @@ def test_defaults_are_the_papers() -> None:
     assert c.search.ga.population_size == 80 and c.backend.kind == "local"
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "mnist.toml", "cifar10.toml"])
+#: Every config the project ships: each command that takes a config must accept each of them (issue #18).
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.toml"))
+
+
+def test_the_shipped_configs_are_found() -> None:
+    assert {"demo.toml", "mnist.toml", "mnist-small.toml", "cifar10.toml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     c = load_config(CONFIGS / name)
     assert from_dict(c.to_dict()) == c
@@ -100,3 +108,30 @@ def test_a_device_class_keeps_fitnesses_of_different_gpus_apart() -> None:
     a100 = from_dict({"task": {"steps": 5, "device_class": "A100"}}).task
     assert "device_class" not in plain.budget() and a100.budget()["device_class"] == "A100"
     assert eval_key("s1:x*log(y)", plain) != eval_key("s1:x*log(y)", a100)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: str, tmp_path: Path) -> None:
+    """`glo run` and `glo condor job` read a config with load_config, `glo experiment` with load_experiment,
+    `glo evaluate --config` through evaluation_config; the [experiment] section of mnist-small.toml once
+    made the last refuse it ("config.experiment: unknown key").  The evaluation is run for real (fake worker)."""
+    import json
+    import sys
+
+    from orchestrator.pipeline import load_experiment
+    from tests.orch_helpers import FAKE_WORKER, glo, glo_env
+
+    path = CONFIGS / name
+    run_cfg = load_config(path)
+    if "[experiment]" in path.read_text():
+        assert load_experiment(path).config == run_cfg
+    else:
+        with pytest.raises(ConfigError, match="an \\[experiment\\] table is needed"):
+            load_experiment(path)
+    worker = json.dumps([sys.executable, str(FAKE_WORKER)])
+    r = glo("evaluate", "ce", "--config", str(path), "--backend", "local", "--steps", "3", "--repeats", "1",
+            "--set", f"backend.worker_command={worker}", "--set", f"backend.work_dir={tmp_path / 'work'}",
+            "--db", str(tmp_path / "r.db"), "--run-id", "ev", "--json", env=glo_env())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "unknown key" not in r.stderr
+    assert json.loads(r.stdout)["run_id"] == "ev"

@@ -62,6 +62,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     store.create_run("old", name="o", config={}, seed=0, task="mnist", backend="local", pid=None)
     con = sqlite3.connect(path)  # make it exactly what schema version 1 wrote
     con.execute("drop table canonical_keys")
+    con.execute("drop table job_attempts")
     con.execute("delete from schema_version where version > 1")
     con.commit()
     con.close()
@@ -69,7 +70,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     assert store.get_run("old").name == "o"
     assert "canonical_keys" in tables(path)
     con = sqlite3.connect(path)
-    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION
     assert store.remember_canonical_key("t", "s1:x") == "s1:x"
 
 
@@ -107,14 +108,53 @@ def test_a_version_2_file_gets_the_job_columns_of_version_3_even_from_a_reader(t
     for col in ("hold_code", "hold_subcode", "host", "evictions", "releases", "bad_nodes_json"):
         con.execute(f"alter table jobs drop column {col}")
     con.execute("create view job_states as select id as job_id from jobs")
+    con.execute("drop table job_attempts")
     con.execute("delete from schema_version where version > 2")
     con.commit()
     con.close()
     db = open_db(path)
     assert Store(db).get_run("old").name == "o"
     con = sqlite3.connect(path)
-    assert con.execute("select max(version) from schema_version").fetchone()[0] == 3
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in con.execute("pragma table_info(job_states)")]
     assert {"hold_code", "hold_subcode", "host", "evictions", "releases", "bad_nodes"} <= set(cols)
     with pytest.raises(Exception, match="no candidate"):
         candidate(db, "old/g0-0")
+
+
+def test_a_version_3_file_gets_the_attempt_history_of_version_4(tmp_path: Path) -> None:
+    """Schema v4 adds job_attempts.  A v3 file knew only each job's latest attempt: after the upgrade that
+    one is a row (cluster id, machine, hold, outcome, error from the job row) with a note that the earlier
+    ones were not kept, `glo show RUN/job-N` prints it, and the next transition writes into it."""
+    path = tmp_path / "v3.db"
+    store = Store(open_db(path, create=True))
+    store.create_run("old", name="o", config={}, seed=0, task="mnist", backend="condor", pid=None)
+    job = store.create_job("old", "condor", [])
+    for attempt in (1, 2):
+        store.transition_job(job.id, "submitted", backend_job_id=f"{40 + attempt}.0")
+        store.transition_job(job.id, "running", host="slot1@node-7")
+        store.transition_job(job.id, "held", hold_reason="disk quota", hold_code=13, hold_subcode=122)
+        if attempt == 1:
+            store.transition_job(job.id, "queued", last_error="held: disk quota (code 13/122); removed")
+    con = sqlite3.connect(path)  # make it exactly what schema version 3 wrote
+    con.execute("drop table job_attempts")
+    con.execute("delete from schema_version where version > 3")
+    con.commit()
+    con.close()
+    reader = glo("show", f"old/job-{job.id}", "--db", str(path), "--json")  # a reader upgrades the file
+    assert reader.returncode == 0, reader.stderr
+    (attempt,) = json.loads(reader.stdout)["attempts_history"]
+    assert (attempt["attempt"], attempt["backend_job_id"], attempt["host"]) == (2, "42.0", "slot1@node-7")
+    assert (attempt["hold_code"], attempt["hold_subcode"], attempt["hold_reason"]) == (13, 122, "disk quota")
+    assert attempt["outcome"] == "" and "attempts 1-1 were not kept" in attempt["notes"][0]["what"]
+    con = sqlite3.connect(path)
+    assert con.execute("select max(version) from schema_version").fetchone()[0] == SCHEMA_VERSION == 4
+    con.close()
+    store = Store(open_db(path))
+    store.transition_job(job.id, "failed", last_error="held: disk quota (code 13/122); removed")
+    (attempt,) = store.attempts(job.id)
+    assert attempt["outcome"] == "failed" and "disk quota" in attempt["error"] and attempt["ended_at"]
+    text = glo("show", f"old/job-{job.id}", "--db", str(path)).stdout
+    assert "attempt 2 42.0 on slot1@node-7: failed" in text and "were not kept" in text
+    missing = glo("show", "old/job-999", "--db", str(path))
+    assert missing.returncode == 1 and "no job 999 in run 'old'" in missing.stderr and "Traceback" not in missing.stderr

@@ -159,6 +159,25 @@ def test_full_run_reaches_cma_and_finishes_and_best():
     assert s.phase == "done" and s.ask() == []
 
 
+def test_cma_never_starts_from_a_tree_whose_fitness_is_zero():
+    """Issue #18: a discovery that trained nothing useful (every tree told 0) ends without a CMA-ES phase;
+    when one tree scores above 0, CMA-ES starts from that one only, not from the zero-fitness runners-up."""
+    s = Search(small(pop=12, gens=2, top_k=2, iters=2), key_fn=to_infix)
+    asked = drive(s, fitness=lambda tree: 0.0)
+    assert asked and not [cid for cid, _ in asked if cid.startswith("c")]
+    assert s.phase == "done" and s.ask() == []
+
+    lucky = {}
+
+    def one_scores(tree: Node) -> float:
+        lucky.setdefault("infix", to_infix(tree) if tree.is_valid() else None)
+        return 0.5 if to_infix(tree) == lucky["infix"] else 0.0
+
+    s = Search(small(pop=12, gens=2, top_k=2, iters=2), key_fn=to_infix)
+    asked = drive(s, fitness=one_scores)
+    assert {cid.split("-")[0] for cid, _ in asked if cid.startswith("c")} == {"c0"}
+
+
 def test_a_whole_search_never_imports_tensorflow():
     """Checked in a fresh interpreter: other tests in this process may have imported TensorFlow."""
     code = (

@@ -43,9 +43,29 @@ def sshd() -> Iterator[Sshd]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def sshd_no_sftp() -> Iterator[Sshd]:
+    """An sshd whose sshd_config has no `Subsystem sftp` line (as some HPC sites run it)."""
+    with running_sshd(sftp=False) as server:
+        yield server
+
+
+@pytest.fixture(params=["sftp", "exec"])
+def file_sshd(request: pytest.FixtureRequest) -> Sshd:
+    """Each file test twice: against a server with SFTP, and against one without (files over exec channels)."""
+    return request.getfixturevalue("sshd" if request.param == "sftp" else "sshd_no_sftp")
+
+
 @pytest.fixture
 def transport(sshd: Sshd) -> Iterator[SshTransport]:
     t = SshTransport(sshd.settings(), remote_dir=str(sshd.user_dir(f"runs-{time.monotonic_ns()}")))
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def files_transport(file_sshd: Sshd) -> Iterator[SshTransport]:
+    t = SshTransport(file_sshd.settings(), remote_dir=str(file_sshd.user_dir(f"runs-{time.monotonic_ns()}")))
     yield t
     t.close()
 
@@ -93,10 +113,15 @@ def test_the_setup_snippet_runs_before_the_command_in_cwd(sshd: Sshd) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Files over SFTP
+# Files over SFTP, or over exec channels where the server has no SFTP subsystem
 
 
-def test_sftp_write_read_and_read_from_an_offset(transport: SshTransport) -> None:
+def expected_transfer(sshd: Sshd) -> str:
+    return "sftp" if sshd.sftp else "exec"
+
+
+def test_files_write_read_and_read_from_an_offset(files_transport: SshTransport, file_sshd: Sshd) -> None:
+    transport = files_transport
     root = transport.remote_root()
     d = root / "run" / "job-1" / "a0"
     transport.make_dirs(d)
@@ -117,14 +142,82 @@ def test_sftp_write_read_and_read_from_an_offset(transport: SshTransport) -> Non
     owner = transport.conn.run(["stat", "-c", "%U", str(d)]).stdout.strip()
     assert owner == LOGIN_USER
     assert transport.counts["roundtrip"] > 0 and transport.counts["write"] == 3
+    assert transport.conn.file_transfer == expected_transfer(file_sshd)
+    transport.conn.remove(str(d / "spec.json"))
+    transport.conn.remove(str(d / "spec.json"))  # already gone: fine
+    assert transport.read_file(d / "spec.json") is None
 
 
-def test_a_relative_remote_dir_is_under_the_login_directory(sshd: Sshd) -> None:
-    t = SshTransport(sshd.settings(), remote_dir="~/glo-runs")
+def test_binary_and_large_files_arrive_byte_for_byte(files_transport: SshTransport, file_sshd: Sshd) -> None:
+    """Every byte value, a file larger than a channel window, and a file name with a space and a quote."""
+    data = bytes(range(256)) * 4096 + b"\r\n\x00end"  # ~1 MiB
+    path = files_transport.remote_root() / "it's a file.bin"
+    files_transport.make_dirs(path.parent)
+    files_transport.write_file(path, data)
+    assert files_transport.read_file(path) == data
+    assert files_transport.file_size(path) == len(data)
+    assert files_transport.read_from(path, len(data) - 7) == data[-7:]
+    assert files_transport.conn.file_transfer == expected_transfer(file_sshd)
+
+
+def test_without_sftp_the_refusal_is_noticed_once_per_connection(sshd_no_sftp: Sshd) -> None:
+    """sshd logs each refused subsystem request: after many file operations it refused exactly one, and no
+    SFTP session was ever opened."""
+    before = sshd_no_sftp.log_path.read_text(errors="replace").count("subsystem request for sftp")
+    t = SshTransport(sshd_no_sftp.settings(), remote_dir=str(sshd_no_sftp.user_dir(f"runs-{time.monotonic_ns()}")))
+    try:
+        root = t.remote_root()
+        for i in range(5):
+            t.make_dirs(root / f"d{i}")
+            t.write_file(root / f"d{i}" / "f", b"x" * i)
+            assert t.read_file(root / f"d{i}" / "f") == b"x" * i
+    finally:
+        t.close()
+    log = sshd_no_sftp.log_path.read_text(errors="replace")
+    assert log.count("subsystem request for sftp") - before == 1, log[-2000:]
+    assert "subsystem not found" in log or "failed" in log
+
+
+def test_a_failed_write_without_sftp_names_the_file_and_leaves_nothing(sshd_no_sftp: Sshd) -> None:
+    """A directory the login user cannot write: one TransportError line naming path and host, no file."""
+    t = SshTransport(sshd_no_sftp.settings(), remote_dir="/")
+    try:
+        with pytest.raises(TransportError) as info:
+            t.write_file(PurePosixPath("/root/glo-nope"), b"data")
+        message = str(info.value)
+        assert message.startswith("cannot write /root/glo-nope on 127.0.0.1: ") and "\n" not in message
+        assert "Permission denied" in message
+        assert not Path("/root/glo-nope").exists()
+        assert not [p for p in Path("/root").iterdir() if p.name.startswith(".glo-nope")]
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("remote_dir", ["~/glo-runs", "glo-runs"])
+def test_a_relative_remote_dir_is_under_the_login_directory(file_sshd: Sshd, remote_dir: str) -> None:
+    t = SshTransport(file_sshd.settings(), remote_dir=remote_dir)
     try:
         assert t.remote_root() == PurePosixPath(f"/home/{LOGIN_USER}/glo-runs")
     finally:
         t.close()
+
+
+def test_a_server_that_refuses_every_session_is_one_line(tmp_path: Path) -> None:
+    """`MaxSessions 0`: the login works but no channel opens (paramiko's ChannelException).  Each operation
+    fails with one TransportError naming the host and the refusal, not a paramiko traceback."""
+    with running_sshd(extra_config=("MaxSessions 0",)) as server:
+        t = SshTransport(server.settings(), remote_dir="glo-runs")
+        try:
+            for op in (t.remote_root, lambda: t.conn.run(["true"]),
+                       lambda: t.write_file(PurePosixPath("/tmp/x"), b"")):
+                with pytest.raises(TransportError) as info:
+                    op()
+                message = str(info.value)
+                assert f"{server.user}@127.0.0.1:{server.port}" in message and "\n" not in message
+                assert "the server refused to open a channel" in message, message
+                assert not isinstance(info.value, TransportUnavailable)  # retrying would not help
+        finally:
+            t.close()
 
 
 def test_ssh_transport_from_the_backend_config(sshd: Sshd) -> None:
@@ -138,8 +231,9 @@ def test_ssh_transport_from_the_backend_config(sshd: Sshd) -> None:
         t.close()
 
 
-def test_a_full_remote_disk_is_named(sshd: Sshd) -> None:
-    mount = sshd.user_dir("small-fs")
+def test_a_full_remote_disk_is_named(file_sshd: Sshd) -> None:
+    sshd = file_sshd
+    mount = sshd.user_dir(f"small-fs-{time.monotonic_ns()}")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0777", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:

@@ -67,6 +67,8 @@ class JobEvent:
     bad_node: str | None = None  # the job failed because of this machine: avoid it on the retry
     releases: int | None = None  # holds released so far
     evictions: int | None = None  # times the cluster requeued it
+    exit_code: int | None = None  # how the worker exited (finished), as far as the backend knows
+    exit_signal: int | None = None  # the signal that killed it (cluster backends)
 
 
 class BackendError(RuntimeError):

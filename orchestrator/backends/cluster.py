@@ -382,7 +382,7 @@ class ClusterBackend:
 
     async def _on_completed(self, job: _Job, status: JobStatus) -> None:
         host = machine_of(status.host)
-        base = dict(host=status.host, releases=job.releases, evictions=status.evictions)
+        base: dict[str, Any] = dict(host=status.host, releases=job.releases, evictions=status.evictions)
         if self.remote:
             await self._fetch(job, STDERR_FILE)
         data = await self._fetch(job, RESULT_FILE)
@@ -390,6 +390,7 @@ class ClusterBackend:
         exit_info = read_worker_exit(job.req.result_path) if data is not None else None
         code = status.exit_code if exit_info is None else exit_info[0]
         self._forget(job)  # everything is fetched: from here on nothing needs the submit host
+        base.update(exit_code=None if status.exit_signal is not None else code, exit_signal=status.exit_signal)
         if status.exit_signal is not None:
             error = f"worker killed by signal {status.exit_signal} on {host or 'its machine'}"
             self._emit(job, "finished", results=tuple(results), error=error, **base)

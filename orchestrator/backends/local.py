@@ -85,9 +85,11 @@ class LocalBackend:
             await asyncio.wait([runner, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
             if started.is_set():
                 self.events.put_nowait(JobEvent(job.job_id, job.attempt, "running", backend_job_id=backend_id))
+            exit_code: int | None = 0
             try:
                 await runner
             except CommandError as exc:
+                exit_code = None if exc.timed_out else exc.returncode
                 if exc.timed_out:
                     error = f"worker timed out after {self.config.timeout_s:g} s"
                 else:
@@ -101,7 +103,7 @@ class LocalBackend:
                 error = "worker exited 0 but its result file lacks some candidates"
             self._tasks.pop(job.job_id, None)
             self.events.put_nowait(JobEvent(job.job_id, job.attempt, "finished", tuple(results), error, backend_id,
-                                            {"seconds": time.monotonic() - t0}, fatal))
+                                            {"seconds": time.monotonic() - t0}, fatal, exit_code=exit_code))
 
     async def adopt(self, job: JobRequest) -> bool:
         """Our processes died with the previous scheduler: pick up whatever result file they

@@ -1,7 +1,8 @@
 """`backend.kind = "ssh"`: GLO on a laptop, the schedd on a submit host reached over one SSH connection.
 
 The laptop needs neither HTCondor daemons nor TensorFlow: files go to and come from the submit host over
-SFTP (spec.json in, the run's event log read from the last offset, result.json back), and the schedd is
+SFTP, or over exec channels where its sshd offers no SFTP subsystem (orchestrator.sshconn decides, once per
+connection) -- spec.json in, the run's event log read from the last offset, result.json back --, and the schedd is
 driven with HTCondor's command-line tools there (`condor_submit -terse`, `condor_q -json`,
 `condor_history -json`, `condor_hold` / `condor_release` / `condor_rm`, `condor_status`).  The connection
 itself (ssh config, agent, known_hosts, reconnects) is orchestrator.sshconn.
