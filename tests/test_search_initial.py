@@ -97,3 +97,31 @@ def test_bad_seed_losses_and_impossible_weights_are_named() -> None:
 ])
 def test_trainable_means_depending_on_label_and_prediction(text: str, trainable: bool) -> None:
     assert is_trainable(parse(text)) is trainable
+
+
+def test_a_stored_candidate_as_seed_loss_is_stored_as_its_tree(tmp_path) -> None:
+    """RUN/CANDIDATE in ga.seed_losses: the new run's stored config holds the tree's infix, and its g0-0 is it."""
+    import json
+    import sqlite3
+
+    from tests.orch_helpers import glo, glo_env, write_config
+
+    first = write_config(tmp_path / "a.toml", population=6, generations=1, cma_iterations=1)
+    assert glo("run", str(first), "--db", str(tmp_path / "r.db"), "--run-id", "a", env=glo_env()).returncode in (0, 4)
+    con = sqlite3.connect(tmp_path / "r.db")
+    (infix,), = con.execute("select infix from candidates where uid = 'a/g0-1'").fetchall()
+    con.close()
+    second = write_config(tmp_path / "b.toml", population=6, generations=1, cma_iterations=1)
+    second.write_text(second.read_text().replace("init_max_depth = 3", 'init_max_depth = 3\nseed_losses = ["a/g0-1"]'))
+    r = glo("run", str(second), "--db", str(tmp_path / "r.db"), "--run-id", "b", env=glo_env())
+    assert r.returncode in (0, 4), r.stderr
+    con = sqlite3.connect(tmp_path / "r.db")
+    (cfg,), = con.execute("select config_json from runs where id = 'b'").fetchall()
+    (seeded, origin), = con.execute("select infix, origin from candidates where uid = 'b/g0-0'").fetchall()
+    con.close()
+    assert json.loads(cfg)["search"]["ga"]["seed_losses"] == [infix]
+    assert (seeded, origin) == (infix, "seed")
+    bad = write_config(tmp_path / "c.toml", population=6, generations=1)
+    bad.write_text(bad.read_text().replace("init_max_depth = 3", 'init_max_depth = 3\nseed_losses = ["a/g9-9"]'))
+    r = glo("run", str(bad), "--db", str(tmp_path / "r.db"), env=glo_env())
+    assert r.returncode == 1 and "seed_losses[0]" in r.stderr and "Traceback" not in r.stderr, r.stderr
