@@ -69,8 +69,7 @@ def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig, key_fn: 
         else:
             tree = _trainable_tree(rng, prims, cfg, counts, admissible)
             for _ in range(MAX_DUPLICATE_REDRAWS):
-                key = key_fn(tree)
-                if key not in keys:
+                if key_fn(tree) not in keys:  # key_fn is memoized: asking again below is free
                     break
                 counts.rejected_duplicate += 1
                 tree = _trainable_tree(rng, prims, cfg, counts, admissible)

@@ -44,10 +44,13 @@ def tree_on_grid(tree: Node) -> np.ndarray:
     return np.broadcast_to(evaluate(tree, XS, YS), XS.shape).astype(np.float64)
 
 
-def same_values(a: np.ndarray, b: np.ndarray, rel: float = REL_TOL, abs_: float = ABS_TOL) -> bool:
-    """Equal non-finite pattern (nan = nan, +inf = +inf) and finite values within tolerance."""
-    a = np.broadcast_to(np.asarray(a, dtype=np.float64), XS.shape)
-    b = np.broadcast_to(np.asarray(b, dtype=np.float64), XS.shape)
+def same_values(a: np.ndarray, b: np.ndarray, rel: float = REL_TOL, abs_: float = ABS_TOL,
+                shape: tuple[int, ...] = XS.shape) -> bool:
+    """Equal non-finite pattern (nan = nan, +inf = +inf) and finite values within tolerance.
+
+    `shape`: what both are broadcast to -- the whole grid by default, one label's half in `onehot`."""
+    a = np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
+    b = np.broadcast_to(np.asarray(b, dtype=np.float64), shape)
     fa, fb = np.isfinite(a), np.isfinite(b)
     if not np.array_equal(fa, fb):
         return False
