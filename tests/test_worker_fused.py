@@ -23,12 +23,13 @@ from worker.spec import SpecError, WorkerSpec
 FITNESS_TOLERANCE = 0.005
 #: relative difference of final_train_loss (float32 rounding in another summation order, over the tiny run)
 LOSS_RTOL = 1e-4
-#: ... for baikal_cma, whose gradient grows as 1/y_true at lr 0.1 and so amplifies rounding: measured by
-#: `python bench/fused_drift.py` (2-core AMD EPYC, AVX2 + FMA, no AVX-512; TF 2.21): after 12 steps fused vs
-#: separate differ by 3.3e-4 (plain kernels) and 8.2e-4 (oneDNN), and two *separate* trainings of it, one per
-#: kernel family, by 3.3e-4 as well; up to 4 steps every gap is below 1e-7.  The same drift between two
-#: separate trainings is rounding, not a different training; 2e-3 is that measured gap with room to spare.
-LOSS_RTOL_CHAOTIC = {"cma": 2e-3}
+#: Why the coefficient-bearing candidate is a scaled cross-entropy and not baikal_cma: at this test's lr 0.1,
+#: baikal_cma's gradient grows as 1/y_true and amplifies rounding into a different training.  Measured by
+#: `python bench/fused_drift.py` on a 2-core AMD EPYC *with* AVX-512 (TF 2.21): after 12 steps its
+#: final_train_loss differs by 4.9e-2 fused vs separate (plain kernels) -- and by 5.2e-2 between two *separate*
+#: trainings, one per kernel family -- and the fitness by 0.58 (0.10 vs 0.68); on an AVX2-only EPYC the same
+#: gaps were 3.3e-4 / 3.3e-4.  That is chaos, which no tolerance can state, not a fused-trainer bug; every
+#: other candidate stays below 7e-7 on both CPUs.
 #: The two CPU kernel families TensorFlow has: its own (every CPU without AVX-512-class features, where fused
 #: convolutions are split) and oneDNN's (grouped convolutions); each test runs under both, in a subprocess.
 KERNEL_FAMILIES = {"plain": "0", "onednn": "1"}
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 # finite for two steps, then the softmax saturates to exactly 1 and log(1 - y) = -inf (step 3 on the data below)
 LATE_BOOM = parse("1000 * ((0 - x) * log(1 - y))")
 MNIST_CANDIDATES = [("ce", named_loss("ce")), ("baikal", named_loss("baikal")), ("late", LATE_BOOM),
-                    ("cma", named_loss("baikal_cma"))]
+                    ("coef", parse("1.7 * (x * log(0.9 * y))"))]
 
 
 def _assert_same(alone, fused, *, exact: bool = False, loss_rtol: float = LOSS_RTOL) -> None:
@@ -148,7 +149,7 @@ def test_k4_fused_equals_four_separate_trainings(mnist_k4):
     alone, fused = mnist_k4["alone"], mnist_k4["fused"]
     assert [r.candidate_id for r in fused] == [c for c, _ in MNIST_CANDIDATES]
     for a, f in zip(alone, fused):
-        _assert_same(a, f, loss_rtol=LOSS_RTOL_CHAOTIC.get(a.candidate_id, LOSS_RTOL))
+        _assert_same(a, f)
         assert "fused" not in a.extra and f.extra["fused"] == 4 and "fused_fallback" not in f.extra
     # TensorFlow's own CPU kernels have no grouped-convolution gradient: there the convolutions are split
     if mnist_k4["family"] == "plain":

@@ -193,3 +193,4 @@ def test_every_result_records_what_decides_reproducibility(mnist_runs):
         p = res.extra["platform"]
         assert p["device"] == res.device and p["tensorflow"] == tf.__version__
         assert p["cpu"] and p["cpu_count"] >= 1 and "intra_op_threads" in p
+        assert isinstance(p["onednn"], bool)  # the kernel family (worker/tf_env.py)

@@ -66,7 +66,8 @@ def _check_gpu(device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from worker import tf_env  # noqa: F401  -- TensorFlow's environment, before anything imports it
+
     out = Path(args.out)
     spec_hash = ""
     try:

@@ -13,6 +13,8 @@ import os
 import platform
 from typing import Any
 
+from worker.tf_env import onednn_enabled
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
@@ -42,6 +44,7 @@ def platform_info(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "onednn": onednn_enabled(),  # which CPU kernel family summed the floats (worker/tf_env.py)
         "tensorflow": tf.__version__,
         "python": platform.python_version(),
         **build,

@@ -29,7 +29,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from worker import tf_env  # noqa: F401  -- TensorFlow's environment, before TensorFlow is imported
+
+# isort: split
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
