@@ -13,10 +13,14 @@ from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _echo_json, _errors, _
               help="Folder for report.md, its figures (PNG) and their numbers (CSV); created if missing.")
 @click.option("--baseline", default="ce", show_default=True,
               help="The loss every other loss of an evaluation is tested against.")
+@click.option("--compare", "compare", multiple=True, metavar="RUN",
+              help="Another search run to set beside RUN (repeatable): a table and search_compare.png of best "
+                   "top-rung fitness against training steps spent, at an equal budget.")
 @DB_OPTION
 @JSON_OPTION
 @_errors
-def report_cmd(run: str | None, out_dir: str, baseline: str, db_path: str | None, as_json: bool) -> None:
+def report_cmd(run: str | None, out_dir: str, baseline: str, compare: tuple[str, ...], db_path: str | None,
+               as_json: bool) -> None:
     """Write RUN's report (default: the latest run) into --out: report.md with tables and figures.
 
     A search: summary, best losses, fitness per generation, CMA-ES progress, cache hits and resolutions,
@@ -27,7 +31,7 @@ def report_cmd(run: str | None, out_dir: str, baseline: str, db_path: str | None
 
     db = _open(db_path)
     try:
-        info = build_report(db, run, out_dir, baseline=baseline)
+        info = build_report(db, run, out_dir, baseline=baseline, compare=list(compare))
     except ReportError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -214,3 +214,51 @@ def db_summary(path: Path) -> str:
         return con.execute("select summary_json from runs where id = 'real'").fetchone()[0]
     finally:
         con.close()
+
+
+def _store_trainings(database, run_id: str, steps: int) -> None:  # type: ignore[no-untyped-def]
+    """Give each trained candidate of a synthetic run the evaluation row a real training leaves (its steps)."""
+    from sqlalchemy import select
+
+    from db import models
+
+    with database.session(write=True) as s:
+        for i, c in enumerate(s.execute(select(models.Candidate).where(models.Candidate.run_id == run_id,
+                                                                     models.Candidate.status == "evaluated")
+                                        .order_by(models.Candidate.seq)).scalars()):
+            ev = models.Evaluation(eval_key=f"{run_id}-{i}", canonical_key=c.canonical_key, coefficients_json="[]",
+                                   task="mnist", budget_json="{}", steps=steps, seed_policy="fixed:0", status="ok",
+                                   fitness=c.fitness, run_id=run_id, candidate_uid=c.uid, created_at=0.0)
+            s.add(ev)
+            s.flush()
+            c.evaluation_id = ev.id
+            c.resolved_at = float(i)
+
+
+def test_report_sets_searches_side_by_side_at_an_equal_budget(tmp_path: Path) -> None:
+    make_search_db(tmp_path / "s.db", "a").dispose()
+    database = make_search_db(tmp_path / "s.db", "b", finished=False)  # fewer trainings: the smaller budget
+    _store_trainings(database, "a", 100)
+    _store_trainings(database, "b", 100)
+    add_evaluation_run(database, "ev", ["ce"])
+    info = build_report(database, "a", tmp_path / "r", evaluations=[], compare=["b"])
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "\n## Compared with other searches\n" in text and "search_compare.png" in links_exist(tmp_path / "r" /
+                                                                                                "report.md")
+    a, b = info["compared"]
+    assert (a["run_id"], b["run_id"]) == ("a", "b") and a["init"] == b["init"] == "valid"
+    assert b["steps_spent"] < a["steps_spent"] and b["trainings"] < a["trainings"]
+    # at b's budget, a is judged on what it had found by then, not at its end
+    assert a["best_at_equal_budget"] <= a["best_at_end"] and b["best_at_equal_budget"] == b["best_at_end"]
+    assert f"| {b['steps_spent']:,} |" in text
+    runs = {line.split(",")[0] for line in (tmp_path / "r" / "search_compare.csv").read_text().splitlines()[1:]}
+    assert runs == {"a", "b"}
+    with pytest.raises(Exception, match="--compare ev: not a search run"):
+        build_report(database, "a", tmp_path / "r2", evaluations=[], compare=["ev"])
+    with pytest.raises(Exception, match="no run 'nope'"):
+        build_report(database, "a", tmp_path / "r2", evaluations=[], compare=["nope"])
+    database.dispose()
+    r = CliRunner().invoke(main, ["report", "a", "--compare", "b", "--out", str(tmp_path / "r3"), "--db",
+                                  str(tmp_path / "s.db"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [row["run_id"] for row in json.loads(r.output)["compared"]] == ["a", "b"]

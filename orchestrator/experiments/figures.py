@@ -588,6 +588,48 @@ def _search_budget(data: dict[str, Any], out: Path, sub: str) -> Path | None:
     return _save(fig, out, "search_budget")
 
 
+def best_within(rows: list[dict[str, Any]], steps: int) -> float | None:
+    """The best top-rung fitness a budget curve had reached once `steps` training steps were spent."""
+    best = None
+    for r in rows:
+        if r["steps_spent"] > steps:
+            break
+        best = r["best_at_top_rung"]
+    return best
+
+
+def compare_budgets(datas: Sequence[dict[str, Any]], out_dir: str | Path) -> Path | None:
+    """search_compare.png (+ CSV): several searches' best top-rung fitness against training steps spent, one
+    curve each, so that two ways of searching (e.g. search.ga.init = "paper" without fidelity against the
+    defaults) are compared at an equal budget of steps.  Each curve is at its own run's top rung, named in the
+    legend.  `datas`: what `search_data` returns, one per run; None when no run has a top-rung fitness."""
+    curves = [(d["run"]["id"], budget_curve(d)) for d in datas]
+    curves = [(rid, rows) for rid, rows in curves if any(r["best_at_top_rung"] is not None for r in rows)]
+    if not curves:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ["run", "steps_spent", "top_rung_steps", "best_at_top_rung"]
+    write_csv(out / "search_compare.csv", keys,
+              ([rid, *(r[k] for k in keys[1:])] for rid, rows in curves for r in rows))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    equal = min(rows[-1]["steps_spent"] for _rid, rows in curves)
+    for rid, rows in curves:
+        pts = [(r["steps_spent"], r["best_at_top_rung"]) for r in rows if r["best_at_top_rung"] is not None]
+        ax.step([p[0] for p in pts] + [rows[-1]["steps_spent"]], [p[1] for p in pts] + [pts[-1][1]],
+                where="post", label=f"{rid} (fitness at {rows[0]['top_rung_steps']:,} steps)")
+    if len(curves) > 1:
+        ax.axvline(equal, color="gray", ls=":", lw=1, label=f"equal budget: {equal:,} steps")
+    ax.set_xlabel("training steps spent (all trainings, in the order results arrived)")
+    ax.set_ylabel("best fitness at the run's top rung")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Discovery: best top-rung fitness against training steps spent, per search", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "search_compare")
+
+
 def _search_fitness(data: dict[str, Any], out: Path, sub: str) -> Path | None:
     gens: dict[int, list[float]] = {}
     for c in data["candidates"]:

@@ -223,7 +223,45 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     return rows
 
 
-def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str | None) -> dict[str, Any]:
+def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], compare: list[str]) -> list[dict]:
+    """Other searches beside this one: per run how it searched, what it spent, and its best top-rung fitness
+    at the smallest run's budget (the equal-budget comparison), with the figure of all curves."""
+    from db.queries import best
+
+    runs = [(run_id, data)] + [(rid, figures.search_data(db, rid)) for rid in compare]
+    curves = {rid: figures.budget_curve(d) for rid, d in runs}
+    spent = [rows[-1]["steps_spent"] for rows in curves.values() if rows]
+    equal = min(spent) if spent else 0
+    page.add("## Compared with other searches", "",
+             f"Best fitness at each run's top rung (its longest training) after {equal:,} training steps, the "
+             "budget of the run that spent least, and at the end of each run.", "",
+             "| run | init | rungs (steps) | trainings | steps spent | best at equal budget | best at the end | "
+             "best loss |", "|:---|:---|:---|---:|---:|---:|---:|:---|")
+    rows_out = []
+    for rid, _d in runs:
+        config = json.loads(_run_row(db, rid).get("config_json") or "{}")
+        search = config.get("search", {})
+        rungs = [config.get("task", {}).get("steps"), *(search.get("fidelity") or {}).get("steps", [])]
+        rows = curves[rid]
+        top = best(db, rid, k=1)
+        row = {"run_id": rid, "init": search.get("ga", {}).get("init", "valid"), "rungs": rungs,
+               "trainings": len(rows), "steps_spent": rows[-1]["steps_spent"] if rows else 0,
+               "best_at_equal_budget": figures.best_within(rows, equal),
+               "best_at_end": rows[-1]["best_at_top_rung"] if rows else None,
+               "best_infix": top[0].infix if top else None}
+        rows_out.append(row)
+        fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+        page.add(f"| `{rid}` | {row['init']} | {', '.join(f'{r:,}' for r in rungs if r)} | {row['trainings']} | "
+                 f"{row['steps_spent']:,} | {fmt(row['best_at_equal_budget'])} | {fmt(row['best_at_end'])} | "
+                 f"`{md_escape(short_formula(row['best_infix'] or '–'))}` |")
+    page.add("")
+    page.figure(figures.compare_budgets([d for _rid, d in runs], page.out),
+                "Best top-rung fitness against training steps spent, per search", "no run has a top-rung fitness")
+    return rows_out
+
+
+def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str | None,
+                    compare: list[str] | None = None) -> dict[str, Any]:
     from db.queries import best, status
 
     run_id = run["id"]
@@ -276,20 +314,23 @@ def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str |
     page.figure(paths.get("search_budget"),
                 "Best fitness at the top rung (the longest training) against training steps spent",
                 "no training has finished yet")
+    compared = _compare_section(page, db, run_id, data, compare) if compare else []
     return {"status": st.to_json(), "best": [{"candidate_id": c.uid, "fitness": c.fitness, "infix": c.infix}
-                                             for c in top]}
+                                             for c in top], "compared": compared}
 
 
 def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
                  evaluations: list[dict[str, Any]] | None = None, results: dict[str, Any] | None = None,
-                 baseline: str = "ce", data_label: str | None = None) -> dict[str, Any]:
+                 baseline: str = "ce", data_label: str | None = None,
+                 compare: list[str] | None = None) -> dict[str, Any]:
     """Write report.md and its figures into `out_dir`; returns {"run_id", "kind", "report", "files",
     "statistics", "evaluations"} (paths as strings; statistics: the `summarize` rows of an evaluation run,
     else None; evaluations: per included evaluation its run id and rows).
 
     A search run: summary, best losses, progress figures, then the evaluations of its losses — the
     results dicts in `evaluations`, or when None those that `find_evaluations_of` finds.  An evaluation
-    run (runs.kind, or `results` given): its statistics, verdicts and figures."""
+    run (runs.kind, or `results` given): its statistics, verdicts and figures.  `compare`: other search runs
+    whose budget curves a search's report sets beside its own (`glo report --compare`)."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -306,12 +347,17 @@ def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
     else:
         run_id = results.get("run_id") or run_id or "evaluation"
         kind = "evaluation"
+    if compare and kind == "evaluation":
+        raise ReportError(f"--compare sets searches side by side; {run_id} is an evaluation run")
+    for other in compare or []:
+        if _kind(_run_row(db, other)) != "search":
+            raise ReportError(f"--compare {other}: not a search run")
     if kind == "evaluation":
         assert results is not None
         page.add(f"# GLO evaluation `{results.get('run_id', run_id)}`", "")
         info["statistics"] = _evaluation_section(page, results, out, 2, baseline, data_label)
     else:
-        info.update(_search_section(page, db, run, data_label))
+        info.update(_search_section(page, db, run, data_label, compare))
         if evaluations is None:
             evaluations = find_evaluations_of(db, run_id)
         page.add("## Evaluations of this search's losses", "")
