@@ -50,6 +50,10 @@ def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task:
     elif config_path:  # a shipped config's [experiment] is for `glo experiment`: set aside here, as by `glo run`
         data = run_settings(read_config_data(config_path))
     data.pop("evaluate", None)
+    # An evaluation trains fixed losses at one budget: the search's rungs are not its business, and a rung at
+    # the evaluation's own horizon (the shipped configs' top rung) would fail "rungs above task.steps".
+    if isinstance(data.get("search"), dict):
+        data["search"].pop("fidelity", None)
     t = data.setdefault("task", {})
     if task is not None:
         if config_path and t.get("name", "mnist") != task:  # another task: its paper settings, not the file's

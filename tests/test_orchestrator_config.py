@@ -114,7 +114,9 @@ def test_a_device_class_keeps_fitnesses_of_different_gpus_apart() -> None:
 def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: str, tmp_path: Path) -> None:
     """`glo run` and `glo condor job` read a config with load_config, `glo experiment` with load_experiment,
     `glo evaluate --config` through evaluation_config; the [experiment] section of mnist-small.toml once
-    made the last refuse it ("config.experiment: unknown key").  The evaluation is run for real (fake worker)."""
+    made the last refuse it ("config.experiment: unknown key").  The evaluation is run for real (fake worker), at
+    the config's top fidelity rung where it has one: mnist-small's evaluation at its rung of 1,000 steps once
+    stopped `make mnist-small` after its whole search ("rungs must be above task.steps")."""
     import json
     import sys
 
@@ -129,7 +131,8 @@ def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: st
         with pytest.raises(ConfigError, match="an \\[experiment\\] table is needed"):
             load_experiment(path)
     worker = json.dumps([sys.executable, str(FAKE_WORKER)])
-    r = glo("evaluate", "ce", "--config", str(path), "--backend", "local", "--steps", "3", "--repeats", "1",
+    steps = max(run_cfg.search.fidelity.steps) if run_cfg.search.fidelity else 3
+    r = glo("evaluate", "ce", "--config", str(path), "--backend", "local", "--steps", str(steps), "--repeats", "1",
             "--set", f"backend.worker_command={worker}", "--set", f"backend.work_dir={tmp_path / 'work'}",
             "--db", str(tmp_path / "r.db"), "--run-id", "ev", "--json", env=glo_env())
     assert r.returncode == 0, r.stderr[-2000:]
