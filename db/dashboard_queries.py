@@ -23,7 +23,15 @@ from typing import Any
 from urllib.parse import quote
 
 from db.errors import NotFoundError, StorageError
-from db.fastread import ATTEMPTS_SQL, attempt_json
+from db.fastread import (
+    ATTEMPTS_SQL,
+    BEST_SQL,
+    GENERATION0_SQL,
+    TRAININGS_PER_BUDGET_SQL,
+    attempt_json,
+    generation0,
+    trainings_per_budget,
+)
 from db.migrations import SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
@@ -320,12 +328,14 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
                         "filtered": int(filtered),
                         "pending": int(counts.get("pending", 0)), "queued": int(jobs.get("queued", 0))},
         "settled": settled, "expected_evaluations": expected,
-        "best": None if not board else {k: board[0][k] for k in ("candidate_id", "fitness", "infix", "tree")},
+        "best": _best(con, rid, config, board),
         "evaluations_per_hour": rate, "eta_seconds": eta, "elapsed_seconds": max(0.0, end - run["created_at"]),
         "jobs": {k: int(v) for k, v in jobs.items()},
     }
     if detail:
         out["config"] = config
+        out["generation0"] = generation0(tuple(con.execute(GENERATION0_SQL, (rid,)).fetchone()), config)
+        out["trainings_per_budget"] = trainings_per_budget(con.execute(TRAININGS_PER_BUDGET_SQL, (rid,)).fetchall())
         out["generations"] = extra["generations"]
         out["leaderboard"] = board
         hits = _by_rowid(con, extra["hits"], "uid, infix, tree_json, fitness, evaluation_id")
@@ -345,6 +355,20 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
                       if hits[r]["evaluation_id"] in measured else None}
                      for r in extra["hits"] if r in hits]}
     return out
+
+
+def _best(con: sqlite3.Connection, rid: str, config: Any, board: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run's best, as `glo status` and `glo best` define it (db.fastread.BEST_SQL).  Without rungs that is
+    the leaderboard's first (the fittest, found from the incremental totals at no cost); a multi-fidelity run's
+    best is its fittest at the longest training, which the totals do not track, so it is asked of SQLite."""
+    search = config.get("search") if isinstance(config, dict) else None
+    if not (isinstance(search, dict) and search.get("fidelity")):
+        return None if not board else {k: board[0][k] for k in ("candidate_id", "fitness", "infix", "tree")}
+    top = con.execute(BEST_SQL + " LIMIT 1", (rid,)).fetchone()
+    if top is None:
+        return None
+    tree = con.execute("SELECT tree_json FROM candidates WHERE uid = ?", (top[0],)).fetchone()
+    return {"candidate_id": top[0], "fitness": top[1], "infix": top[2], "tree": _loads(tree[0] if tree else None, None)}
 
 
 def _by_rowid(con: sqlite3.Connection, rowids: list[int], columns: str) -> dict[int, sqlite3.Row]:

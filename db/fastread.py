@@ -27,11 +27,18 @@ from db.paths import resolve_db_path
 SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
 #: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
-#: the evidence that the initial population is not wasted (db.queries runs this same statement).
+#: the evidence that the initial population is not wasted (db.queries runs this same statement).  A member's
+#: training at a higher rung is a candidate of its generation too (origin "promoted", one of
+#: orchestrator.search.candidate.ORIGINS), not another member.
 GENERATION0_SQL = ("SELECT count(*), coalesce(sum(status = 'resolved' AND (error = 'invalid' OR error LIKE "
-                   "'filtered%')), 0) FROM candidates WHERE run_id = ? AND phase = 'discovery' AND generation = 0")
+                   "'filtered%')), 0) FROM candidates WHERE run_id = ? AND phase = 'discovery' AND generation = 0 "
+                   "AND origin != 'promoted'")
 #: Candidates the zero-training filter rejected (the search stores its reason as "filtered (...): ...").
 FILTERED_SQL = "SELECT count(*) FROM candidates WHERE run_id = ? AND status = 'resolved' AND error LIKE 'filtered%'"
+#: Trainings per budget (steps): a multi-fidelity search's trainings per rung, the evidence of what promotion
+#: costs (each rung is an ordinary training with its own cache key; db.queries and the dashboard run it too).
+TRAININGS_PER_BUDGET_SQL = ("SELECT e.steps, count(*) FROM candidates c JOIN evaluations e ON e.id = c.evaluation_id "
+                            "WHERE c.run_id = ? AND c.status = 'evaluated' GROUP BY e.steps ORDER BY e.steps")
 
 
 #: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
@@ -49,6 +56,11 @@ def generation0(row: tuple[int, int], config: dict[str, Any]) -> dict[str, Any] 
         return None
     init = config.get("search", {}).get("ga", {}).get("init", "paper")  # runs older than ga.init drew the paper's way
     return {"members": members, "trainable": members - untrainable, "init": init}
+
+
+def trainings_per_budget(rows: Any) -> list[dict[str, int]]:
+    """TRAININGS_PER_BUDGET_SQL's rows as `glo status --json` reports them: [{"steps", "trainings"}, ...]."""
+    return [{"steps": int(steps), "trainings": int(n)} for steps, n in rows if steps is not None]
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
@@ -167,6 +179,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
 
     gen0 = con.execute(GENERATION0_SQL, (rid,)).fetchone()
     filtered = con.execute(FILTERED_SQL, (rid,)).fetchone()[0]
+    per_budget = trainings_per_budget(con.execute(TRAININGS_PER_BUDGET_SQL, (rid,)).fetchall())
     config = json.loads(run["config_json"])
     done = counts.get("evaluated", 0)
     settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -200,4 +213,5 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
                       for j in held],
         "warning": no_result_warning(run["status"], evaluations, best_json),
         "generation0": generation0(tuple(gen0), config),
+        "trainings_per_budget": per_budget,
     }

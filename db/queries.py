@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -22,10 +22,12 @@ from db.fastread import (  # noqa: F401 (re-exported: one definition each)
     FILTERED_SQL,
     GENERATION0_SQL,
     HELD_JOBS_SHOWN,
+    TRAININGS_PER_BUDGET_SQL,
     attempt_json,
     expected_evaluations,
     generation0,
     no_result_warning,
+    trainings_per_budget,
 )
 from db.session import Database
 from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
@@ -51,6 +53,7 @@ class Status:
     held_jobs: list[dict[str, Any]] | None = None  # jobs held now or that were held (cluster backends)
     warning: str | None = None  # a finished run with no usable result (db.fastread.no_result_warning)
     generation0: dict[str, Any] | None = None  # members of generation 0 and how many could train
+    trainings_per_budget: list[dict[str, int]] = field(default_factory=list)  # [{"steps", "trainings"}] per rung
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +116,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
                                       models.Candidate.status == "evaluated")).one()
         gen0 = s.connection().exec_driver_sql(GENERATION0_SQL, (run.id,)).fetchone()
         filtered = s.connection().exec_driver_sql(FILTERED_SQL, (run.id,)).fetchone()[0]
+        per_budget = trainings_per_budget(s.connection().exec_driver_sql(TRAININGS_PER_BUDGET_SQL, (run.id,)).all())
         config = json.loads(run.config_json)
         done = counts.get("evaluated", 0)
         settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
@@ -137,7 +141,7 @@ def status(db: Database, run_id: str | None = None) -> Status:
             evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
             message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
             held_jobs=_held_jobs(s, run.id), warning=no_result_warning(run.status, evaluations, best_json),
-            generation0=generation0(tuple(gen0), config),
+            generation0=generation0(tuple(gen0), config), trainings_per_budget=per_budget,
         )
 
 

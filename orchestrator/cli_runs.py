@@ -259,6 +259,9 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     g0 = getattr(st, "generation0", None)
     if g0:
         table.add_row("generation 0", f"{g0['trainable']} of {g0['members']} trainable (ga.init = {g0['init']})")
+    budgets = getattr(st, "trainings_per_budget", None) or []
+    if len(budgets) > 1:  # a multi-fidelity search (or an evaluation of several lengths): trainings per rung
+        table.add_row("trainings per budget", ", ".join(f"{b['trainings']} at {b['steps']} steps" for b in budgets))
     table.add_row("best", "-" if st.best is None else f"{_fmt_fit(st.best['fitness'])}  {st.best['infix']}  "
                   f"({st.best['candidate_id']})")
     table.add_row("rate", "-" if st.evaluations_per_hour is None else f"{st.evaluations_per_hour:.0f} trainings/hour")

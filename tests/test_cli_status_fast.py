@@ -22,7 +22,8 @@ from tests.orch_helpers import REPO, glo, glo_env, write_config
 @pytest.fixture(scope="module")
 def finished_db(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fast")
-    cfg = write_config(tmp / "c.toml", population=10, generations=2, cma_iterations=1, per_job=2)
+    cfg = write_config(tmp / "c.toml", population=10, generations=2, cma_iterations=1, per_job=2,
+                       extra="[search.fidelity]\nsteps = [30]\npromote_fraction = 0.3\n")  # two rungs: 10, 30 steps
     db = tmp / "runs.db"
     r = glo("run", str(cfg), "--db", str(db), "--run-id", "fast", "--no-progress", env=glo_env())
     assert r.returncode == 0, r.stderr[-2000:]
@@ -46,6 +47,9 @@ def test_fast_status_is_the_full_status(finished_db):
             assert path == finished_db
         assert len(fast["held_jobs"]) == 2 and fast["held_jobs"][0]["state"] == "held"
         assert len(fast["held_jobs"][0]["last_error"]) == 500
+        rungs = fast["trainings_per_budget"]  # each rung's trainings: promotion's cost, with the rest of status
+        assert [b["steps"] for b in rungs] == [10, 30] and all(b["trainings"] > 0 for b in rungs)
+        assert sum(b["trainings"] for b in rungs) == fast["evaluations"]["done"]
     finally:
         db.dispose()
 
@@ -86,6 +90,7 @@ def test_glo_status_process_imports_only_what_it_reads_with(finished_db):
 def test_glo_status_table_and_other_commands_still_register(finished_db):
     r = glo("status", "--db", str(finished_db))
     assert r.returncode == 0 and "GLO run fast" in r.stdout and "held now" in r.stdout
+    assert "trainings per budget" in r.stdout and "at 30 steps" in r.stdout
     r = glo("--help")
     assert r.returncode == 0 and all(name in r.stdout for name in ("condor", "evaluate", "loss", "status", "stop"))
     from orchestrator.cli import main

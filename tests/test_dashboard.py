@@ -228,6 +228,30 @@ def test_incremental_totals_follow_writes(tmp_path: Path) -> None:
     assert {k: again["evaluations"][k] for k in st.evaluations} == st.evaluations
 
 
+def test_a_multi_fidelity_run_shows_its_rungs_and_its_top_rung_best(tmp_path: Path) -> None:
+    """The run page agrees with `glo status --json` on what #16 asks the product to show: generation 0's
+    trainable share, trainings per rung, and the best as BEST_SQL defines it (the longest training first), even
+    when a short-budget training scored higher -- a loss fast at 10 steps may collapse at 30."""
+    cfg = write_config(tmp_path / "c.toml", population=10, generations=2, cma_iterations=1,
+                       extra="[search.fidelity]\nsteps = [30]\npromote_fraction = 0.3\n")
+    path = tmp_path / "m.db"
+    r = glo("run", str(cfg), "--db", str(path), "--run-id", "mf")
+    assert r.returncode == 0, r.stderr
+    con = sqlite3.connect(path)
+    with con:  # a rung-0 training better than every top-rung one: the best by fitness alone, not by BEST_SQL
+        uid = con.execute("SELECT c.uid FROM candidates c JOIN evaluations e ON e.id = c.evaluation_id "
+                          "WHERE c.run_id = 'mf' AND c.status = 'evaluated' AND e.steps = 10 LIMIT 1").fetchone()[0]
+        con.execute("UPDATE candidates SET fitness = 0.999999 WHERE uid = ?", (uid,))
+    con.close()
+    st = json.loads(glo("status", "mf", "--db", str(path), "--json").stdout)
+    run = q.run_detail(q.ReadOnlyDB(path), "mf")
+    assert [b["steps"] for b in st["trainings_per_budget"]] == [10, 30]
+    assert run["trainings_per_budget"] == st["trainings_per_budget"]
+    assert run["generation0"] == st["generation0"] and run["generation0"]["members"] == 10
+    assert run["best"]["candidate_id"] == st["best"]["candidate_id"] != uid
+    assert run["best"]["fitness"] == st["best"]["fitness"] < 0.999999
+
+
 def test_welch_and_incomplete_beta() -> None:
     from orchestrator.dashboard.analysis import betainc, mean_sd, welch
 

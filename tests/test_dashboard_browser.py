@@ -100,6 +100,8 @@ def test_live_run_page_clicks_and_escaping(browser: Any, tmp_path: Path) -> None
             assert run.poll() is None or len(seen) >= 3
             # the run's name and the config's HTML are text on the page, never markup
             assert text(browser, "#run-name") == XSS_NAME
+            # generation 0's trainable share (#16): its 16 members, counted once each
+            wait_for(lambda: text(browser, "#count-gen0").endswith(" of 16"), what="generation 0's trainable share")
             click(browser, "details[data-key=config] summary")
             assert json.dumps(HTML_IN_CONFIG) in text(browser, "#config")  # the config as JSON: quotes escaped
             assert not browser.find_elements(By.CSS_SELECTOR, "main img, main script")

@@ -262,3 +262,22 @@ def test_report_sets_searches_side_by_side_at_an_equal_budget(tmp_path: Path) ->
                                   str(tmp_path / "s.db"), "--json"])
     assert r.exit_code == 0, r.output
     assert [row["run_id"] for row in json.loads(r.output)["compared"]] == ["a", "b"]
+
+
+def test_report_compares_with_a_search_in_another_database(tmp_path: Path) -> None:
+    """--compare-db: the side-by-side's other search ran in its own database (its own fitness cache, so it paid
+    for every training itself); without it the run is looked for in --db and not found."""
+    for path, rid, finished in (("a.db", "a", True), ("o.db", "b", False)):
+        database = make_search_db(tmp_path / path, rid, finished=finished)
+        _store_trainings(database, rid, 100)
+        database.dispose()
+    args = ["report", "a", "--compare", "b", "--db", str(tmp_path / "a.db"), "--json"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--compare-db", str(tmp_path / "o.db")])
+    assert r.exit_code == 0, r.output
+    a, b = json.loads(r.output)["compared"]
+    assert (a["run_id"], b["run_id"]) == ("a", "b") and 0 < b["steps_spent"] < a["steps_spent"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r2")])
+    assert r.exit_code != 0 and "no run 'b'" in r.output
+    r = CliRunner().invoke(main, ["report", "a", "--compare-db", str(tmp_path / "o.db"), "--out", str(tmp_path / "r3"),
+                                  "--db", str(tmp_path / "a.db")])
+    assert r.exit_code != 0 and "give --compare RUN too" in r.output

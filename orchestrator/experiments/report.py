@@ -223,12 +223,17 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     return rows
 
 
-def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], compare: list[str]) -> list[dict]:
+def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], compare: list[str],
+                     compare_db: Any = None) -> list[dict]:
     """Other searches beside this one: per run how it searched, what it spent, and its best top-rung fitness
-    at the smallest run's budget (the equal-budget comparison), with the figure of all curves."""
+    at the smallest run's budget (the equal-budget comparison), with the figure of all curves.  The others
+    are read from `compare_db` when given: the fitness cache is per database, so a search run second in the
+    same database reuses the first one's trainings and spends fewer steps than it would alone."""
     from db.queries import best
 
-    runs = [(run_id, data)] + [(rid, figures.search_data(db, rid)) for rid in compare]
+    other_db = compare_db if compare_db is not None else db
+    runs = [(run_id, data)] + [(rid, figures.search_data(other_db, rid)) for rid in compare]
+    db_of = {rid: (db if i == 0 else other_db) for i, (rid, _d) in enumerate(runs)}
     curves = {rid: figures.budget_curve(d) for rid, d in runs}
     spent = [rows[-1]["steps_spent"] for rows in curves.values() if rows]
     equal = min(spent) if spent else 0
@@ -239,11 +244,11 @@ def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], co
              "best loss |", "|:---|:---|:---|---:|---:|---:|---:|:---|")
     rows_out = []
     for rid, _d in runs:
-        config = json.loads(_run_row(db, rid).get("config_json") or "{}")
+        config = json.loads(_run_row(db_of[rid], rid).get("config_json") or "{}")
         search = config.get("search", {})
         rungs = [config.get("task", {}).get("steps"), *(search.get("fidelity") or {}).get("steps", [])]
         rows = curves[rid]
-        top = best(db, rid, k=1)
+        top = best(db_of[rid], rid, k=1)
         row = {"run_id": rid, "init": search.get("ga", {}).get("init", "valid"), "rungs": rungs,
                "trainings": len(rows), "steps_spent": rows[-1]["steps_spent"] if rows else 0,
                "best_at_equal_budget": figures.best_within(rows, equal),
@@ -261,7 +266,7 @@ def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], co
 
 
 def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str | None,
-                    compare: list[str] | None = None) -> dict[str, Any]:
+                    compare: list[str] | None = None, compare_db: Any = None) -> dict[str, Any]:
     from db.queries import best, status
 
     run_id = run["id"]
@@ -314,7 +319,7 @@ def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str |
     page.figure(paths.get("search_budget"),
                 "Best fitness at the top rung (the longest training) against training steps spent",
                 "no training has finished yet")
-    compared = _compare_section(page, db, run_id, data, compare) if compare else []
+    compared = _compare_section(page, db, run_id, data, compare, compare_db) if compare else []
     return {"status": st.to_json(), "best": [{"candidate_id": c.uid, "fitness": c.fitness, "infix": c.infix}
                                              for c in top], "compared": compared}
 
@@ -322,7 +327,7 @@ def _search_section(page: _Page, db: Any, run: dict[str, Any], data_label: str |
 def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
                  evaluations: list[dict[str, Any]] | None = None, results: dict[str, Any] | None = None,
                  baseline: str = "ce", data_label: str | None = None,
-                 compare: list[str] | None = None) -> dict[str, Any]:
+                 compare: list[str] | None = None, compare_db: Any = None) -> dict[str, Any]:
     """Write report.md and its figures into `out_dir`; returns {"run_id", "kind", "report", "files",
     "statistics", "evaluations"} (paths as strings; statistics: the `summarize` rows of an evaluation run,
     else None; evaluations: per included evaluation its run id and rows).
@@ -330,7 +335,8 @@ def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
     A search run: summary, best losses, progress figures, then the evaluations of its losses — the
     results dicts in `evaluations`, or when None those that `find_evaluations_of` finds.  An evaluation
     run (runs.kind, or `results` given): its statistics, verdicts and figures.  `compare`: other search runs
-    whose budget curves a search's report sets beside its own (`glo report --compare`)."""
+    whose budget curves a search's report sets beside its own (`glo report --compare`), read from
+    `compare_db` when given (`--compare-db`), else from `db`."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -350,14 +356,14 @@ def build_report(db: Any, run_id: str | None, out_dir: str | Path, *,
     if compare and kind == "evaluation":
         raise ReportError(f"--compare sets searches side by side; {run_id} is an evaluation run")
     for other in compare or []:
-        if _kind(_run_row(db, other)) != "search":
+        if _kind(_run_row(compare_db if compare_db is not None else db, other)) != "search":
             raise ReportError(f"--compare {other}: not a search run")
     if kind == "evaluation":
         assert results is not None
         page.add(f"# GLO evaluation `{results.get('run_id', run_id)}`", "")
         info["statistics"] = _evaluation_section(page, results, out, 2, baseline, data_label)
     else:
-        info.update(_search_section(page, db, run, data_label, compare))
+        info.update(_search_section(page, db, run, data_label, compare, compare_db))
         if evaluations is None:
             evaluations = find_evaluations_of(db, run_id)
         page.add("## Evaluations of this search's losses", "")

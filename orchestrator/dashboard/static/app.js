@@ -349,7 +349,10 @@ function runCounts(r) {
       stat("in flight", fmtNum(e.running), "count-running"),
       stat("failed", fmtNum(e.failed), "count-failed"),
       stat("cache hits", fmtNum(e.cached), "count-cached"),
-      stat("settled by the search", fmtNum(e.resolved), "count-resolved"),
+      stat("settled by the search", fmtNum(e.resolved) + (e.filtered ? ` (${fmtNum(e.filtered)} by the filter)` : ""), "count-resolved"),
+      r.generation0 ? stat("generation 0 trainable", `${fmtNum(r.generation0.trainable)} of ${fmtNum(r.generation0.members)}`, "count-gen0") : null,
+      (r.trainings_per_budget || []).length > 1 ? stat("trainings per budget",
+        r.trainings_per_budget.map((b) => `${fmtNum(b.trainings)} at ${fmtNum(b.steps)} steps`).join(", "), "count-budgets", true) : null,
       stat("jobs queued", fmtNum(e.queued), "count-queued"),
       stat("best fitness", r.best ? fmtFit(r.best.fitness) : "-", "best-fitness"),
       stat("rate", fmtRate(r.evaluations_per_hour), "rate", true),
@@ -451,7 +454,7 @@ async function runPage(id) {
     const meta = document.getElementById("db-path");
     if (!meta.textContent) getJSON("/api/meta").then((m) => { meta.textContent = m.db; }).catch(() => {});
     sections.set("header", { r: [r.run_id, r.name, r.status, r.message, r.task, r.backend, r.created_at, r.finished_at, r.kind], d: (r.scheduler || {}).died }, () => runHeader(r));
-    sections.set("counts", { e: r.evaluations, b: r.best, p: r.phase, g: r.generation, s: r.scheduler, rate: r.evaluations_per_hour && Math.round(r.evaluations_per_hour), eta: Math.round(r.eta_seconds || 0), el: Math.round(r.elapsed_seconds), x: r.expected_evaluations, st: r.settled }, () => runCounts(r));
+    sections.set("counts", { e: r.evaluations, b: r.best, p: r.phase, g: r.generation, s: r.scheduler, rate: r.evaluations_per_hour && Math.round(r.evaluations_per_hour), eta: Math.round(r.eta_seconds || 0), el: Math.round(r.elapsed_seconds), x: r.expected_evaluations, st: r.settled, g0: r.generation0, tb: r.trainings_per_budget }, () => runCounts(r));
     if (r.kind === "evaluation") sections.set("evaluation", r.evaluation, evaluationResultsCard);
     else {
       sections.set("charts", r.generations, (g) => h("div", { class: "grid2" },
