@@ -52,11 +52,12 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check orchestrator worker condor db tests
 
+# The search, then its best loss against ce on the test set (configs/demo.toml's [experiment]) and the report.
 demo: install
 	@mkdir -p $(OUT)
-	$(BIN)/glo run configs/demo.toml --db $(OUT)/demo.db
-	$(BIN)/glo best --db $(OUT)/demo.db -k 5
-	$(BIN)/glo status --db $(OUT)/demo.db
+	$(BIN)/glo experiment configs/demo.toml --db $(OUT)/demo.db --out $(OUT)/demo
+	$(BIN)/glo best demo-search --db $(OUT)/demo.db -k 5
+	$(BIN)/glo status demo-search --db $(OUT)/demo.db
 	$(BIN)/glo loss plot ce baikal baikal_cma --out $(OUT)/fig6_binary_loss.png
 	@echo "database: $(OUT)/demo.db (sqlite3 $(OUT)/demo.db 'select * from leaderboard limit 5')"
 

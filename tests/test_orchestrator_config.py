@@ -126,7 +126,10 @@ def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: st
     path = CONFIGS / name
     run_cfg = load_config(path)
     if "[experiment]" in path.read_text():
-        assert load_experiment(path).config == run_cfg
+        experiment = load_experiment(path)
+        assert experiment.config == run_cfg
+        if run_cfg.search.fidelity:  # #16: the search's longest training is the horizon its loss is judged at
+            assert max(run_cfg.search.fidelity.steps) == experiment.steps
     else:
         with pytest.raises(ConfigError, match="an \\[experiment\\] table is needed"):
             load_experiment(path)
