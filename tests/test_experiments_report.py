@@ -281,3 +281,22 @@ def test_report_compares_with_a_search_in_another_database(tmp_path: Path) -> No
     r = CliRunner().invoke(main, ["report", "a", "--compare-db", str(tmp_path / "o.db"), "--out", str(tmp_path / "r3"),
                                   "--db", str(tmp_path / "a.db")])
     assert r.exit_code != 0 and "give --compare RUN too" in r.output
+
+
+def test_report_keeps_two_searches_of_one_name_from_different_databases(tmp_path: Path) -> None:
+    """The usual side-by-side: the same config run twice (say init "paper" and "valid"), each in its own
+    database, so both runs are called "a"; each keeps its own row, numbers and curve."""
+    for path, finished in (("a.db", True), ("o.db", False)):
+        database = make_search_db(tmp_path / path, "a", finished=finished)
+        _store_trainings(database, "a", 100)
+        database.dispose()
+    r = CliRunner().invoke(main, ["report", "a", "--compare", "a", "--db", str(tmp_path / "a.db"), "--compare-db",
+                                  str(tmp_path / "o.db"), "--out", str(tmp_path / "r"), "--json"])
+    assert r.exit_code == 0, r.output
+    mine, other = json.loads(r.output)["compared"]
+    assert mine["run_id"] == other["run_id"] == "a" and mine["label"] != other["label"]
+    assert 0 < other["steps_spent"] < mine["steps_spent"] and other["trainings"] < mine["trainings"]
+    curves = {line.split(",")[0] for line in (tmp_path / "r" / "search_compare.csv").read_text().splitlines()[1:]}
+    assert curves == {mine["label"], other["label"]}
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert f"| `{mine['label']}` |" in text and f"| `{other['label']}` |" in text

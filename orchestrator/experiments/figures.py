@@ -598,12 +598,16 @@ def best_within(rows: list[dict[str, Any]], steps: int) -> float | None:
     return best
 
 
-def compare_budgets(datas: Sequence[dict[str, Any]], out_dir: str | Path) -> Path | None:
+def compare_budgets(datas: Sequence[dict[str, Any]], out_dir: str | Path,
+                    labels: Sequence[str] | None = None) -> Path | None:
     """search_compare.png (+ CSV): several searches' best top-rung fitness against training steps spent, one
     curve each, so that two ways of searching (e.g. search.ga.init = "paper" without fidelity against the
     defaults) are compared at an equal budget of steps.  Each curve is at its own run's top rung, named in the
-    legend.  `datas`: what `search_data` returns, one per run; None when no run has a top-rung fitness."""
-    curves = [(d["run"]["id"], budget_curve(d)) for d in datas]
+    legend.  `datas`: what `search_data` returns, one per run; `labels`: each run's name in the legend and CSV
+    (default its id; two runs of one name from different databases need telling apart); None when no run has
+    a top-rung fitness."""
+    names = list(labels) if labels is not None else [d["run"]["id"] for d in datas]
+    curves = [(name, budget_curve(d)) for name, d in zip(names, datas, strict=True)]
     curves = [(rid, rows) for rid, rows in curves if any(r["best_at_top_rung"] is not None for r in rows)]
     if not curves:
         return None

@@ -232,10 +232,14 @@ def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], co
     from db.queries import best
 
     other_db = compare_db if compare_db is not None else db
-    runs = [(run_id, data)] + [(rid, figures.search_data(other_db, rid)) for rid in compare]
-    db_of = {rid: (db if i == 0 else other_db) for i, (rid, _d) in enumerate(runs)}
-    curves = {rid: figures.budget_curve(d) for rid, d in runs}
-    spent = [rows[-1]["steps_spent"] for rows in curves.values() if rows]
+    # (label, database, id, search data) per run, never keyed by id: with --compare-db the other database
+    # may hold a run of the same name (both "mnist-small-search"), and both must stay in the table
+    runs = [(run_id, db, run_id, data)] + [(rid, other_db, rid, figures.search_data(other_db, rid)) for rid in compare]
+    if len({rid for _l, _db, rid, _d in runs}) < len(runs):
+        runs = [(f"{rid} ({'this' if i == 0 else 'compared'} database)", rdb, rid, d)
+                for i, (_l, rdb, rid, d) in enumerate(runs)]
+    curves = [figures.budget_curve(d) for _l, _db, _rid, d in runs]
+    spent = [rows[-1]["steps_spent"] for rows in curves if rows]
     equal = min(spent) if spent else 0
     page.add("## Compared with other searches", "",
              f"Best fitness at each run's top rung (its longest training) after {equal:,} training steps, the "
@@ -243,24 +247,24 @@ def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], co
              "| run | init | rungs (steps) | trainings | steps spent | best at equal budget | best at the end | "
              "best loss |", "|:---|:---|:---|---:|---:|---:|---:|:---|")
     rows_out = []
-    for rid, _d in runs:
-        config = json.loads(_run_row(db_of[rid], rid).get("config_json") or "{}")
+    for (label, rdb, rid, _d), rows in zip(runs, curves, strict=True):
+        config = json.loads(_run_row(rdb, rid).get("config_json") or "{}")
         search = config.get("search", {})
         rungs = [config.get("task", {}).get("steps"), *(search.get("fidelity") or {}).get("steps", [])]
-        rows = curves[rid]
-        top = best(db_of[rid], rid, k=1)
-        row = {"run_id": rid, "init": search.get("ga", {}).get("init", "valid"), "rungs": rungs,
+        top = best(rdb, rid, k=1)
+        row = {"run_id": rid, "label": label, "init": search.get("ga", {}).get("init", "valid"), "rungs": rungs,
                "trainings": len(rows), "steps_spent": rows[-1]["steps_spent"] if rows else 0,
                "best_at_equal_budget": figures.best_within(rows, equal),
                "best_at_end": rows[-1]["best_at_top_rung"] if rows else None,
                "best_infix": top[0].infix if top else None}
         rows_out.append(row)
         fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
-        page.add(f"| `{rid}` | {row['init']} | {', '.join(f'{r:,}' for r in rungs if r)} | {row['trainings']} | "
+        page.add(f"| `{md_escape(label)}` | {row['init']} | {', '.join(f'{r:,}' for r in rungs if r)} | {row['trainings']} | "
                  f"{row['steps_spent']:,} | {fmt(row['best_at_equal_budget'])} | {fmt(row['best_at_end'])} | "
                  f"`{md_escape(short_formula(row['best_infix'] or '–'))}` |")
     page.add("")
-    page.figure(figures.compare_budgets([d for _rid, d in runs], page.out),
+    page.figure(figures.compare_budgets([d for _l, _db, _rid, d in runs], page.out,
+                                        labels=[label for label, _db, _rid, _d in runs]),
                 "Best top-rung fitness against training steps spent, per search", "no run has a top-rung fitness")
     return rows_out
 
