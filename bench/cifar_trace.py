@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--epsilon", type=float, default=1e-7)
+    p.add_argument("--epsilon-gradient", choices=("straight-through", "zero"), default="straight-through",
+                   help="what the clip passes back below epsilon (task.epsilon_gradient; 'zero': TensorFlow's "
+                        "clip, what the runs before the setting used)")
     p.add_argument("--train-size", type=int, default=20000, help="training images used (the first N)")
     p.add_argument("--val", type=int, default=2000, help="held-out images for the accuracy probe")
     p.add_argument("--probe-every", type=int, default=10)
@@ -57,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     from worker.data import load_arrays
     from worker.lossexpr.infix import parse
     from worker.lossexpr.named import NAMES, named_loss
-    from worker.tf_loss import make_loss
+    from worker.tf_loss import build_model, make_loss
     from worker.train import BatchStream
 
     tree = named_loss(a.loss) if a.loss in NAMES else parse(a.loss)
-    label = a.label or f"{a.loss}-{a.reduction}-lr{a.lr:g}".replace(" ", "")
+    label = a.label or (f"{a.loss}-{a.reduction}-lr{a.lr:g}".replace(" ", "")
+                        + ("-st" if a.epsilon_gradient == "straight-through" else ""))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (xtr, ytr, _xte, _yte), source = load_arrays("cifar10", None)
@@ -69,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     xtr, ytr = xtr[: a.train_size], ytr[: a.train_size]
 
     tf.keras.utils.set_random_seed(a.seed)
-    model, pre_train, pre_eval = models.build("cifar10")
-    loss_fn = make_loss(tree, a.epsilon, a.reduction)
+    model, pre_train, pre_eval = build_model("cifar10", a.epsilon, a.epsilon_gradient)
+    loss_fn = make_loss(tree, a.epsilon, a.reduction, a.epsilon_gradient)
     variables = model.trainable_variables
     decay_vars = models.weight_decay_variables(model)
     x_all, y_all = tf.constant(xtr), tf.constant(ytr)
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         p_true = tf.reduce_sum(probs * yb, axis=-1)
         return (loss, tf.linalg.global_norm(g_loss), tf.linalg.global_norm(grads),
                 tf.reduce_mean(tf.cast(p_true < a.epsilon, tf.float32)), tf.reduce_max(probs),
-                tf.argmax(probs, axis=-1))
+                tf.argmax(probs, axis=-1), tf.reduce_mean(tf.cast(p_true == 0.0, tf.float32)))
 
     @tf.function
     def val_accuracy(xv: tf.Tensor, yv: tf.Tensor) -> tf.Tensor:
@@ -116,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, t0 = [], time.perf_counter()
     with open(out / f"{label}.jsonl", "w") as fh:
         for s in range(1, a.steps + 1):
-            loss, gnorm, gnorm_total, below, pmax, pred = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
+            loss, gnorm, gnorm_total, below, pmax, pred, zero = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
                                                                tf.constant(a.lr, tf.float32))
             row = {"step": s, "loss": float(loss), "grad_norm": float(gnorm), "grad_norm_with_decay": float(gnorm_total),
-                   "p_true_below_eps": float(below), "max_prob": float(pmax),
+                   "p_true_below_eps": float(below), "p_true_zero": float(zero), "max_prob": float(pmax),
                    "classes_predicted": int(len(np.unique(pred.numpy())))}
             if s == 1 or s % a.probe_every == 0 or s == a.steps:
                 row["dead_relu"] = dead_shares()
@@ -131,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 break
     last = rows[-1]
     peak = max(rows, key=lambda r: r["grad_norm"] if np.isfinite(r["grad_norm"]) else float("inf"))
-    summary = {"label": label, "loss": a.loss, "reduction": a.reduction, "lr": a.lr, "steps": last["step"],
+    summary = {"label": label, "loss": a.loss, "reduction": a.reduction, "lr": a.lr,
+               "epsilon_gradient": a.epsilon_gradient, "steps": last["step"],
                "grad_norm_step1": rows[0]["grad_norm"], "peak_grad_norm": peak["grad_norm"], "peak_step": peak["step"],
                "final_loss": last["loss"], "final_p_true_below_eps": last["p_true_below_eps"],
+               "final_p_true_zero": last["p_true_zero"],
                "final_classes_predicted": last["classes_predicted"], "final_val_accuracy": last.get("val_accuracy"),
                **{f"final_dead_{k}": v for k, v in (last.get("dead_relu") or {}).items()},
                "seconds": round(time.perf_counter() - t0, 1), "data": source}

@@ -436,6 +436,7 @@ def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json
     from db.queries import get_run
     from orchestrator.export import export
     from worker.lossexpr import Node
+    from worker.spec import EPSILON_GRADIENT_LEGACY  # a run stored before the setting trained with this
 
     db = _open(db_path)
     c, _ev, _jobs = get(db, candidate)
@@ -444,7 +445,8 @@ def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json
     eps = float(task.get("epsilon", 1e-7))
     fit = "-" if c.fitness is None else f"{c.fitness:.4f}"
     code = export(Node.from_json(c.tree), fmt, name=name, epsilon=eps,
-                  class_reduction=task.get("class_reduction", "mean"), comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
+                  class_reduction=task.get("class_reduction", "mean"),
+                  epsilon_gradient=task.get("epsilon_gradient", EPSILON_GRADIENT_LEGACY), comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
     if as_json:
         _echo_json({"candidate_id": c.uid, "format": fmt, "infix": c.infix, "code": code})
     else:
@@ -487,10 +489,10 @@ def _remove_cluster_jobs(r: Any) -> int | None:
     """A cluster run's jobs leave the pool's queue too (constraint on GloRunId), whether or not its
     scheduler is alive to do it; None for a local run."""
     from orchestrator.backends import BackendError, cancel_cluster_run
-    from orchestrator.config import ConfigError, from_dict
+    from orchestrator.config import ConfigError, from_stored
 
     try:
-        config = from_dict(r.config)
+        config = from_stored(r.config)
     except ConfigError:
         return None
     if not config.backend.cluster:

@@ -22,7 +22,14 @@ from orchestrator.search.config import ConfigError as SearchConfigError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.numeric import CLASS_REDUCTIONS
-from worker.spec import TASKS, CandidateSpec, WorkerSpec
+from worker.spec import (
+    EPSILON_GRADIENT_DEFAULT,
+    EPSILON_GRADIENT_LEGACY,
+    EPSILON_GRADIENTS,
+    TASKS,
+    CandidateSpec,
+    WorkerSpec,
+)
 
 
 class ConfigError(ValueError):
@@ -51,6 +58,8 @@ class TaskConfig:
     # "mean": L = -(1/n) Σ_classes f, the paper's formula; "sum": L = -Σ_classes f, the scale at
     # which x*log(y) is Keras' cross-entropy and at which the paper's accuracies are reproduced.
     class_reduction: str = "mean"
+    # what the prediction clip passes back below epsilon (worker.spec.EPSILON_GRADIENTS)
+    epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT
     # What `glo evaluate` measures besides the fitness; a search leaves them unset.
     train_fraction: float | None = None  # train on this fraction of the training images (the paper's Fig. 4)
     test_accuracy: bool = False  # also test accuracy (and its curve, and the output-probability histogram)
@@ -66,6 +75,8 @@ class TaskConfig:
             "steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
             "validation_size": self.validation_size, "train_subset": self.train_subset,
             "epsilon": self.epsilon, "class_reduction": self.class_reduction}
+        if self.epsilon_gradient != EPSILON_GRADIENT_LEGACY:  # every key made under the old clip stays its own
+            out["epsilon_gradient"] = self.epsilon_gradient
         if self.train_fraction is not None:
             out["train_fraction"] = self.train_fraction
         if self.test_accuracy:
@@ -87,7 +98,8 @@ class TaskConfig:
             learning_rate=self.learning_rate, seed=self.seed, validation_size=self.validation_size,
             train_subset=self.train_subset, data_path=self.data_path, test_accuracy=test_accuracy or self.test_accuracy,
             curve_interval=curve_interval or self.curve_interval, epsilon=self.epsilon,
-            class_reduction=self.class_reduction, train_fraction=self.train_fraction,
+            class_reduction=self.class_reduction, epsilon_gradient=self.epsilon_gradient,
+            train_fraction=self.train_fraction,
         )
 
 
@@ -233,6 +245,16 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     return v
 
 
+def from_stored(data: Mapping[str, Any]) -> GloConfig:
+    """A stored run's config (runs.config_json, every default filled in as it was then).  A setting added
+    since takes the value the run trained with before it existed, not today's default, so a resumed run goes
+    on exactly as it began: `task.epsilon_gradient` was "zero" (TensorFlow's clip) before it was a setting."""
+    task = data.get("task") if isinstance(data, Mapping) else None
+    if isinstance(task, Mapping) and "epsilon_gradient" not in task:
+        data = {**data, "task": {**task, "epsilon_gradient": EPSILON_GRADIENT_LEGACY}}
+    return from_dict(data)
+
+
 def from_dict(data: Mapping[str, Any]) -> GloConfig:
     """Validate plain data (parsed TOML or a stored snapshot) into a GloConfig."""
     top = _check_keys("config", data, GloConfig) if isinstance(data, Mapping) else None
@@ -258,6 +280,8 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         epsilon=_real("task.epsilon", t.get("epsilon", 1e-7), hi=1.0),
         seed=_int("task.seed", t.get("seed", 0), 0),
         class_reduction=_choice("task.class_reduction", t.get("class_reduction", "mean"), CLASS_REDUCTIONS),
+        epsilon_gradient=_choice("task.epsilon_gradient", t.get("epsilon_gradient", EPSILON_GRADIENT_DEFAULT),
+                                 EPSILON_GRADIENTS),
         train_fraction=None if t.get("train_fraction") is None else _real(
             "task.train_fraction", t["train_fraction"], hi=1.0 + 1e-12),
         test_accuracy=_bool("task.test_accuracy", t.get("test_accuracy", False)),

@@ -3,14 +3,15 @@
 The output is text written node by node from the validated tree -- one line per node, only
 whitelisted ops, floats printed with repr() -- so nothing stored is ever eval'd, here or by
 the user who pastes it.  Semantics equal worker.tf_loss.make_loss: predictions clipped to
-[epsilon, 1], L = -mean over the batch of the mean (or, with class_reduction "sum", the sum)
-over classes of f(x, y), x the one-hot label.
+[epsilon, 1] (in Keras, with the run's gradient below epsilon: straight through, or none), L = -mean over
+the batch of the mean (or, with class_reduction "sum", the sum) over classes of f(x, y), x the one-hot label.
 """
 
 from __future__ import annotations
 
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.numeric import CLASS_REDUCTIONS
+from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS
 
 FORMATS = ("python", "keras")
 
@@ -49,9 +50,12 @@ def _lines(tree: Node, table: dict[str, str], const_fmt: str) -> tuple[list[str]
 
 
 def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-7,
-           class_reduction: str = "mean", comment: str = "") -> str:
+           class_reduction: str = "mean", epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT,
+           comment: str = "") -> str:
     if class_reduction not in CLASS_REDUCTIONS:
         raise ValueError(f"class_reduction must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
+    if epsilon_gradient not in EPSILON_GRADIENTS:
+        raise ValueError(f"epsilon_gradient must be one of {', '.join(EPSILON_GRADIENTS)}, got {epsilon_gradient!r}")
     summed = class_reduction == "sum"
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -74,7 +78,10 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
         body, result = _lines(tree, _TF, "tf.constant({v}, dtype=y.dtype)")
         broadcast = [] if (tree.has_x() or tree.has_y()) else [f"    {result} = tf.broadcast_to({result}, tf.shape(y))"]
         code = prelude + [
-            "    y = tf.clip_by_value(tf.convert_to_tensor(y_pred), EPSILON, 1.0)",
+            *(["    y = tf.clip_by_value(tf.convert_to_tensor(y_pred), EPSILON, 1.0)"] if epsilon_gradient == "zero"
+              else ["    y_pred = tf.convert_to_tensor(y_pred)",
+                    "    # clipped value, gradient straight through below EPSILON (no zero-gradient corner)",
+                    "    y = y_pred + tf.stop_gradient(tf.clip_by_value(y_pred, EPSILON, 1.0) - y_pred)"]),
             "    x = tf.cast(y_true, y.dtype)",
             *body, *broadcast,
             f"    return -tf.reduce_mean(tf.reduce_sum({result}, axis=-1))" if summed

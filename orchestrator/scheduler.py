@@ -41,7 +41,7 @@ from db.store import NewCandidate, NewEvaluation, NewResolution, Store
 from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
-from orchestrator.config import GloConfig, TaskConfig, from_dict
+from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.daemon import pid_alive
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
@@ -158,7 +158,7 @@ class Scheduler:
             raise SchedulerError(f"run {run_id} was cancelled; start a new run instead")
         if run.status == "running" and run.pid and run.pid != os.getpid() and pid_alive(run.pid):
             raise SchedulerError(f"run {run_id} is still running (pid {run.pid})")
-        config = from_dict(run.config)
+        config = from_stored(run.config)
         store.update_run(run_id, status="running", pid=os.getpid(), started_at=time.time(), message="")
         return Scheduler(db, run_id, config, **kw)
 
@@ -255,7 +255,8 @@ class Scheduler:
             return None
         from orchestrator.search.filters import screen_for
 
-        return screen_for(self.config.task.epsilon, self.config.task.class_reduction)
+        task = self.config.task
+        return screen_for(task.epsilon, task.class_reduction, task.epsilon_gradient)
 
     def _task_for(self, search_id: str) -> TaskConfig:
         """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and

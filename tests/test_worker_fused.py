@@ -207,14 +207,16 @@ def test_fused_weights_start_as_the_single_model_and_draw_its_dropout_masks():
 
 
 @pytest.mark.tf
+@pytest.mark.parametrize("mode", ["zero", "straight-through"])
 @pytest.mark.parametrize("family", sorted(KERNEL_FAMILIES))
-def test_cifar10_network_fused_equals_separate(tmp_path, family):
+def test_cifar10_network_fused_equals_separate(tmp_path, family, mode):
+    """Both clip gradients (task.epsilon_gradient): the fused net maps the floored softmax like the plain one."""
     pytest.importorskip("tensorflow")
     cands = [("ce", named_loss("ce")), ("baikal", named_loss("baikal")), ("late", LATE_BOOM)]
     # 8 steps: LATE_BOOM's softmax saturates to exactly 1 at step 3 under oneDNN and at step 6 under the plain
     # kernels (measured), so both families see a candidate frozen mid-run
     kw = {"task": "cifar10", "steps": 8, "batch_size": 16, "learning_rate": 0.05, "validation_size": 20,
-          "curve_interval": 2}
+          "curve_interval": 2, "epsilon_gradient": mode}
     results = _train_runs(family, tmp_path, {f"r{fuse}": ("write_cifar_like", cands, kw | {"fuse": fuse})
                                              for fuse in (1, 3)})
     for a, f in zip(results["r1"], results["r3"]):

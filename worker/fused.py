@@ -77,7 +77,7 @@ from worker.spec import (  # noqa: E402
     CandidateSpec,
     WorkerSpec,
 )
-from worker.tf_loss import make_loss  # noqa: E402
+from worker.tf_loss import FLOORED_SOFTMAX, build_model, make_loss  # noqa: E402
 
 #: `fuse` when the spec leaves it out, per device kind (measured by `make bench` / `make bench-gpu`, see
 #: bench/README.md).  CPU: 1 -- on the project's 2-core machines a fused step of K costs what K separate
@@ -225,6 +225,9 @@ class FusedNet:
             return lambda h: h
         if name == "softmax":
             return lambda h: tf.nn.softmax(tf.cast(h, tf.float32), axis=-1)
+        if name == FLOORED_SOFTMAX:  # worker.tf_loss.build_model's: the same values, its own gradient
+            floored = layer.activation
+            return lambda h: floored(tf.cast(h, tf.float32))
         raise ValueError(f"cannot fuse activation {name!r} of layer {layer.name}")
 
     def _conv(self, layer, grouped: bool) -> Callable:
@@ -429,7 +432,7 @@ def build_fused(spec: WorkerSpec, k: int, compute_dtype: str = "float32") -> tup
     """(net, pre_train, pre_eval): the reference model built exactly as the unfused trainer builds it."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
-    model, pre_train, pre_eval = models.build(spec.task)
+    model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient)
     return FusedNet(model, k, compute_dtype), pre_train, pre_eval
 
 
@@ -468,7 +471,7 @@ class FusedTrainer:
         n = len(cands)
         net, pre_train, pre_eval = build_fused(spec, n, self.compute_dtype)
         alive_var = tf.Variable(tf.ones([n], tf.bool), trainable=False)
-        loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction) for c in cands]
+        loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient) for c in cands]
         step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var, base.jit)
         accuracy, histogram = make_fused_eval(net, pre_eval, data.x_val.shape[1:], base.jit)
         from worker.train import FINAL_LOSS_WINDOW, BatchStream, learning_rate

@@ -52,6 +52,15 @@ from worker.lossexpr import LossExprError, Node
 #: (read by `glo status`'s and the worker's fast paths) should not.  tests/test_worker_fused.py checks both agree.
 CLASS_REDUCTIONS = ("mean", "sum")
 
+#: What the prediction clip `clip(y, epsilon, 1)` passes back below epsilon.  "straight-through" (the default):
+#: the clipped value forward, the gradient of the loss at that value backward as if no clip were there, so no
+#: loss can sit at the clip's corner with an exactly zero gradient (docs/cifar10-collapse.md: Baikal froze there
+#: on CIFAR-10 and reported a silent 0.100).  "zero": TensorFlow's clip_by_value, no gradient below epsilon --
+#: what every run before the setting existed trained with (its cache keys and specs omit the field).
+EPSILON_GRADIENTS = ("straight-through", "zero")
+EPSILON_GRADIENT_DEFAULT = "straight-through"
+EPSILON_GRADIENT_LEGACY = "zero"
+
 SPEC_VERSION = 1
 RESULT_VERSION = 1
 TASKS = ("mnist", "cifar10")
@@ -106,6 +115,7 @@ class WorkerSpec:
     curve_interval: int | None = None
     epsilon: float = 1e-7
     class_reduction: str = "mean"
+    epsilon_gradient: str = EPSILON_GRADIENT_LEGACY  # a spec without the field: what it meant when written
     train_fraction: float | None = None  # train on this fraction of the training images (after train_subset)
     fuse: int | None = None  # candidates trained at once as one fused model; None: the device's default
 
@@ -128,6 +138,8 @@ class WorkerSpec:
             # only when set, so that every spec written before the field existed keeps its hash
             **({"train_fraction": self.train_fraction} if self.train_fraction is not None else {}),
             **({"fuse": self.fuse} if self.fuse is not None else {}),
+            **({"epsilon_gradient": self.epsilon_gradient}
+               if self.epsilon_gradient != EPSILON_GRADIENT_LEGACY else {}),
         }
 
     def spec_hash(self) -> str:
@@ -144,7 +156,7 @@ class WorkerSpec:
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
             "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
-            "candidates", "train_fraction", "fuse",
+            "epsilon_gradient", "candidates", "train_fraction", "fuse",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -182,6 +194,11 @@ class WorkerSpec:
         class_reduction = data.get("class_reduction", "mean")
         if class_reduction not in CLASS_REDUCTIONS:
             raise SpecError(f"class_reduction: must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
+
+        epsilon_gradient = data.get("epsilon_gradient", EPSILON_GRADIENT_LEGACY)
+        if epsilon_gradient not in EPSILON_GRADIENTS:
+            raise SpecError(f"epsilon_gradient: must be one of {', '.join(EPSILON_GRADIENTS)}, "
+                            f"got {epsilon_gradient!r}")
 
         fraction = data.get("train_fraction")
         if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
@@ -222,6 +239,7 @@ class WorkerSpec:
             curve_interval=integer("curve_interval", None, 1, optional=True),
             epsilon=epsilon,
             class_reduction=class_reduction,
+            epsilon_gradient=epsilon_gradient,
             train_fraction=None if fraction is None else float(fraction),
             fuse=integer("fuse", None, 1, optional=True),
         )

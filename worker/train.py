@@ -51,7 +51,7 @@ from worker.spec import (  # noqa: E402
     WorkerSpec,
     write_results,
 )
-from worker.tf_loss import make_loss  # noqa: E402
+from worker.tf_loss import build_model, make_loss  # noqa: E402
 
 EVAL_BATCH = 1000
 FINAL_LOSS_WINDOW = 100  # final_train_loss = mean loss over the last this many steps
@@ -221,9 +221,9 @@ class Trainer:
         spec, data = self.spec, self.data
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
-        model, pre_train, pre_eval = models.build(spec.task)
-        step = make_train_step(model, make_loss(cand.tree, spec.epsilon, spec.class_reduction), self.x_train, self.y_train,
-                               pre_train, spec.seed, self.jit)
+        model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient)
+        loss = make_loss(cand.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient)
+        step = make_train_step(model, loss, self.x_train, self.y_train, pre_train, spec.seed, self.jit)
         accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
         batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
         n_train = len(data.x_train)

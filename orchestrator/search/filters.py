@@ -3,7 +3,8 @@
 The protocol follows EvoMAL / AutoLoss-Zero's rejection test: take random logits for a small batch of
 random one-hot labels and optimise the *logits themselves* with the candidate loss -- the loss exactly
 as the worker applies it (L = -mean over the batch of Σ_classes f(x, clip(softmax(z), ε, 1)), or the
-class mean; the clip passes no gradient below ε, as TensorFlow's does).  A loss that cannot move even
+class mean; below ε the gradient as the worker's: straight through the clip and a softmax floored at ε,
+or with epsilon_gradient "zero" none, as TensorFlow's clip).  A loss that cannot move even
 free logits toward the labels cannot train a network.  Steps are normalised per image (a fixed
 distance along the loss's own descent direction), so a loss is judged on where its gradient points,
 not on its scale: a slow loss is left to training, which measures it; only a wrong or dead direction
@@ -27,6 +28,7 @@ import numpy as np
 
 from worker.lossexpr.numeric import evaluate_dy
 from worker.lossexpr.tree import Node
+from worker.spec import EPSILON_GRADIENT_DEFAULT
 
 BATCH, CLASSES, STEPS, STEP_SIZE = 64, 10, 60, 0.2
 #: Accuracy the optimised logits must reach (chance is 1/CLASSES; ce, baikal, baikal_cma reach 1.0).
@@ -55,7 +57,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _grad(tree: Node, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str) -> tuple[float, np.ndarray]:
+def _grad(tree: Node, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str,
+          epsilon_gradient: str) -> tuple[float, np.ndarray]:
     """(L, ∂L/∂z) of the worker's loss at logits z."""
     y = _softmax(z)
     yc = np.clip(y, epsilon, 1.0)
@@ -64,19 +67,24 @@ def _grad(tree: Node, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: s
     scale = 1.0 / (len(z) * (y.shape[1] if reduction == "mean" else 1))
     loss = float(-np.sum(f) * scale)
     with np.errstate(all="ignore"):
-        g_y = np.where(y >= epsilon, -dfdy * scale, 0.0)  # the clip passes nothing below epsilon
-        g_z = y * (g_y - np.sum(y * g_y, axis=1, keepdims=True))  # through the softmax
+        g_y = -dfdy * scale  # f's gradient at the clipped value
+        if epsilon_gradient == "zero":  # TensorFlow's clip: nothing below epsilon, then softmax's own backward
+            g_y = np.where(y >= epsilon, g_y, 0.0)
+            g_z = y * (g_y - np.sum(y * g_y, axis=1, keepdims=True))
+        else:  # straight through the clip, and worker.tf_loss.floored_softmax's backward
+            g_z = yc * g_y - y * np.sum(yc * g_y, axis=1, keepdims=True)
     return loss, g_z
 
 
-def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean") -> Verdict:
+def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
+          epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT) -> Verdict:
     """Run the rejection protocol on one tree."""
     rng = np.random.default_rng(SEED)
     labels = rng.integers(0, CLASSES, BATCH)
     x = np.eye(CLASSES)[labels]
     z = rng.normal(0.0, 1.0, (BATCH, CLASSES))
     with np.errstate(all="ignore"):
-        loss, g = _grad(tree, x, z, epsilon, class_reduction)
+        loss, g = _grad(tree, x, z, epsilon, class_reduction, epsilon_gradient)
         if not (np.isfinite(loss) and np.all(np.isfinite(g))):
             return Verdict(False, "nonfinite", "the loss or its gradient is not finite at random predictions")
         g0 = float(np.linalg.norm(g))
@@ -85,7 +93,7 @@ def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean") -> V
         for step in range(1, STEPS + 1):
             norms = np.linalg.norm(g, axis=1, keepdims=True)
             z = z - STEP_SIZE * np.where(norms > 0, g / np.where(norms > 0, norms, 1.0), 0.0)
-            loss, g = _grad(tree, x, z, epsilon, class_reduction)
+            loss, g = _grad(tree, x, z, epsilon, class_reduction, epsilon_gradient)
             if not (np.isfinite(loss) and np.all(np.isfinite(g))):
                 return Verdict(False, "nonfinite", f"the loss or its gradient becomes non-finite at step {step} "
                                "of optimising predictions directly")
@@ -98,11 +106,12 @@ def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean") -> V
     return Verdict(True)
 
 
-def screen_for(epsilon: float, class_reduction: str):  # -> search.ScreenFn
+def screen_for(epsilon: float, class_reduction: str,
+               epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT):  # -> search.ScreenFn
     """The filter for one task's loss settings, as the search takes it: None, or the rejection message."""
 
     def screen(tree: Node) -> str | None:
-        verdict = check(tree, epsilon, class_reduction)
+        verdict = check(tree, epsilon, class_reduction, epsilon_gradient)
         return None if verdict.ok else verdict.message()
 
     return screen
