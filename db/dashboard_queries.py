@@ -367,8 +367,7 @@ def _best(con: sqlite3.Connection, rid: str, config: Any, board: list[dict[str, 
     top = con.execute(BEST_SQL + " LIMIT 1", (rid,)).fetchone()
     if top is None:
         return None
-    tree = con.execute("SELECT tree_json FROM candidates WHERE uid = ?", (top[0],)).fetchone()
-    return {"candidate_id": top[0], "fitness": top[1], "infix": top[2], "tree": _loads(tree[0] if tree else None, None)}
+    return {"candidate_id": top[0], "fitness": top[1], "infix": top[2], "tree": _loads(top[3], None)}
 
 
 def _by_rowid(con: sqlite3.Connection, rowids: list[int], columns: str) -> dict[int, sqlite3.Row]:

@@ -44,7 +44,7 @@ TRAININGS_PER_BUDGET_SQL = ("SELECT e.steps, count(*) FROM candidates c JOIN eva
 #: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
 #: and CMA-ES samples outrank what only had the short budget), then fitness, then hand-out order.  The one
 #: definition of "best" (db.queries' best and status run it too).
-BEST_SQL = ("SELECT c.uid, c.fitness, c.infix FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
+BEST_SQL = ("SELECT c.uid, c.fitness, c.infix, c.tree_json FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
             "WHERE c.run_id = ? AND c.status IN ('evaluated', 'cached') AND c.fitness IS NOT NULL "
             "ORDER BY coalesce(e.steps, 0) DESC, c.fitness DESC, c.seq")
 

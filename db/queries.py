@@ -199,7 +199,7 @@ def best(db: Database, run_id: str | None = None, k: int = 10) -> list[Candidate
     """Top-k distinct losses (by canonical key) of a run by fitness."""
     with db.session() as s:
         run = _run(s, run_id)
-        uids = [u for u, _f, _i in s.connection().exec_driver_sql(BEST_SQL, (run.id,))]
+        uids = [row[0] for row in s.connection().exec_driver_sql(BEST_SQL, (run.id,))]
         out: list[CandidateRow] = []
         seen: set[tuple[str, str]] = set()
         for uid in uids:
