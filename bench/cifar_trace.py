@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from worker.data import load_arrays
     from worker.lossexpr.infix import parse
     from worker.lossexpr.named import NAMES, named_loss
+    from worker.schedule import BatchStream
     from worker.tf_loss import build_model, make_loss
-    from worker.train import BatchStream
 
     tree = named_loss(a.loss) if a.loss in NAMES else parse(a.loss)
     label = a.label or (f"{a.loss}-{a.reduction}-lr{a.lr:g}".replace(" ", "")

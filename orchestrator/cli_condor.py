@@ -24,10 +24,7 @@ from condor.submit import (
     render_submit,
 )
 from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _errors
-from orchestrator.search.config import CANDIDATE_REF
-from worker.lossexpr import LossExprError, resolve
-from worker.lossexpr.tree import Node
-from worker.spec import CandidateSpec, SpecError, WorkerSpec
+from worker.spec import SpecError, WorkerSpec
 
 SUBMIT_FILE = "job.sub"
 
@@ -35,34 +32,6 @@ SUBMIT_FILE = "job.sub"
 @click.group()
 def condor() -> None:
     """HTCondor jobs by hand: write a condor_submit-able job for some losses, then read its results."""
-
-
-def _losses(items: tuple[str, ...], db_path: str | None) -> list[CandidateSpec]:
-    """LOSS arguments -> candidates: a built-in name, infix text, or RUN/CANDIDATE from the database."""
-    out: list[CandidateSpec] = []
-    for i, text in enumerate(items):
-        lookup_error = ""
-        if CANDIDATE_REF.match(text.strip()):
-            from db.errors import StorageError
-            from db.queries import candidate as get
-            from db.session import open_db
-
-            try:
-                row, _ev, _jobs = get(open_db(db_path), text.strip())
-                out.append(CandidateSpec(row.uid.replace("/", ":"), Node.from_json(row.tree)))
-                continue
-            except StorageError as exc:  # not a stored candidate: maybe infix such as x/y
-                lookup_error = str(exc)
-        try:
-            tree = resolve(text)
-        except LossExprError as exc:
-            raise click.ClickException(f"{text!r}: {lookup_error or exc}") from None
-        out.append(CandidateSpec(text.strip() if text.strip().isidentifier() else f"loss-{i}", tree))
-    ids = [c.id for c in out]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise click.ClickException(f"the same loss is given twice: {', '.join(dup)}")
-    return out
 
 
 def _job_environment(items: tuple[str, ...], data_dir: str | None) -> dict[str, str]:
@@ -118,6 +87,7 @@ def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task
     """Write OUT/spec.json and OUT/job.sub training each LOSS (a name such as baikal, infix text,
     or RUN/CANDIDATE from --db) one after another in one job; then `cd OUT && condor_submit job.sub`."""
     from orchestrator.config import TASK_DEFAULTS, TaskConfig, load_config
+    from orchestrator.experiments.evaluation import candidate_specs
 
     if config_path:
         base = load_config(config_path).task
@@ -130,7 +100,7 @@ def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task
         base, steps=steps or base.steps, seed=base.seed if seed is None else seed,
         class_reduction=class_reduction or (base.class_reduction if config_path else "sum"),
         data_path=None)  # the submit side's path means nothing on an execute node: --data-dir sets GLO_DATA_DIR
-    spec = base.worker_spec(_losses(losses, db_path), test_accuracy=test_accuracy, curve_interval=curve_interval)
+    spec = base.worker_spec(candidate_specs(losses, db_path), test_accuracy=test_accuracy, curve_interval=curve_interval)
     try:
         WorkerSpec.from_json(spec.to_json())  # the worker's own validation, before anything is written
         settings = CondorJobSettings(request_gpus=gpus, request_cpus=cpus, request_memory=memory, request_disk=disk,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
 
 import click
 
@@ -29,49 +28,6 @@ def _parse_seeds(text: str | None, repeats: int) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise click.BadParameter(f"--seeds must be distinct whole numbers >= 0, got {text!r}")
     return seeds
-
-
-def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task: str | None, steps: int | None,
-                      seeds: list[int], fractions: tuple[float, ...], curve_every: int | None,
-                      overrides: tuple[str, ...], db_path: str | None, name: str = "", base: Any = None,
-                      labels: list[str] | None = None) -> Any:
-    """The run config of an evaluation: the file's [task] and [backend] (or the paper's task settings with
-    class_reduction "sum", as `glo condor job` uses), test accuracy on, the grid in [evaluate].  With
-    `base` (a discovery run's GloConfig, from `glo experiment`), its settings, trained on the whole
-    training set (a discovery's train_subset is a speed trick that an evaluation does not take over)."""
-    from orchestrator.cli_condor import _losses
-    from orchestrator.config import apply_overrides, from_dict, read_config_data, run_settings
-
-    data: dict[str, Any] = {}
-    if base is not None:
-        data = base.to_dict()
-        data["task"]["train_subset"] = None
-        config_path = config_path or "(the experiment's config)"
-    elif config_path:  # a shipped config's [experiment] is for `glo experiment`: set aside here, as by `glo run`
-        data = run_settings(read_config_data(config_path))
-    data.pop("evaluate", None)
-    # An evaluation trains fixed losses at one budget: the search's rungs are not its business, and a rung at
-    # the evaluation's own horizon (the shipped configs' top rung) would fail "rungs above task.steps".
-    if isinstance(data.get("search"), dict):
-        data["search"].pop("fidelity", None)
-    t = data.setdefault("task", {})
-    if task is not None:
-        if config_path and t.get("name", "mnist") != task:  # another task: its paper settings, not the file's
-            t = data["task"] = {"class_reduction": t.get("class_reduction", "sum")}
-        t["name"] = task
-    if not config_path:
-        t.setdefault("class_reduction", "sum")
-    if steps is not None:
-        t["steps"] = steps
-    t["test_accuracy"] = True
-    if curve_every is not None:
-        t["curve_interval"] = curve_every
-    data.setdefault("run", {})["name"] = name or data.get("run", {}).get("name") or "evaluate"
-    specs = _losses(losses, db_path)
-    names = labels or [text.strip() for text in losses]
-    data["evaluate"] = {"losses": [{"label": label, "tree": spec.tree.to_json()} for label, spec in zip(names, specs)],
-                        "seeds": seeds, "fractions": list(fractions or (1.0,)), "curve_every": curve_every}
-    return from_dict(apply_overrides(data, overrides))
 
 
 @click.command("evaluate")
@@ -102,6 +58,7 @@ def evaluate_cmd(losses: tuple[str, ...], task: str | None, steps: int | None, r
     accuracy and compare it with ce: mean ± sd, Welch's and the paired t-test, one- and two-tailed."""
     from db.queries import evaluation_results
     from db.session import open_db
+    from orchestrator.experiments.evaluation import evaluation_config
     from orchestrator.runner import NotResumableError, run_search
 
     if bool(losses) == bool(resume):

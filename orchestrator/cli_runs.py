@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from db.errors import StorageError
+from orchestrator.errors import GloError
 
 DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
                          help="SQLite file (default: $GLO_DB, else ./glo.db).")
@@ -31,8 +32,6 @@ EXIT_NO_RESULT = 4
 #: Stopped (Ctrl-C, SIGTERM, glo stop): resumable.
 EXIT_STOPPED = 130
 
-_LAZY_ERRORS = (("orchestrator.config", "ConfigError"), ("orchestrator.scheduler", "SchedulerError"),
-                ("orchestrator.backends.base", "BackendError"), ("orchestrator.search.config", "ConfigError"))
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,13 +41,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:
-            # ConfigError and SchedulerError only exist once their (heavy) modules are imported: look them
-            # up then, so that a quick command such as `glo status` never pays for importing the scheduler
-            known = [StorageError] + [getattr(sys.modules[mod], name) for mod, name in _LAZY_ERRORS if mod in sys.modules]
-            if isinstance(exc, tuple(known)):
-                raise click.ClickException(str(exc)) from None
-            raise
+        except (GloError, StorageError) as exc:  # orchestrator.errors: imports nothing, so a quick command stays quick
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 

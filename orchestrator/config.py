@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from orchestrator.search.config import ConfigError as SearchConfigError
+from orchestrator.errors import ConfigError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.numeric import CLASS_REDUCTIONS
@@ -30,10 +30,6 @@ from worker.spec import (
     CandidateSpec,
     WorkerSpec,
 )
-
-
-class ConfigError(ValueError):
-    """A bad config; the message starts with the dotted key (e.g. `search.ga.population_sz`)."""
 
 
 @dataclass(frozen=True)
@@ -301,7 +297,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         _check_keys(f"search.{sub}", s.get(sub, {}), cls)
     try:
         search = SearchConfig.from_dict({"seed": run.seed, **s})
-    except (SearchConfigError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # ConfigError included: the search's messages get the section prefix
         raise ConfigError(f"search.{exc}") from None
     if search.fidelity is not None and search.fidelity.steps[0] <= task.steps:
         raise ConfigError(f"search.fidelity.steps: rungs must be above task.steps = {task.steps}, "

@@ -26,16 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from db.paths import resolve_db_path  # not db.session: `glo status` must not import SQLAlchemy for it
+from orchestrator.errors import SchedulerError
 
 LOG_ENV = "GLO_SCHEDULER_LOG"  # where the scheduler's output goes when not to RUN.log (the systemd unit: journalctl)
 _ACQUIRE_RETRY_S = 1.0  # a reader's shared test-lock lasts microseconds; a real holder outlasts this
 _ACQUIRE_PATIENCE_S = 10.0  # ... unless the lock file names no live process: then wait this long
-
-
-def _scheduler_error(msg: str) -> Exception:
-    from orchestrator.scheduler import SchedulerError
-
-    return SchedulerError(msg)
 
 
 def side_dir(db_path: str | os.PathLike[str] | None) -> Path:
@@ -117,7 +112,7 @@ class SchedulerLock:
                     # means a reader (glo status) is holding its test lock, e.g. descheduled on a busy host
                     if _names_live_process(holder) or waited >= _ACQUIRE_PATIENCE_S:
                         os.close(fd)
-                        raise _scheduler_error(held_message(self.run_id, holder, self.log)) from None
+                        raise SchedulerError(held_message(self.run_id, holder, self.log)) from None
                 time.sleep(0.05)
         info = {"run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time(),
                 "log": os.environ.get(LOG_ENV) or str(self.log)}
@@ -230,19 +225,19 @@ def stop_scheduler(db_path: str | os.PathLike[str] | None, run_id: str, *, timeo
 
     info = scheduler_info(db_path, run_id)
     if not info["alive"]:
-        raise _scheduler_error(f"run {run_id} has no live scheduler (nothing holds {info['lock']})")
+        raise SchedulerError(f"run {run_id} has no live scheduler (nothing holds {info['lock']})")
     pid, host = info["pid"], info["host"]
     if not pid:
-        raise _scheduler_error(f"run {run_id}: a process holds {info['lock']} but names no pid; see {info['log']}")
+        raise SchedulerError(f"run {run_id}: a process holds {info['lock']} but names no pid; see {info['log']}")
     if host and host != socket.gethostname():
-        raise _scheduler_error(f"run {run_id} is driven by pid {pid} on {host}, not this host; "
+        raise SchedulerError(f"run {run_id} is driven by pid {pid} on {host}, not this host; "
                                f"run glo stop {run_id} there")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass  # ended between the test and the signal
     except PermissionError:
-        raise _scheduler_error(f"run {run_id}: not allowed to signal pid {pid} (another user's scheduler)") from None
+        raise SchedulerError(f"run {run_id}: not allowed to signal pid {pid} (another user's scheduler)") from None
     deadline = time.monotonic() + timeout_s
     while True:
         now = scheduler_info(db_path, run_id)

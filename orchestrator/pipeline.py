@@ -219,7 +219,7 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
     import os
 
     from db.session import open_db
-    from orchestrator.cli_evaluate import evaluation_config
+    from orchestrator.experiments.evaluation import evaluation_config
 
     exp = load_experiment(config_path, overrides)
     db = open_db(db_path, create=True)

@@ -43,6 +43,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.daemon import pid_alive
+from orchestrator.errors import SchedulerError
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
@@ -59,9 +60,6 @@ def job_size(candidates_per_job: int, fuse: int | None) -> int:
     k = fuse or 1
     return -(-candidates_per_job // k) * k
 
-
-class SchedulerError(RuntimeError):
-    """The run cannot go on (e.g. a resumed run that is not resumable)."""
 
 
 def new_run_id() -> str:

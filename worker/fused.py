@@ -389,7 +389,7 @@ def make_fused_step(net: FusedNet, loss_fns: Sequence[Callable], x_all: tf.Tenso
 def make_fused_eval(net: FusedNet, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
     """(accuracy(x, y, detectors=None) -> [K] floats, histogram(x) -> [K] {edges, counts}) in batches of
     EVAL_BATCH."""
-    from worker.train import EVAL_BATCH, HISTOGRAM_EDGES
+    from worker.schedule import EVAL_BATCH, HISTOGRAM_EDGES
 
     sig = [tf.TensorSpec((None, *image_shape), tf.uint8)]
 
@@ -474,7 +474,7 @@ class FusedTrainer:
         loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient) for c in cands]
         step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var, base.jit)
         accuracy, histogram = make_fused_eval(net, pre_eval, data.x_val.shape[1:], base.jit)
-        from worker.train import FINAL_LOSS_WINDOW, BatchStream, learning_rate
+        from worker.schedule import FINAL_LOSS_WINDOW, BatchStream, learning_rate
 
         batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
         n_train = len(data.x_train)

@@ -39,6 +39,13 @@ import tensorflow as tf  # noqa: E402
 from worker import models  # noqa: E402
 from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
 from worker.data import NUM_CLASSES, TaskData  # noqa: E402
+from worker.schedule import (  # noqa: E402
+    EVAL_BATCH,
+    FINAL_LOSS_WINDOW,
+    HISTOGRAM_EDGES,
+    BatchStream,
+    learning_rate,
+)
 from worker.spec import (  # noqa: E402
     EXTRA_COLLAPSE,
     STATUS_COLLAPSED,
@@ -52,9 +59,6 @@ from worker.spec import (  # noqa: E402
     write_results,
 )
 from worker.tf_loss import build_model, make_loss  # noqa: E402
-
-EVAL_BATCH = 1000
-FINAL_LOSS_WINDOW = 100  # final_train_loss = mean loss over the last this many steps
 
 
 def device_name() -> str:
@@ -113,9 +117,6 @@ def make_train_step(model: keras.Model, loss_fn: Callable, x_all: tf.Tensor, y_a
     return step
 
 
-#: Bins of the test-set output-probability histogram (the paper's Fig. 7): 20 over [0, 1].
-HISTOGRAM_EDGES = np.linspace(0.0, 1.0, 21)
-
 
 def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...]):
     """histogram(x uint8) -> counts of every output probability (all classes of all images) per bin."""
@@ -157,29 +158,6 @@ def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int
         return hits / len(x)
 
     return accuracy
-
-
-class BatchStream:
-    """Seeded batch indices: concatenated epoch permutations, cut into batches (no drop)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size = n, batch_size
-        self.rng = np.random.default_rng([seed, 1])
-        self.buf = np.empty(0, np.int32)
-
-    def next(self) -> np.ndarray:
-        while len(self.buf) < self.batch_size:
-            self.buf = np.concatenate([self.buf, self.rng.permutation(self.n).astype(np.int32)])
-        out, self.buf = self.buf[: self.batch_size], self.buf[self.batch_size:]
-        return out
-
-
-def learning_rate(spec: WorkerSpec, n_train: int, step: int) -> float:
-    """Constant for MNIST; CIFAR-10 decays ×0.1 every 350 epochs (staircase, as the tutorial)."""
-    if spec.task != "cifar10":
-        return spec.learning_rate
-    decay_steps = max(1, int(n_train / spec.batch_size * models.CIFAR_LR_DECAY_EPOCHS))
-    return spec.learning_rate * models.CIFAR_LR_DECAY_FACTOR ** ((step - 1) // decay_steps)
 
 
 class Trainer:

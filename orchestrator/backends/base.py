@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator.errors import BackendError  # noqa: F401  (the contract's error; defined with the others)
 from worker.spec import CandidateResult, WorkerSpec
 
 
@@ -70,9 +71,6 @@ class JobEvent:
     exit_code: int | None = None  # how the worker exited (finished), as far as the backend knows
     exit_signal: int | None = None  # the signal that killed it (cluster backends)
 
-
-class BackendError(RuntimeError):
-    """The backend cannot do what was asked (a setting or the cluster refused); the message says why."""
 
 
 class BackendUnavailable(BackendError):

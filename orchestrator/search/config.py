@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from orchestrator.errors import ConfigError
 from worker.lossexpr.tree import ARITY, MAX_DEPTH, MAX_NODES, Node
 
 #: Element names a weight can be given to: every operator, plus the integer constants 1 and -1.
@@ -37,9 +38,6 @@ INIT_MODES = ("valid", "paper")
 #: whoever can read the database tries it there first, then as a loss).
 CANDIDATE_REF = re.compile(r"^[\w.-]+/[\w.-]+$")
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message starts with the field's dotted name."""
 
 
 def element_arity(element: str) -> int:
