@@ -27,16 +27,17 @@ from db.fastread import (
     ATTEMPTS_SQL,
     BEST_SQL,
     GENERATION0_SQL,
+    HELD_JOBS_SHOWN,
     TRAININGS_PER_BUDGET_SQL,
     attempt_json,
     generation0,
+    run_kind,
     trainings_per_budget,
 )
 from db.migrations import SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 5_000
 LEADERBOARD_SIZE = 20
-HELD_JOBS_SHOWN = 20
 ERRORS_SHOWN = 10
 RECENT_JOBS_SHOWN = 20
 SETTLED = ("evaluated", "cached", "failed", "resolved")
@@ -376,11 +377,6 @@ def _by_rowid(con: sqlite3.Connection, rowids: list[int], columns: str) -> dict[
     marks = ",".join("?" * len(rowids))
     return {r["rowid"]: r for r in con.execute(f"SELECT rowid, {columns} FROM candidates WHERE rowid IN ({marks})",
                                                rowids)}
-
-
-def run_kind(config: Any) -> str:
-    """'evaluation' for a `glo evaluate` run (its config has an [evaluate] section), else 'search'."""
-    return "evaluation" if isinstance(config, dict) and config.get("evaluate") else "search"
 
 
 def evaluation_runs(db: ReadOnlyDB) -> list[dict[str, Any]]:

@@ -25,7 +25,13 @@ from db.errors import NotFoundError, StorageError
 from db.paths import resolve_db_path
 
 SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
-HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries uses this one too)
+HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries and the dashboard use this one too)
+
+
+def run_kind(config: Any) -> str:
+    """'evaluation' for a `glo evaluate` run (its stored config has an [evaluate] section), else 'search'."""
+    return "evaluation" if isinstance(config, dict) and config.get("evaluate") else "search"
+
 #: Generation 0's members and how many of them could train (the search resolves the others as "invalid"):
 #: the evidence that the initial population is not wasted (db.queries runs this same statement).  A member's
 #: training at a higher rung is a candidate of its generation too (origin "promoted", one of

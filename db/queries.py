@@ -27,6 +27,7 @@ from db.fastread import (  # noqa: F401 (re-exported: one definition each)
     expected_evaluations,
     generation0,
     no_result_warning,
+    run_kind,
     trainings_per_budget,
 )
 from db.session import Database
@@ -230,11 +231,6 @@ def candidate(db: Database, ident: str) -> tuple[CandidateRow, EvaluationRow | N
             uids = tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(models.JobCandidate.job_id == jid)))
             jobs.append(JobRow.of(j, uids))
         return CandidateRow.of(c), (EvaluationRow.of(ev) if ev else None), jobs
-
-
-def run_kind(config: dict[str, Any]) -> str:
-    """'evaluation' for a `glo evaluate` run (its config has [evaluate]), else 'search'."""
-    return "evaluation" if config.get("evaluate") else "search"
 
 
 def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:

@@ -147,12 +147,6 @@ def test_cli_report_of_an_evaluation_run(tmp_path: Path, monkeypatch: pytest.Mon
     assert info["kind"] == "evaluation" and {row["loss"] for row in info["statistics"]} == {"ce", "baikal",
                                                                                            "baikal_cma"}
     assert any(f.endswith("fig4_fractions.png") for f in info["files"])
-    # a GLO without the evaluation query says so in one line
-    monkeypatch.delattr(db.queries, "evaluation_results")
-    r = CliRunner().invoke(main, ["report", "ev3", "--out", str(tmp_path / "o"), "--db", str(tmp_path / "s.db")])
-    assert r.exit_code == 1
-    assert r.output.startswith("Error: run ev3 is an evaluation run, but this GLO cannot read evaluation results")
-    assert len(r.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args", [

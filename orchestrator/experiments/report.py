@@ -33,8 +33,7 @@ class ReportError(RuntimeError):
 # -- reading --------------------------------------------------------------------------------------------
 
 def _run_row(db: Any, run_id: str | None) -> dict[str, Any]:
-    """The runs row as a plain dict (whatever columns this file has: `kind` exists from the schema version
-    that adds evaluation runs on); the latest run when `run_id` is None."""
+    """The runs row as a plain dict; the latest run when `run_id` is None."""
     from sqlalchemy import text
 
     from db.errors import NotFoundError
@@ -52,16 +51,10 @@ def _run_row(db: Any, run_id: str | None) -> dict[str, Any]:
 
 
 def _kind(run: dict[str, Any]) -> str:
-    """'search' or 'evaluation': runs.kind where the file has that column, else what the stored config says
-    (`db.queries.run_kind`: a config with an [evaluate] section is an evaluation run)."""
-    if run.get("kind"):
-        return str(run["kind"])
-    config = json.loads(run.get("config_json") or "{}")
-    try:
-        from db.queries import run_kind as query_kind
-    except ImportError:
-        return "evaluation" if config.get("evaluate") else "search"
-    return str(query_kind(config))
+    """'search' or 'evaluation', as its stored config says (db.fastread.run_kind)."""
+    from db.fastread import run_kind as config_kind
+
+    return config_kind(json.loads(run.get("config_json") or "{}"))
 
 
 def run_kind(db: Any, run_id: str) -> str:
@@ -69,21 +62,11 @@ def run_kind(db: Any, run_id: str) -> str:
     return _kind(_run_row(db, run_id))
 
 
-def _evaluation_query() -> Any:
-    try:
-        from db.queries import evaluation_results
-    except ImportError:
-        return None
-    return evaluation_results
-
-
 def load_evaluation(db: Any, run_id: str) -> dict[str, Any]:
-    """The results dict of an evaluation run, through `db.queries.evaluation_results`."""
-    query = _evaluation_query()
-    if query is None:
-        raise ReportError(f"run {run_id} is an evaluation run, but this GLO cannot read evaluation results yet "
-                          "(db.queries.evaluation_results is missing): update GLO")
-    return query(db, run_id)
+    """The results dict of an evaluation run (`db.queries.evaluation_results`)."""
+    from db.queries import evaluation_results
+
+    return evaluation_results(db, run_id)
 
 
 def _evaluates(run: dict[str, Any], run_id: str) -> bool:
@@ -95,15 +78,14 @@ def _evaluates(run: dict[str, Any], run_id: str) -> bool:
 
 def find_evaluations_of(db: Any, run_id: str) -> list[dict[str, Any]]:
     """Results of the evaluation runs that evaluate this search's candidates (a loss given as RUN/CANDIDATE),
-    oldest first; [] when this GLO cannot read evaluation results."""
+    oldest first."""
     from sqlalchemy import text
 
-    query = _evaluation_query()
-    if query is None:
-        return []
+    from db.queries import evaluation_results
+
     with db.session() as s:
         runs = [dict(r) for r in s.execute(text("select * from runs order by created_at")).mappings().all()]
-    return [query(db, r["id"]) for r in runs
+    return [evaluation_results(db, r["id"]) for r in runs
             if r["id"] != run_id and _kind(r) == "evaluation" and _evaluates(r, run_id)]
 
 
