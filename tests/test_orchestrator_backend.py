@@ -85,3 +85,18 @@ def test_adopt_picks_up_finished_results_only_for_the_same_spec(tmp_path: Path) 
     (tmp_path / "job" / "result.json").unlink()
     assert asyncio.run(adopt(sp)) == (False, [])
     assert json.loads((tmp_path / "job" / "spec.json").read_text())["glo_worker_spec"] == 1
+
+
+def test_every_backend_reads_exit_codes_one_way() -> None:
+    """One classifier (orchestrator.backends.base) over worker.spec's codes: the local backend used to call a
+    bad node (75) a crash and the cluster backends had their own table."""
+    from orchestrator.backends.base import classify_exit
+    from worker.spec import EXIT_BAD_NODE, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_MISSING_DATA
+
+    assert [(e.meaning, e.fatal, e.bad_node) for e in map(classify_exit, (EXIT_BAD_SPEC, EXIT_MISSING_DATA))] == [
+        ("bad spec", True, False), ("missing data", True, False)]
+    assert (classify_exit(EXIT_BAD_NODE).bad_node, classify_exit(EXIT_BAD_NODE).fatal) == (True, False)
+    assert classify_exit(EXIT_INTERNAL).meaning == "internal error" and not classify_exit(EXIT_INTERNAL).fatal
+    assert classify_exit(1).meaning == "crashed" and not classify_exit(1).fatal
+    assert classify_exit(66).error("node7", "no mnist.npz") == "worker missing data (exit 66) on node7: no mnist.npz"
+    assert classify_exit(70).error("", "") == "worker internal error (exit 70)"

@@ -70,6 +70,11 @@ EXIT_BAD_SPEC = 65  # sysexits EX_DATAERR
 EXIT_MISSING_DATA = 66  # sysexits EX_NOINPUT
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE
 EXIT_BAD_NODE = 75  # sysexits EX_TEMPFAIL: this machine cannot train (no TensorFlow, no GPU, out of memory)
+#: What each exit means to whoever ran the worker (every backend reads them from here)
+EXIT_MEANINGS = {EXIT_BAD_SPEC: "bad spec", EXIT_MISSING_DATA: "missing data", EXIT_INTERNAL: "internal error",
+                 EXIT_BAD_NODE: "bad node"}
+#: Exits that retrying cannot cure: the run stops with the worker's message
+FATAL_EXITS = (EXIT_BAD_SPEC, EXIT_MISSING_DATA)
 
 STATUS_OK = "ok"
 STATUS_NONFINITE = "nonfinite"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.errors import BackendError  # noqa: F401  (the contract's error; defined with the others)
-from worker.spec import CandidateResult, WorkerSpec
+from worker.spec import EXIT_BAD_NODE, EXIT_MEANINGS, FATAL_EXITS, CandidateResult, WorkerSpec, read_results
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,42 @@ class JobEvent:
     evictions: int | None = None  # times the cluster requeued it
     exit_code: int | None = None  # how the worker exited (finished), as far as the backend knows
     exit_signal: int | None = None  # the signal that killed it (cluster backends)
+
+
+def read_result_file(job: JobRequest) -> tuple[list[CandidateResult], str | None]:
+    """(results of this job's candidates, problem), for every backend: a missing file is no results; a corrupt
+    one, or one written for another spec, is the problem, never silently trusted."""
+    if not job.result_path.exists():
+        return [], None
+    try:
+        spec_hash, results = read_results(job.result_path)
+    except ValueError as exc:
+        return [], f"corrupt result file: {exc}"
+    if spec_hash != job.spec.spec_hash():
+        return [], f"result file {job.result_path} belongs to another spec (spec_hash mismatch)"
+    wanted = {c.id for c in job.spec.candidates}
+    return [r for r in results if r.candidate_id in wanted], None
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """What a worker's non-zero exit means for its job (`classify_exit`)."""
+
+    code: int
+    meaning: str  # "bad spec", "missing data", "internal error", "bad node" or "crashed"
+    fatal: bool  # retrying cannot help: the run stops
+    bad_node: bool  # the machine cannot train: retry elsewhere
+
+    def error(self, where: str, message: str) -> str:
+        """The job's error line: '... (exit N) on HOST: the worker's message'."""
+        at = f" on {where}" if where else ""
+        return f"worker {self.meaning} (exit {self.code}){at}: {message}".rstrip(": ")
+
+
+def classify_exit(code: int) -> WorkerExit:
+    """One reading of the worker's exit codes (worker.spec) for every backend."""
+    return WorkerExit(code, EXIT_MEANINGS.get(code, "crashed"), code in FATAL_EXITS, code == EXIT_BAD_NODE)
+
 
 
 

@@ -35,17 +35,10 @@ from typing import Any
 
 from condor.events import EventLogError, EventLogFollower, JobStatus
 from condor.submit import EVENT_LOG_FILE, RESULT_FILE, SPEC_FILE, STDERR_FILE, render_batch
-from orchestrator.backends.base import JobEvent, JobRequest
+from orchestrator.backends.base import JobEvent, JobRequest, classify_exit, read_result_file
 from orchestrator.backends.transport import Transport, TransportError, TransportUnavailable
 from orchestrator.config import BackendConfig, job_settings
-from worker.spec import (
-    EXIT_BAD_NODE,
-    EXIT_BAD_SPEC,
-    EXIT_MISSING_DATA,
-    CandidateResult,
-    read_results,
-    read_worker_exit,
-)
+from worker.spec import read_worker_exit
 
 log = logging.getLogger("glo.cluster")
 
@@ -56,7 +49,6 @@ _JOB_STATUS = {1: "idle", 2: "running", 3: "removed", 4: "completed", 5: "held",
 _AD_ATTRS = ("ClusterId", "ProcId", "JobStatus", "GloJobId", "GloAttempt", "HoldReason", "HoldReasonCode",
              "HoldReasonSubCode", "ExitCode", "ExitBySignal", "ExitSignal", "RemoveReason", "LastRemoteHost",
              "RemoteHost")
-_FATAL_EXITS = {EXIT_BAD_SPEC: "bad spec", EXIT_MISSING_DATA: "missing data"}
 
 
 @dataclass
@@ -386,7 +378,7 @@ class ClusterBackend:
         if self.remote:
             await self._fetch(job, STDERR_FILE)
         data = await self._fetch(job, RESULT_FILE)
-        results, problem = self._results(job, data)
+        results, problem = read_result_file(job.req) if data is not None else ([], None)
         exit_info = read_worker_exit(job.req.result_path) if data is not None else None
         code = status.exit_code if exit_info is None else exit_info[0]
         self._forget(job)  # everything is fetched: from here on nothing needs the submit host
@@ -395,21 +387,21 @@ class ClusterBackend:
             error = f"worker killed by signal {status.exit_signal} on {host or 'its machine'}"
             self._emit(job, "finished", results=tuple(results), error=error, **base)
             return
-        if code == EXIT_BAD_NODE:
-            message = exit_info[1] if exit_info else "exit 75"
+        exit_ = classify_exit(code) if code not in (0, None) else None
+        if exit_ is not None and exit_.bad_node:
+            message = exit_info[1] if exit_info else f"exit {code}"
             self.stats_counts["bad_nodes"] += 1
             self._emit(job, "finished", results=tuple(results), error=f"bad node {host}: {message}",
                        bad_node=host or None, **base)
             return
-        if code in _FATAL_EXITS:
+        if exit_ is not None and exit_.fatal:
             message = exit_info[1] if exit_info else f"exit {code}"
-            self._emit(job, "finished", results=tuple(results), error=f"worker {_FATAL_EXITS[code]} "
-                       f"(exit {code}) on {host}: {message}", fatal=True, **base)
+            self._emit(job, "finished", results=tuple(results), error=exit_.error(host, message), fatal=True, **base)
             return
         error: str | None = None
-        if code not in (0, None):
+        if exit_ is not None:
             message = exit_info[1] if exit_info else ""
-            error = f"worker exited {code} on {host}: {message}{self._stderr_tail(job) if not message else ''}"
+            error = exit_.error(host, message) + ("" if message else self._stderr_tail(job))
         elif problem:
             error = problem
         elif data is None:
@@ -417,18 +409,6 @@ class ClusterBackend:
         elif len(results) < len(job.req.spec.candidates):
             error = "worker exited 0 but its result file lacks some candidates"
         self._emit(job, "finished", results=tuple(results), error=error, **base)
-
-    def _results(self, job: _Job, data: bytes | None) -> tuple[list[CandidateResult], str | None]:
-        if data is None:
-            return [], None
-        try:
-            spec_hash, results = read_results(job.req.result_path)
-        except ValueError as exc:
-            return [], f"corrupt result file: {exc}"
-        if spec_hash and spec_hash != job.req.spec.spec_hash():
-            return [], f"result file {job.req.result_path} belongs to another spec (spec_hash mismatch)"
-        wanted = {c.id for c in job.req.spec.candidates}
-        return [r for r in results if r.candidate_id in wanted], None
 
     # -- reconciliation ------------------------------------------------------------------------------
     async def reconcile(self) -> None:

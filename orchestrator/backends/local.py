@@ -16,27 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.backends.base import JobEvent, JobRequest
+from orchestrator.backends.base import JobEvent, JobRequest, classify_exit, read_result_file
 from orchestrator.config import BackendConfig
 from orchestrator.procs import CommandError, run_async
-from worker.spec import CandidateResult, read_results
-
-EXIT_MEANINGS = {65: "bad spec", 66: "missing data", 70: "internal error"}
-
-
-def read_result_file(job: JobRequest) -> tuple[list[CandidateResult], str | None]:
-    """(results for this spec, problem) -- a missing file is no results; a corrupt or stale one
-    is reported as the problem, never silently trusted."""
-    if not job.result_path.exists():
-        return [], None
-    try:
-        spec_hash, results = read_results(job.result_path)
-    except ValueError as exc:
-        return [], f"corrupt result file: {exc}"
-    if spec_hash != job.spec.spec_hash():
-        return [], f"result file {job.result_path} belongs to another spec (spec_hash mismatch)"
-    wanted = {c.id for c in job.spec.candidates}
-    return [r for r in results if r.candidate_id in wanted], None
 
 
 def _worker_message(text: str) -> str:
@@ -92,10 +74,10 @@ class LocalBackend:
                 exit_code = None if exc.timed_out else exc.returncode
                 if exc.timed_out:
                     error = f"worker timed out after {self.config.timeout_s:g} s"
-                else:
-                    meaning = EXIT_MEANINGS.get(exc.returncode or 0, "crashed")
-                    fatal = exc.returncode in (65, 66)
-                    error = f"worker {meaning} (exit {exc.returncode}): {_worker_message(exc.stderr or exc.stdout)}"
+                else:  # a bad node here is this machine: the retry runs here again, and says so again
+                    exit_ = classify_exit(exc.returncode or 0)
+                    fatal = exit_.fatal
+                    error = exit_.error("", _worker_message(exc.stderr or exc.stdout))
             results, problem = read_result_file(job)
             if problem:
                 error = f"{error}; {problem}" if error else problem
