@@ -416,12 +416,8 @@ class Scheduler:
             batch.append(req)
         if not batch:
             return
-        submit_many = getattr(self.backend, "submit_many", None)
         try:
-            if submit_many is not None:
-                backend_ids = await submit_many(batch)
-            else:
-                backend_ids = [await self.backend.submit(req) for req in batch]
+            backend_ids = await self.backend.submit_many(batch)
         except BackendUnavailable as exc:
             log.warning("%d job(s) submitted while the backend was unreachable (%s): looking them up before "
                         "anything is submitted again", len(batch), exc)
@@ -652,9 +648,7 @@ class Scheduler:
             "history": self.search.history(),
             "stats": {k: v for k, v in self.search.stats().items() if k != "operators"},
         }
-        stats = getattr(self.backend, "stats", None)
-        if stats is not None:
-            summary["backend"] = stats()
+        summary["backend"] = self.backend.stats()
         self.store.update_run(self.run_id, status="finished", phase="done", finished_at=time.time(),
                               summary=summary, message="")
         return "finished"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.errors import BackendError  # noqa: F401  (the contract's error; defined with the others)
 from worker.spec import EXIT_BAD_NODE, EXIT_MEANINGS, FATAL_EXITS, CandidateResult, WorkerSpec, read_results
@@ -114,10 +114,15 @@ class BackendUnavailable(BackendError):
 
 
 class Backend(Protocol):
+    """Everything the scheduler calls on a backend (it probes for nothing else)."""
+
     name: str
 
     async def submit(self, job: JobRequest) -> str:
         """Start the job; returns the backend's id for it (stored before any result arrives)."""
+
+    async def submit_many(self, jobs: list[JobRequest]) -> list[str]:
+        """Start several jobs at once (a cluster backend makes them one cluster); their ids, in order."""
 
     async def adopt(self, job: JobRequest) -> bool:
         """After a restart: take over a job recorded as submitted/running.  True when the
@@ -131,5 +136,5 @@ class Backend(Protocol):
         """The scheduler is stopping.  Local processes die with it; cluster jobs may keep
         running (cancel_jobs=False) and be re-adopted on resume."""
 
-    def in_flight(self) -> int:
-        """Jobs submitted and not yet reported finished."""
+    def stats(self) -> dict[str, Any]:
+        """What this backend did, for the run's summary (at least {"backend": name})."""

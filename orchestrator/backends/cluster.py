@@ -512,9 +512,6 @@ class ClusterBackend:
         await self._call(self.transport.close)
         log.info("%s backend: %s", self.name, json.dumps(self.stats()))
 
-    def in_flight(self) -> int:
-        return len(self._jobs)
-
     def stats(self) -> dict[str, Any]:
         """What this backend did: jobs, clusters, releases, removals, and every transport operation."""
         minutes = max((time.monotonic() - self._started) / 60.0, 1e-9)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestrator.backends.base import JobEvent, JobRequest, classify_exit, read_result_file
 from orchestrator.config import BackendConfig
@@ -37,6 +38,7 @@ class LocalBackend:
         self.work_root = work_root
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._submitted = 0
 
     def command(self, job: JobRequest) -> list[str]:
         argv = [sys.executable if part == "{python}" else part for part in self.config.worker_command]
@@ -51,6 +53,7 @@ class LocalBackend:
         tmp.write_text(json.dumps(job.spec.to_json(), indent=1))
         os.replace(tmp, job.spec_path)
         backend_id = f"local:{job.work_dir}"
+        self._submitted += 1
         self._tasks[job.job_id] = asyncio.create_task(self._run(job, backend_id), name=f"job-{job.job_id}")
         return backend_id
 
@@ -114,5 +117,8 @@ class LocalBackend:
         for job_id in list(self._tasks):
             await self.cancel(job_id)
 
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    async def submit_many(self, jobs: list[JobRequest]) -> list[str]:
+        return [await self.submit(job) for job in jobs]
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": self.name, "jobs": self._submitted}

@@ -110,8 +110,11 @@ class NoopBackend:
     async def shutdown(self, *, cancel_jobs: bool) -> None:
         pass
 
-    def in_flight(self) -> int:
-        return 0
+    async def submit_many(self, jobs) -> list[str]:
+        return [await self.submit(job) for job in jobs]
+
+    def stats(self) -> dict:
+        return {"backend": self.name, "jobs": self.jobs}
 
 
 def per_candidate(db_path: Path, generations: int, profile: bool = False) -> dict:
