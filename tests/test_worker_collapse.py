@@ -141,6 +141,25 @@ def test_a_loss_that_collapses_is_reported_collapsed_with_fitness_zero(collapse_
 
 
 @pytest.mark.tf
+def test_with_the_straight_through_gradient_the_same_training_goes_non_finite_instead(tmp_path):
+    """task.epsilon_gradient's default keeps a gradient at the clip's corner: the blow-up that froze Baikal above
+    now ends non-finite (fitness 0 by the same rule), as measured on CIFAR-10 (docs/cifar10-collapse.md)."""
+    pytest.importorskip("tensorflow")
+    from tests.test_worker_fused import _spec, write_mnist_like
+    from worker.data import load_task
+    from worker.lossexpr import named_loss
+    from worker.spec import STATUS_NONFINITE, read_results
+    from worker.train import run_spec
+
+    write_mnist_like(tmp_path)
+    spec = _spec(tmp_path, [("baikal", named_loss("baikal"))], fuse=1, epsilon_gradient="straight-through",
+                 **COLLAPSE_SPEC)
+    run_spec(spec, load_task(spec), tmp_path / "result.json")
+    (baikal,) = read_results(tmp_path / "result.json")[1]
+    assert baikal.status == STATUS_NONFINITE and baikal.fitness == 0.0 and "collapse" not in baikal.extra
+
+
+@pytest.mark.tf
 def test_ce_that_ends_in_one_class_without_clipping_is_not_flagged(collapse_run):
     _, data, (_, ce) = collapse_run
     assert ce.status == STATUS_OK and "collapse" not in ce.extra
@@ -171,6 +190,7 @@ steps = {COLLAPSE_SPEC["steps"]}
 batch_size = {COLLAPSE_SPEC["batch_size"]}
 learning_rate = {COLLAPSE_SPEC["learning_rate"]}
 class_reduction = "{COLLAPSE_SPEC["class_reduction"]}"
+epsilon_gradient = "zero"   # the old clip, whose zero-gradient corner the detector is for (the default: below)
 validation_size = 100
 data_path = {json.dumps(str(d))}
 
