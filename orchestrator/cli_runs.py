@@ -33,7 +33,6 @@ EXIT_NO_RESULT = 4
 EXIT_STOPPED = 130
 
 
-
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the project's own exceptions into one clean line and exit status 1 (no traceback)."""
 
