@@ -268,17 +268,11 @@ def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:
                 "wall_seconds": ev.wall_seconds if ev is not None else None, "error": cand.error or None,
                 "data_source": extra.get("data_source"),
             })
+        from worker.data import data_label  # numpy: only when results are read
+
         task = config.get("task", {})
         data = task.get("data_path") or ""
         return {"run_id": run.id, "task": run.task, "steps": int(task.get("steps", 0)),
-                "data_label": _data_label(run.task, records, data), "losses": losses,
+                "data_label": data_label(run.task, data, *(r.get("data_source") for r in records)), "losses": losses,
                 "seeds": list(ev_cfg["seeds"]), "fractions": fractions, "records": records,
                 "status": run.status, "curve_every": ev_cfg.get("curve_every")}
-
-
-def _data_label(task: str, records: list[dict[str, Any]], data_path: str) -> str:
-    """Name the data honestly: the JPEG re-encoding of CIFAR-10 is not CIFAR-10 itself."""
-    sources = " ".join(str(r.get("data_source") or "") for r in records) + " " + data_path
-    if task == "cifar10":
-        return "CIFAR-10 (JPEG re-encoding, cifar10_jpeg.npz)" if "jpeg" in sources.lower() else "CIFAR-10"
-    return "MNIST"

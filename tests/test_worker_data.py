@@ -78,3 +78,14 @@ def test_validation_larger_than_data_is_a_spec_error(tmp_path):
     _npz(tmp_path / "mnist.npz", n=30)
     with pytest.raises(SpecError, match="validation_size"):
         load_task(_spec(validation_size=30, data_path=str(tmp_path)))
+
+
+def test_the_data_label_is_defined_once_and_names_the_jpeg_re_encoding() -> None:
+    """Reports (db.queries) and figures (orchestrator.experiments.figures) name the data through one function."""
+    from orchestrator.experiments.figures import data_label_for
+    from worker.data import data_label
+
+    assert data_label("mnist") == "MNIST" and data_label("cifar10", "/d/cifar10.npz") == "CIFAR-10"
+    jpeg = data_label("cifar10", None, "", "/work/shared/data/cifar10_jpeg.npz")
+    assert jpeg == "CIFAR-10 (JPEG re-encoding, cifar10_jpeg.npz)" == data_label_for("cifar10", "x/cifar10_jpeg.npz")
+    assert data_label("mnist", "cifar10_jpeg.npz") == "MNIST"

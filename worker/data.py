@@ -26,6 +26,18 @@ import numpy as np
 from worker.spec import SpecError, WorkerSpec
 
 FILE_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10_jpeg.npz")}
+#: What reports and figures call each task's data
+TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+JPEG_FILE = "cifar10_jpeg.npz"
+
+
+def data_label(task: str, *sources: str | None) -> str:
+    """The data's honest name for reports and figures: the task's, except that a training that read
+    cifar10_jpeg.npz (any of `sources`: data paths, a result's data_source) is on the JPEG re-encoding, whose
+    pixels are not CIFAR-10's own."""
+    if task == "cifar10" and any(s and Path(s).name == JPEG_FILE for s in sources):
+        return f"CIFAR-10 (JPEG re-encoding, {JPEG_FILE})"
+    return TASK_LABELS.get(task, task)
 IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3)}
 NUM_CLASSES = 10
 

@@ -16,25 +16,21 @@ from typing import Any
 
 from orchestrator.experiments.stats import counted, fmt_fraction, fraction_key, fractions, loss_labels, summarize
 
-TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
-
 #: Colour of the baseline (ce) in every figure; the other losses take matplotlib's tab10 in run order.
 BASELINE_COLOR = "black"
 DPI = 120
 
 
 def data_label_for(task: str, data_path: str | None = None) -> str:
-    """What to call the data in titles: "MNIST", "CIFAR-10", or for the data file cifar10_jpeg.npz
-    "CIFAR-10, JPEG re-encoding (cifar10_jpeg.npz)" — the images are not the original CIFAR-10 pixels."""
-    name = Path(data_path).name if data_path else ""
-    if name == "cifar10_jpeg.npz":
-        return "CIFAR-10, JPEG re-encoding (cifar10_jpeg.npz)"
-    return TASK_LABELS.get(task, task)
+    """What to call the data in titles (worker.data.data_label: the JPEG re-encoding is named as such)."""
+    from worker.data import data_label
+
+    return data_label(task, data_path)
 
 
 def data_label_of(results: dict[str, Any], data_label: str | None = None) -> str:
     """What to call the data of an evaluation: `data_label`, else the results' own, else the task's name."""
-    return data_label or results.get("data_label") or TASK_LABELS.get(results.get("task", ""), results.get("task", ""))
+    return data_label or results.get("data_label") or data_label_for(results.get("task", ""))
 
 
 def _pyplot() -> Any:
@@ -543,7 +539,7 @@ def search_progress(db: Any, run_id: str, out_dir: str | Path, *, data: dict[str
     `data`: what `search_data(db, run_id)` returns, when the caller already has it."""
     data = data if data is not None else search_data(db, run_id)
     out = Path(out_dir)
-    label = data_label or TASK_LABELS.get(data["run"]["task"], data["run"]["task"])
+    label = data_label or data_label_for(data["run"]["task"])
     sub = f"search {data['run']['id']}, {label}"
     paths = [_search_fitness(data, out, sub), _search_cma(data, out, sub), _search_sources(data, out, sub),
              _search_budget(data, out, sub)]
