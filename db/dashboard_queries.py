@@ -30,6 +30,7 @@ from db.fastread import (
     HELD_JOBS_SHOWN,
     TRAININGS_PER_BUDGET_SQL,
     attempt_json,
+    expected_evaluations,
     generation0,
     run_kind,
     trainings_per_budget,
@@ -132,20 +133,6 @@ def _finite(v: Any) -> float | None:
 
 
 # -- runs ------------------------------------------------------------------------------------------------------------
-def expected_evaluations(config: dict[str, Any]) -> int:
-    """About how many candidates the run hands out: an evaluation's grid (losses x fractions x seeds), else
-    `glo status`'s estimate for a search."""
-    from db.queries import expected_evaluations as expected
-
-    try:
-        ev = config.get("evaluate") if isinstance(config, dict) else None
-        if isinstance(ev, dict):
-            return len(ev.get("losses") or []) * max(1, len(ev.get("fractions") or [1.0])) * len(ev.get("seeds") or [])
-        return expected(config)
-    except (TypeError, ValueError, AttributeError):
-        return 0
-
-
 def _run_row(con: sqlite3.Connection, run_id: str) -> sqlite3.Row:
     row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:

@@ -70,7 +70,19 @@ def trainings_per_budget(rows: Any) -> list[dict[str, int]]:
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
-    """Rough total of handed-out candidates: GA generations plus the CMA-ES budget (db.queries uses it too)."""
+    """About how many candidates a run hands out -- an evaluation's grid (losses x fractions x seeds), a search's
+    GA generations, promotions and CMA-ES budget -- the one formula for `glo status`, db.queries, the dashboard
+    and the scheduler's progress bar.  0 for a config it cannot read."""
+    try:
+        ev = config.get("evaluate") if isinstance(config, dict) else None
+        if isinstance(ev, dict):
+            return len(ev.get("losses") or []) * max(1, len(ev.get("fractions") or [1.0])) * len(ev.get("seeds") or [])
+        return _expected_search(config)
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def _expected_search(config: dict[str, Any]) -> int:
     search = config.get("search", {})
     ga, cma = search.get("ga", {}), search.get("cma", {})
     pop, gens = int(ga.get("population_size", 80)), int(ga.get("generations", 20))

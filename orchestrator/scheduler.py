@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from db.fastread import expected_evaluations
 from db.models import JOB_TRANSITIONS
 from db.session import Database
 from db.snapshots import CandidateRow, JobRow
@@ -136,6 +137,7 @@ class Scheduler:
         self.progress = Progress()
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self._bar: Any = None
+        self._expected_total: int | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
@@ -672,11 +674,9 @@ class Scheduler:
         self._bar_task = self._bar.add_task(f"run {self.run_id}", total=self._expected(), info="")
 
     def _expected(self) -> int:
-        if self.config.evaluate is not None:
-            e = self.config.evaluate
-            return len(e.losses) * len(e.seeds) * len(e.fractions)
-        ga = self.config.search.ga
-        return ga.population_size * ga.generations
+        if self._expected_total is None:  # db.fastread's one formula, over the effective config
+            self._expected_total = max(1, expected_evaluations(self.config.to_dict()))
+        return self._expected_total
 
     def _update_progress(self) -> None:
         p = self.progress
