@@ -427,19 +427,19 @@ def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json
     """Print a self-contained loss function for the candidate (paste into Keras training)."""
     from db.queries import candidate as get
     from db.queries import get_run
+    from orchestrator.config import stored_task
     from orchestrator.export import export
     from worker.lossexpr import Node
-    from worker.spec import EPSILON_GRADIENT_LEGACY  # a run stored before the setting trained with this
 
     db = _open(db_path)
     c, _ev, _jobs = get(db, candidate)
     run = get_run(db, c.run_id)
-    task = run.config.get("task", {})
+    task = stored_task(run.config.get("task", {}))
     eps = float(task.get("epsilon", 1e-7))
     fit = "-" if c.fitness is None else f"{c.fitness:.4f}"
     code = export(Node.from_json(c.tree), fmt, name=name, epsilon=eps,
                   class_reduction=task.get("class_reduction", "mean"),
-                  epsilon_gradient=task.get("epsilon_gradient", EPSILON_GRADIENT_LEGACY), comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
+                  epsilon_gradient=task["epsilon_gradient"], comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
     if as_json:
         _echo_json({"candidate_id": c.uid, "format": fmt, "infix": c.infix, "code": code})
     else:

@@ -241,13 +241,19 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     return v
 
 
+def stored_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run's [task] (every default filled in as it was then), with each setting added since at the
+    value the run trained with before it existed, not today's default: `epsilon_gradient` was "zero"
+    (TensorFlow's clip) before it was a setting."""
+    return {"epsilon_gradient": EPSILON_GRADIENT_LEGACY, **task}
+
+
 def from_stored(data: Mapping[str, Any]) -> GloConfig:
-    """A stored run's config (runs.config_json, every default filled in as it was then).  A setting added
-    since takes the value the run trained with before it existed, not today's default, so a resumed run goes
-    on exactly as it began: `task.epsilon_gradient` was "zero" (TensorFlow's clip) before it was a setting."""
+    """A stored run's config (runs.config_json), read so that a resumed run goes on exactly as it began
+    (`stored_task`)."""
     task = data.get("task") if isinstance(data, Mapping) else None
-    if isinstance(task, Mapping) and "epsilon_gradient" not in task:
-        data = {**data, "task": {**task, "epsilon_gradient": EPSILON_GRADIENT_LEGACY}}
+    if isinstance(task, Mapping):
+        data = {**data, "task": stored_task(task)}
     return from_dict(data)
 
 

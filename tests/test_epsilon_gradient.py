@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.cachekey import eval_key
-from orchestrator.config import TaskConfig, from_dict, from_stored
+from orchestrator.config import TaskConfig, from_dict, from_stored, stored_task
 from orchestrator.search.filters import _grad, check
 from worker.lossexpr import named_loss, parse
 from worker.spec import EPSILON_GRADIENT_DEFAULT, CandidateSpec, WorkerSpec
@@ -85,6 +85,9 @@ def test_the_default_is_straight_through_and_old_runs_resume_as_they_began() -> 
     del stored["task"]["epsilon_gradient"]  # a run stored before the setting existed
     assert from_stored(stored).task.epsilon_gradient == "zero"
     assert from_stored(new.to_dict()).task.epsilon_gradient == "straight-through"
+    # the same rule for readers of a stored [task] alone (glo export)
+    assert stored_task({"epsilon": 1e-7}) == {"epsilon": 1e-7, "epsilon_gradient": "zero"}
+    assert stored_task({"epsilon_gradient": "straight-through"})["epsilon_gradient"] == "straight-through"
     with pytest.raises(Exception, match="task.epsilon_gradient"):
         from_dict({"task": {"epsilon_gradient": "identity"}})
 

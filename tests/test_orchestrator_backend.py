@@ -100,3 +100,4 @@ def test_every_backend_reads_exit_codes_one_way() -> None:
     assert classify_exit(1).meaning == "crashed" and not classify_exit(1).fatal
     assert classify_exit(66).error("node7", "no mnist.npz") == "worker missing data (exit 66) on node7: no mnist.npz"
     assert classify_exit(70).error("", "") == "worker internal error (exit 70)"
+    assert classify_exit(1).error("n1", "stopped at: ") == "worker crashed (exit 1) on n1: stopped at: "

@@ -53,9 +53,10 @@ from worker.lossexpr import LossExprError, Node
 CLASS_REDUCTIONS = ("mean", "sum")
 
 #: What the prediction clip `clip(y, epsilon, 1)` passes back below epsilon.  "straight-through" (the default):
-#: the clipped value forward, the gradient of the loss at that value backward as if no clip were there, so no
-#: loss can sit at the clip's corner with an exactly zero gradient (docs/cifar10-collapse.md: Baikal froze there
-#: on CIFAR-10 and reported a silent 0.100).  "zero": TensorFlow's clip_by_value, no gradient below epsilon --
+#: the clipped value forward, the gradient of the loss at that value backward as if no clip were there, and the
+#: model's output softmax floored at epsilon in its backward (worker/tf_loss.py), so no loss can sit at the
+#: clip's corner with an exactly zero gradient (docs/cifar10-collapse.md: Baikal froze there on CIFAR-10 and
+#: reported a silent 0.100).  "zero": TensorFlow's clip_by_value, no gradient below epsilon --
 #: what every run before the setting existed trained with (its cache keys and specs omit the field).
 EPSILON_GRADIENTS = ("straight-through", "zero")
 EPSILON_GRADIENT_DEFAULT = "straight-through"

@@ -99,7 +99,7 @@ class WorkerExit:
     def error(self, where: str, message: str) -> str:
         """The job's error line: '... (exit N) on HOST: the worker's message'."""
         at = f" on {where}" if where else ""
-        return f"worker {self.meaning} (exit {self.code}){at}: {message}".rstrip(": ")
+        return f"worker {self.meaning} (exit {self.code}){at}" + (f": {message}" if message else "")
 
 
 def classify_exit(code: int) -> WorkerExit:
