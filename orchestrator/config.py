@@ -250,10 +250,15 @@ def stored_task(task: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_stored(data: Mapping[str, Any]) -> GloConfig:
     """A stored run's config (runs.config_json), read so that a resumed run goes on exactly as it began
-    (`stored_task`)."""
+    (`stored_task`, `search.config.stored_search`)."""
+    from orchestrator.search.config import stored_search
+
     task = data.get("task") if isinstance(data, Mapping) else None
     if isinstance(task, Mapping):
         data = {**data, "task": stored_task(task)}
+    search = data.get("search") if isinstance(data, Mapping) else None
+    if isinstance(search, Mapping):
+        data = {**data, "search": stored_search(search)}
     return from_dict(data)
 
 

@@ -65,7 +65,8 @@ def test_the_derivative_matches_finite_differences() -> None:
 
 def test_a_search_with_the_filter_resolves_rejected_trees_and_draws_only_passing_ones() -> None:
     screen = screen_for(1e-7, "sum")
-    cfg = SearchConfig(seed=0, ga=GAConfig(population_size=16, generations=3, elites=2))
+    # the paper's offspring rule keeps rejected children (ga.offspring = "valid" would redraw them)
+    cfg = SearchConfig(seed=0, ga=GAConfig(population_size=16, generations=3, elites=2, offspring="paper"))
     s = Search(cfg, key_fn=to_infix, screen=screen)
     first = s.ask()
     assert len(first) == 16 and all(screen(c.tree) is None for c in first)

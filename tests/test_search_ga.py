@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from orchestrator.errors import ConfigError
 from orchestrator.search import (
     AlreadyToldError,
     CMAConfig,
@@ -23,8 +25,9 @@ from worker.lossexpr import Node, parse, to_infix
 from worker.lossexpr.onehot import is_trainable
 
 
-def small(seed: int = 1, pop: int = 24, gens: int = 4, top_k: int = 1, iters: int = 3) -> SearchConfig:
-    return SearchConfig(seed=seed, ga=GAConfig(population_size=pop, generations=gens, elites=3),
+def small(seed: int = 1, pop: int = 24, gens: int = 4, top_k: int = 1, iters: int = 3,
+          offspring: str = "valid") -> SearchConfig:
+    return SearchConfig(seed=seed, ga=GAConfig(population_size=pop, generations=gens, elites=3, offspring=offspring),
                         cma=CMAConfig(top_k=top_k, iterations=iters))
 
 
@@ -74,7 +77,8 @@ def test_elites_pass_unchanged_with_their_fitness():
 
 
 def test_invalid_and_duplicates_resolved_inside_and_every_child_well_formed():
-    s = Search(small(pop=40, gens=5, top_k=0), key_fn=to_infix)
+    """The paper's offspring rule: every child is kept; invalid ones and repeats are resolved untrained."""
+    s = Search(small(pop=40, gens=5, top_k=0, offspring="paper"), key_fn=to_infix)
     asked = drive(s)
     stats = s.stats()
     resolved = s.resolved_without_training()
@@ -233,3 +237,53 @@ def test_best_on_a_tie_does_not_depend_on_tell_order():
         assert f == 0.5
         bests.add(best.id)
     assert len(bests) == 1 and bests.pop().startswith("g0-")
+
+
+def test_valid_offspring_are_trainable_and_new_to_the_run():
+    """ga.offspring = "valid" (the default): no slot goes to an untrainable tree or to a repeat."""
+    s = Search(small(pop=40, gens=5, top_k=0), key_fn=to_infix)
+    asked = drive(s)
+    reasons = [r.reason for r in s.resolved_without_training()]
+    assert reasons.count("invalid") == reasons.count("duplicate") == 0
+    assert reasons.count("elite") == 3 * 4
+    assert len(asked) + len(reasons) == 40 * 5
+    seen: set[str] = set()
+    for cid, text in asked:  # every training is of a tree the run had not trained before
+        assert is_trainable(parse(text)) and text not in seen, cid
+        seen.add(text)
+    assert s.stats()["children_redrawn"] > 0
+
+
+def test_valid_offspring_give_up_on_a_tree_space_with_nothing_new():
+    """A key function that makes every tree the same: each slot stops after MAX_CHILD_DRAWS and the
+    child is resolved as the paper resolves it, so the search still finishes."""
+    s = Search(small(pop=6, gens=3, top_k=0), key_fn=lambda t: "same")
+    asked = drive(s)
+    assert len(asked) == 1  # generation 0's first tree; everything else repeats it
+    assert s.finished
+
+
+def test_offspring_rule_follows_init_unless_set():
+    assert GAConfig().offspring == "valid"
+    assert GAConfig(init="paper").offspring == "paper"
+    assert GAConfig(init="paper", offspring="valid").offspring == "valid"
+    with pytest.raises(ConfigError, match="ga.offspring must be one of valid, paper"):
+        GAConfig(offspring="fresh")
+
+
+def test_a_search_state_stored_before_the_offspring_rule_resumes_with_the_papers():
+    s = Search(small(pop=12, gens=3, top_k=0), key_fn=to_infix)
+    data = json.loads(json.dumps(s.export_state()))
+    del data["config"]["ga"]["offspring"]
+    assert Search.import_state(data, key_fn=to_infix).config.ga.offspring == "paper"
+
+
+def test_a_run_stored_before_the_offspring_rule_resumes_with_the_papers():
+    from orchestrator.config import from_dict, from_stored
+
+    new = from_dict({})
+    stored = new.to_dict()
+    assert stored["search"]["ga"]["offspring"] == "valid"
+    del stored["search"]["ga"]["offspring"]  # a run stored before the setting existed
+    assert from_stored(stored).search.ga.offspring == "paper"
+    assert from_stored(new.to_dict()).search.ga.offspring == "valid"

@@ -12,6 +12,13 @@ from worker.lossexpr import Node, to_infix
 
 CFG = SearchConfig(seed=21, ga=GAConfig(population_size=30, generations=4, elites=4),
                    cma=CMAConfig(top_k=2, iterations=4))
+#: Each offspring rule with cuts that land in every phase (see test_cuts_cover_discovery_and_cma):
+#: "valid" redraws untrainable and repeated children, so it trains more and reaches CMA-ES later.
+CONFIGS = {
+    "valid": (CFG, [0, 1, 17, 45, 70, 95, 120, 150]),
+    "paper": (SearchConfig(seed=21, ga=GAConfig(population_size=30, generations=4, elites=4, offspring="paper"),
+                           cma=CMAConfig(top_k=2, iterations=4)), [0, 1, 17, 45, 70, 95]),
+}
 
 
 def fitness(tree: Node) -> float:
@@ -43,14 +50,15 @@ def clone(search: Search, **kw) -> Search:
     return Search.import_state(json.loads(json.dumps(search.export_state())), key_fn=to_infix, **kw)
 
 
-@pytest.mark.parametrize("cut", [0, 1, 17, 45, 70, 95, 120])
-def test_resume_anywhere_gives_the_uninterrupted_run(cut: int):
-    ref = Driver(Search(CFG, key_fn=to_infix), seed=3)
+@pytest.mark.parametrize(("mode", "cut"), [(m, c) for m, (_, cuts) in CONFIGS.items() for c in cuts])
+def test_resume_anywhere_gives_the_uninterrupted_run(mode: str, cut: int):
+    cfg = CONFIGS[mode][0]
+    ref = Driver(Search(cfg, key_fn=to_infix), seed=3)
     while not ref.search.finished:
         ref.step()
     full_log, final = ref.log, ref.search.export_state()
 
-    run = Driver(Search(CFG, key_fn=to_infix), seed=3)
+    run = Driver(Search(cfg, key_fn=to_infix), seed=3)
     for _ in range(cut):
         if run.search.finished:
             break
@@ -64,13 +72,16 @@ def test_resume_anywhere_gives_the_uninterrupted_run(cut: int):
     assert run.search.best() == ref.search.best()
 
 
-def test_cuts_cover_discovery_and_cma():
-    d = Driver(Search(CFG, key_fn=to_infix), seed=3)
+@pytest.mark.parametrize("mode", CONFIGS)
+def test_cuts_cover_discovery_and_cma(mode: str):
+    cfg, cuts = CONFIGS[mode]
+    d = Driver(Search(cfg, key_fn=to_infix), seed=3)
     phases = []
     while not d.search.finished:
         d.step()
         phases.append(d.search.phase)
-    assert phases.index("cma") < 95 < len(phases)  # cut 95 and 120 land in the CMA-ES phase
+    assert phases.index("cma") < cuts[-1] < len(phases)  # the last cut lands in the CMA-ES phase
+    assert phases[cuts[-3]] == "discovery"
 
 
 def test_reissue_outstanding_after_a_crash_that_lost_the_jobs():

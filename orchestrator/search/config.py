@@ -34,6 +34,16 @@ PAPER_WEIGHTS: tuple[tuple[str, float], ...] = (
 #: "paper" draws exactly as the paper does, invalid trees and all (they get fitness 0).
 INIT_MODES = ("valid", "paper")
 
+#: How offspring are made: "valid" redraws a child (new parents, new crossover and mutation) that cannot
+#: train, that the zero-training filter rejects, or whose canonical form the run has already evaluated or
+#: bred into this generation, so every slot of a generation is a new trainable tree; "paper" keeps every
+#: child the paper's operators make (invalid ones get fitness 0, repeats are cache hits or duplicates).
+#: Unset, it follows `init`: `init = "paper"` is the paper's GA throughout.
+OFFSPRING_MODES = ("valid", "paper")
+
+#: The value a stored search config written before `ga.offspring` existed resumes with: the paper's rule.
+OFFSPRING_LEGACY = "paper"
+
 #: A stored candidate as `glo best` prints it, RUN/CANDIDATE (an infix such as x/y also matches:
 #: whoever can read the database tries it there first, then as a loss).
 CANDIDATE_REF = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -77,6 +87,9 @@ class GAConfig:
     another run's database rows to resume).  `zero_training_filter` (ours): before a tree costs a
     training, `filters.check` optimises free predictions with it and rejects what cannot learn
     (fitness 0, reason stored); the scheduler applies it with the task's epsilon and class reduction.
+    `offspring` (ours, see `OFFSPRING_MODES`; unset follows `init`): with the paper's rule most children
+    of a small population are untrainable or repeats -- three `make demo` runs (population 8) trained 1,
+    0 and 0 of their 6 second-generation children -- so "valid" redraws those.
     """
 
     population_size: int = 80
@@ -92,6 +105,7 @@ class GAConfig:
     max_tree_size: int = 128
     max_tree_depth: int = 40
     init: str = "valid"
+    offspring: str | None = None
     seed_losses: tuple[str, ...] = ()
     zero_training_filter: bool = True
 
@@ -134,6 +148,10 @@ class GAConfig:
             raise ConfigError(f"ga.zero_training_filter must be true or false, got {self.zero_training_filter!r}")
         if self.init not in INIT_MODES:
             raise ConfigError(f"ga.init must be one of {', '.join(INIT_MODES)}, got {self.init!r}")
+        if self.offspring is None:
+            object.__setattr__(self, "offspring", self.init)
+        if self.offspring not in OFFSPRING_MODES:
+            raise ConfigError(f"ga.offspring must be one of {', '.join(OFFSPRING_MODES)}, got {self.offspring!r}")
         if isinstance(self.seed_losses, str) or not isinstance(self.seed_losses, (list, tuple)):
             raise ConfigError(f"ga.seed_losses must be a list of losses, got {self.seed_losses!r}")
         object.__setattr__(self, "seed_losses", tuple(self.seed_losses))
@@ -280,6 +298,12 @@ class SearchConfig:
         return out
 
     @staticmethod
+    def from_stored(data: Mapping[str, Any]) -> "SearchConfig":
+        """A stored search config (a run's or a search state's), each setting added since at the value the
+        search ran with before it existed: `ga.offspring` was the paper's rule."""
+        return SearchConfig.from_dict(stored_search(data))
+
+    @staticmethod
     def from_dict(data: Mapping[str, Any]) -> "SearchConfig":
         """Build from plain data; missing fields take the paper's defaults, unknown ones are errors."""
         if not isinstance(data, Mapping):
@@ -300,3 +324,11 @@ class SearchConfig:
                 raise ConfigError(f"unknown field(s) {', '.join(f'{name}.{b}' for b in sorted(bad))}")
             parts[name] = cls(**sub)
         return SearchConfig(seed=data.get("seed", 0), **parts)
+
+
+def stored_search(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` (a stored [search] table) with `ga.offspring` filled in as `OFFSPRING_LEGACY` where it was
+    written before the setting existed (a stored config always lists every GA field it had)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("ga"), Mapping) or "offspring" in data["ga"]:
+        return dict(data) if isinstance(data, Mapping) else data
+    return {**data, "ga": {**data["ga"], "offspring": OFFSPRING_LEGACY}}

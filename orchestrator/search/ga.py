@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.search.config import GAConfig
@@ -25,6 +26,11 @@ class Offspring:
     parents: tuple[int, ...]
     ops: tuple[str, ...] = ()
     capped: bool = False
+
+
+#: Children drawn for one slot before `breed` keeps the last one anyway (it is then resolved as the
+#: paper resolves it): a population whose trees cannot make a new trainable child must not loop forever.
+MAX_CHILD_DRAWS = 100
 
 
 def elite_indices(fitnesses: list[float], n: int) -> list[int]:
@@ -58,15 +64,22 @@ def breed(
     cfg: GAConfig,
     prims: Primitives,
     counter: OpCounter | None = None,
+    accept: Callable[[Node], bool] | None = None,
 ) -> list[Offspring]:
     """The next generation: `cfg.elites` elites unchanged, then children in pairs.
 
     Each pair: two roulette parents; with `crossover_prob` swap random subtrees (both children
     kept), else copy; then mutate each child.  A child over the size/depth cap after crossover
     reverts to its parent, after mutation to its pre-mutation tree (DEAP's staticLimit).
+
+    `accept` (ga.offspring = "valid"): a child it refuses is dropped and the slot bred again from new
+    parents, up to `MAX_CHILD_DRAWS` children per slot (then the last one is kept).  It is asked once
+    per child, in order, so it may remember what it accepted.  Without it, every child is kept: the
+    paper's rule, and the same random stream as before the option existed.
     """
     size = cfg.population_size
     out = [Offspring(trees[i], "elite", (i,)) for i in elite_indices(fitnesses, cfg.elites)]
+    refused = 0  # children refused for the slot being filled
     while len(out) < size:
         i, j = roulette(rng, fitnesses), roulette(rng, fitnesses)
         crossed = rng.random() < cfg.crossover_prob
@@ -88,5 +101,9 @@ def breed(
             mutated, ops = mutate(rng, tree, prims, cfg, counter)
             if ops and not within_cap(mutated, cfg):
                 mutated, ops, capped = tree, [], True
+            if accept is not None and refused + 1 < MAX_CHILD_DRAWS and not accept(mutated):
+                refused += 1
+                continue
+            refused = 0
             out.append(Offspring(mutated, origin, parents, tuple(ops), capped))
     return out

@@ -301,7 +301,8 @@ class Search:
             scores = [self.score(c) for c in self._population]
             # roulette weight and elite order: (rung, fitness) as rung + fitness (fitness is in [0, 1])
             fits = [r + f if f > 0 else 0.0 for r, f in scores]
-            kids = breed(self._rng, trees, fits, ga, self._prims, self._counter)
+            kids = breed(self._rng, trees, fits, ga, self._prims, self._counter,
+                         accept=self._new_child_filter() if ga.offspring == "valid" else None)
             self._generation += 1
             g = self._generation
             pop: list[Candidate] = []
@@ -316,6 +317,20 @@ class Search:
                 if kid.capped:
                     self._stats["capped"] += 1
             self._set_generation(pop, elite_fitness, elite_rung if self.config.fidelity else None)
+
+    def _new_child_filter(self) -> Callable[[Node], bool]:
+        """ga.offspring = "valid": accept a child that can train, passes the filter and is new to the run
+        (its canonical key is neither archived from a past generation nor already bred into this one)."""
+        seen = set(self._archive)
+
+        def accept(tree: Node) -> bool:
+            if is_trainable(tree) and self.rejection(tree) is None and (key := self.key(tree)) not in seen:
+                seen.add(key)
+                return True
+            self._stats["children_redrawn"] = self._stats.get("children_redrawn", 0) + 1
+            return False
+
+        return accept
 
     def _close_generation(self) -> None:
         scores = [self.score(c) for c in self._population]
@@ -546,7 +561,7 @@ class Search:
         """
         if data.get("glo_search_state") != STATE_VERSION:
             raise StateError(f"unsupported search state version {data.get('glo_search_state')!r}")
-        s = Search(SearchConfig.from_dict(data["config"]), key_fn=key_fn, screen=screen)
+        s = Search(SearchConfig.from_stored(data["config"]), key_fn=key_fn, screen=screen)
         s._fresh = False
         version, internal, gauss = data["rng"]
         s._rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
