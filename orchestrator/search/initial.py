@@ -62,17 +62,18 @@ def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig, key_fn: 
         out.append((tree, "seed"))
         keys.add(key_fn(tree))
         counts.seeded += 1
+    trainable: dict[Node, bool] = {}  # small trees recur thousands of times: judge each once
     while len(out) < cfg.population_size:
         if cfg.init == "paper":
             tree = random_tree(rng, prims, cfg.init_max_depth)
             counts.drawn += 1
         else:
-            tree = _trainable_tree(rng, prims, cfg, counts, admissible)
+            tree = _trainable_tree(rng, prims, cfg, counts, admissible, trainable)
             for _ in range(MAX_DUPLICATE_REDRAWS):
                 if key_fn(tree) not in keys:  # key_fn is memoized: asking again below is free
                     break
                 counts.rejected_duplicate += 1
-                tree = _trainable_tree(rng, prims, cfg, counts, admissible)
+                tree = _trainable_tree(rng, prims, cfg, counts, admissible, trainable)
             keys.add(key_fn(tree))
         out.append((tree, "init"))
     counts.trainable = sum(1 for tree, _ in out if is_trainable(tree) and admissible(tree))
@@ -80,11 +81,14 @@ def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig, key_fn: 
 
 
 def _trainable_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts,
-                    admissible: Callable[[Node], bool]) -> Node:
+                    admissible: Callable[[Node], bool], trainable: dict[Node, bool]) -> Node:
     for _ in range(MAX_DRAWS_PER_TREE):
         tree = random_tree(rng, prims, cfg.init_max_depth)
         counts.drawn += 1
-        if not is_trainable(tree):
+        ok = trainable.get(tree)
+        if ok is None:
+            ok = trainable[tree] = is_trainable(tree)
+        if not ok:
             counts.rejected_untrainable += 1
         elif not admissible(tree):
             counts.rejected_filtered += 1
