@@ -1,11 +1,12 @@
-"""Opening a database and the one session scope through which every read and write goes."""
+"""Opening a database and the one session scope (`Database.session`) through which every read and write goes."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -30,34 +31,40 @@ def _translate(exc: SQLAlchemyError, path: Path) -> StorageError:
 
 @dataclass
 class Database:
-    """An open GLO database file: a read engine and a write engine sharing its pragmas."""
+    """An open GLO database file: a read engine (a connection per transaction) and a write engine that
+    keeps one connection for the Database's life, used by one write transaction at a time."""
 
     path: Path
     engine: Engine
     write_engine: Engine
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """One transaction: commits on success, rolls back on any error, and turns database
-        errors into StorageError so that callers handle one exception family."""
-        session = Session(self.write_engine if write else self.engine, expire_on_commit=False)
-        try:
-            yield session
-            if write:
-                session.commit()
-            else:
-                session.rollback()  # reads end their snapshot; nothing to keep
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise _translate(exc, self.path) from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        errors into StorageError so that callers handle one exception family.  Write transactions
+        take the write connection's lock (threads of one process queue here, other processes at
+        SQLite's own lock)."""
+        with self._write_lock if write else nullcontext():
+            session = Session(self.write_engine if write else self.engine, expire_on_commit=False)
+            try:
+                yield session
+                if write:
+                    session.commit()
+                else:
+                    session.rollback()  # reads end their snapshot; nothing to keep
+            except SQLAlchemyError as exc:
+                session.rollback()
+                raise _translate(exc, self.path) from exc
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.write_engine.dispose()
 
 
 def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False) -> Database:
@@ -91,11 +98,4 @@ def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False)
     except BaseException:
         engine.dispose()
         raise
-    return Database(path=p, engine=engine, write_engine=writer(engine))
-
-
-@contextmanager
-def session_scope(db: Database, *, write: bool = False) -> Iterator[Session]:
-    """Module-level spelling of Database.session for callers that prefer a function."""
-    with db.session(write=write) as s:
-        yield s
+    return Database(path=p, engine=engine, write_engine=writer(make_engine(p, single_connection=True)))

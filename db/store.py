@@ -150,10 +150,6 @@ class Store:
             row.seq += 1
             row.updated_at = now
 
-    def save_search_state(self, run_id: str, state: dict[str, Any]) -> None:
-        with self.db.session(write=True) as s:
-            self._save_state(s, run_id, state)
-
     # -- candidates ----------------------------------------------------------------------------
     def record_asked(self, run_id: str, cands: Iterable[NewCandidate], state: dict[str, Any],
                      generation: int | None = None, phase: str | None = None,
@@ -248,12 +244,6 @@ class Store:
         with self.db.session(write=True) as s:
             c = self._cand(s, uid)
             c.status, c.fitness, c.evaluation_id, c.resolved_at = "cached", evaluation.fitness, evaluation.id, time.time()
-
-    def resolve_without_training(self, uid: str, fitness: float, reason: str) -> None:
-        """The search settled the candidate itself (invalid, duplicate): recorded, not cached."""
-        with self.db.session(write=True) as s:
-            c = self._cand(s, uid)
-            c.status, c.fitness, c.error, c.resolved_at = "resolved", fitness, reason, time.time()
 
     def store_result(self, uids: list[str], ev: NewEvaluation, run_id: str) -> EvaluationRow:
         """Insert the evaluation into the cache (or reuse an identical one) and resolve every
