@@ -28,10 +28,12 @@ from db.fastread import (
     BEST_SQL,
     GENERATION0_SQL,
     HELD_JOBS_SHOWN,
+    IN_FLIGHT_SQL,
+    SETTLED,
     TRAININGS_PER_BUDGET_SQL,
     attempt_json,
-    expected_evaluations,
     generation0,
+    progress,
     run_kind,
     trainings_per_budget,
 )
@@ -41,7 +43,6 @@ BUSY_TIMEOUT_MS = 5_000
 LEADERBOARD_SIZE = 20
 ERRORS_SHOWN = 10
 RECENT_JOBS_SHOWN = 20
-SETTLED = ("evaluated", "cached", "failed", "resolved")
 
 
 class ReadOnlyDB:
@@ -283,30 +284,15 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
             extra["reasons"] = agg.reasons.most_common()
             extra["hits"] = [rowid for _, rowid in sorted(agg.hits, reverse=True)]
     jobs = dict(con.execute("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state", (rid,)).fetchall())
-    in_flight = con.execute(
-        "SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
-        "JOIN candidates c ON c.uid = jc.candidate_uid "
-        "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'",
-        (rid,)).fetchone()[0]
+    in_flight = con.execute(IN_FLIGHT_SQL, (rid,)).fetchone()[0]
     rows = _by_rowid(con, [r for r, _ in top], "uid, infix, tree_json, fitness, phase, generation, origin, status")
     board = [{"candidate_id": rows[r]["uid"], "infix": rows[r]["infix"], "tree": _loads(rows[r]["tree_json"], None),
               "fitness": rows[r]["fitness"], "phase": rows[r]["phase"], "generation": rows[r]["generation"],
               "origin": rows[r]["origin"], "status": rows[r]["status"], "copies": n}
              for r, n in top if r in rows]
     config = _loads(run["config_json"], {})
-    done = int(counts.get("evaluated", 0))
-    settled = sum(int(counts.get(k, 0)) for k in SETTLED)
-    now = time.time() if now is None else now
-    end = run["finished_at"] or (now if run["status"] == "running" else run["updated_at"])
-    rate = None
-    if done >= 2 and first is not None and last is not None and last > first:
-        rate = (done - 1) / (last - first) * 3600.0
-    expected = expected_evaluations(config)
-    eta = None
-    if run["status"] == "finished":
-        eta = 0.0
-    elif rate and rate > 0 and run["status"] == "running":
-        eta = max(0.0, expected - settled) / rate * 3600.0
+    p = progress(counts, first, last, config, run, time.time() if now is None else now)
+    done = p["done"]
     out = {
         "run_id": rid, "name": run["name"], "kind": run_kind(config), "task": run["task"], "backend": run["backend"],
         "status": run["status"], "phase": run["phase"], "generation": run["generation"], "message": run["message"],
@@ -315,9 +301,10 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
                         "cached": int(counts.get("cached", 0)), "resolved": int(counts.get("resolved", 0)),
                         "filtered": int(filtered),
                         "pending": int(counts.get("pending", 0)), "queued": int(jobs.get("queued", 0))},
-        "settled": settled, "expected_evaluations": expected,
+        "settled": p["settled"], "expected_evaluations": p["expected_evaluations"],
         "best": _best(con, rid, config, board),
-        "evaluations_per_hour": rate, "eta_seconds": eta, "elapsed_seconds": max(0.0, end - run["created_at"]),
+        "evaluations_per_hour": p["evaluations_per_hour"], "eta_seconds": p["eta_seconds"],
+        "elapsed_seconds": p["elapsed_seconds"],
         "jobs": {k: int(v) for k, v in jobs.items()},
     }
     if detail:

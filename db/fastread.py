@@ -100,6 +100,36 @@ def _expected_search(config: dict[str, Any]) -> int:
 
 
 #: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
+#: Candidates of a run waiting in a job that is submitted, running or held: "in flight" wherever it is shown.
+IN_FLIGHT_SQL = ("SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
+                 "JOIN candidates c ON c.uid = jc.candidate_uid "
+                 "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'")
+#: Candidate states that count as done for progress (a result, a cache hit, a failure, or settled untrained).
+SETTLED = ("evaluated", "cached", "failed", "resolved")
+
+
+def progress(counts: dict[str, int], first_eval: float | None, last_eval: float | None, config: dict[str, Any],
+             run: Any, now: float) -> dict[str, Any]:
+    """Rate, expected total, time left and elapsed time of a run, from its candidate counts per status and
+    the first and last times a training came back: the one formula `glo status` and the dashboard show.
+    The rate counts trainings between the first result and the last; a run that is not running has no
+    time left to estimate (finished: 0)."""
+    done = int(counts.get("evaluated", 0))
+    settled = sum(int(counts.get(k, 0)) for k in SETTLED)
+    rate = None
+    if done >= 2 and first_eval is not None and last_eval is not None and last_eval > first_eval:
+        rate = (done - 1) / (last_eval - first_eval) * 3600.0
+    expected = expected_evaluations(config)
+    eta = None
+    if run["status"] == "finished":
+        eta = 0.0
+    elif rate and rate > 0 and run["status"] == "running":
+        eta = max(0.0, expected - settled) / rate * 3600.0
+    end = run["finished_at"] or (now if run["status"] == "running" else run["updated_at"])
+    return {"done": done, "settled": settled, "evaluations_per_hour": rate, "expected_evaluations": expected,
+            "eta_seconds": eta, "elapsed_seconds": max(0.0, end - run["created_at"])}
+
+
 ATTEMPTS_SQL = "SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt, id"
 
 
@@ -158,7 +188,7 @@ def status(db_path: str | os.PathLike[str] | None, run_id: str | None = None) ->
         return None
     try:
         con.execute("BEGIN")
-        return _status(con, run_id), path
+        return read_status(con, run_id), path
     except sqlite3.Error:
         return None
     finally:
@@ -169,7 +199,9 @@ def status(db_path: str | os.PathLike[str] | None, run_id: str | None = None) ->
         con.close()
 
 
-def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
+def read_status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
+    """The status of a run (default: the latest) on an open connection, inside the caller's transaction:
+    what `glo status`, `--json` and db.queries.Status hold."""
     con.row_factory = sqlite3.Row
     rid = run_id
     if rid is None:
@@ -183,10 +215,7 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
     rid = run["id"]
     counts = dict(con.execute("SELECT status, count(*) FROM candidates WHERE run_id = ? GROUP BY status", (rid,)).fetchall())
     jobs = dict(con.execute("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state", (rid,)).fetchall())
-    running = con.execute(
-        "SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
-        "JOIN candidates c ON c.uid = jc.candidate_uid "
-        "WHERE j.run_id = ? AND j.state IN ('submitted', 'running', 'held') AND c.status = 'pending'", (rid,)).fetchone()[0]
+    running = con.execute(IN_FLIGHT_SQL, (rid,)).fetchone()[0]
     best = con.execute(BEST_SQL + " LIMIT 1", (rid,)).fetchone()
     first, last = con.execute("SELECT min(resolved_at), max(resolved_at) FROM candidates "
                               "WHERE run_id = ? AND status = 'evaluated'", (rid,)).fetchone()
@@ -199,19 +228,8 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
     filtered = con.execute(FILTERED_SQL, (rid,)).fetchone()[0]
     per_budget = trainings_per_budget(con.execute(TRAININGS_PER_BUDGET_SQL, (rid,)).fetchall())
     config = json.loads(run["config_json"])
-    done = counts.get("evaluated", 0)
-    settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
-    end = run["finished_at"] or (time.time() if run["status"] == "running" else run["updated_at"])
-    elapsed = max(0.0, end - run["created_at"])
-    rate = None
-    if done >= 2 and first is not None and last > first:
-        rate = (done - 1) / (last - first) * 3600.0
-    expected = expected_evaluations(config)
-    eta = None
-    if run["status"] == "finished":
-        eta = 0.0
-    elif rate and rate > 0:
-        eta = max(0.0, expected - settled) / rate * 3600.0
+    p = progress(counts, first, last, config, run, time.time())
+    done = p["done"]
     evaluations = {"done": done, "running": int(running or 0), "failed": counts.get("failed", 0),
                    "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
                    "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
@@ -221,7 +239,8 @@ def _status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "run_id": rid, "name": run["name"], "status": run["status"], "phase": run["phase"],
         "generation": run["generation"], "task": run["task"],
         "evaluations": evaluations, "best": best_json,
-        "evaluations_per_hour": rate, "eta_seconds": eta, "expected_evaluations": expected, "elapsed_seconds": elapsed,
+        "evaluations_per_hour": p["evaluations_per_hour"], "eta_seconds": p["eta_seconds"],
+        "expected_evaluations": p["expected_evaluations"], "elapsed_seconds": p["elapsed_seconds"],
         "message": run["message"], "backend": run["backend"], "jobs": {k: int(v) for k, v in jobs.items()},
         "held_jobs": [{"job_id": j["id"], "backend_job_id": j["backend_job_id"], "state": j["state"],
                        "attempts": j["attempts"], "hold_reason": j["hold_reason"], "hold_code": j["hold_code"],

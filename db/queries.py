@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from db.fastread import (  # noqa: F401 (re-exported: one definition each)
     expected_evaluations,
     generation0,
     no_result_warning,
+    read_status,
     run_kind,
     trainings_per_budget,
 )
@@ -99,66 +99,15 @@ def get_run(db: Database, run_id: str | None) -> RunRow:
 
 
 def status(db: Database, run_id: str | None = None) -> Status:
+    """`glo status` of a run (default: the latest): db.fastread's one reading of a run's status, over this
+    session's connection (one snapshot), so the fast path and this one cannot drift apart."""
     with db.session() as s:
-        run = _run(s, run_id)
-        counts = dict(s.execute(select(models.Candidate.status, func.count()).where(
-            models.Candidate.run_id == run.id).group_by(models.Candidate.status)).all())
-        jobs = dict(s.execute(select(models.Job.state, func.count()).where(
-            models.Job.run_id == run.id).group_by(models.Job.state)).all())
-        running_cands = s.execute(select(func.count()).select_from(models.JobCandidate).join(
-            models.Job, models.Job.id == models.JobCandidate.job_id).join(
-            models.Candidate, models.Candidate.uid == models.JobCandidate.candidate_uid).where(
-            models.Job.run_id == run.id, models.Job.state.in_(("submitted", "running", "held")),
-            models.Candidate.status == "pending")).scalar() or 0
-        top = s.connection().exec_driver_sql(BEST_SQL + " LIMIT 1", (run.id,)).fetchone()
-        best = None if top is None else s.get(models.Candidate, top[0])
-        first_eval = s.execute(select(func.min(models.Candidate.resolved_at), func.max(models.Candidate.resolved_at))
-                               .where(models.Candidate.run_id == run.id,
-                                      models.Candidate.status == "evaluated")).one()
-        gen0 = s.connection().exec_driver_sql(GENERATION0_SQL, (run.id,)).fetchone()
-        filtered = s.connection().exec_driver_sql(FILTERED_SQL, (run.id,)).fetchone()[0]
-        per_budget = trainings_per_budget(s.connection().exec_driver_sql(TRAININGS_PER_BUDGET_SQL, (run.id,)).all())
-        config = json.loads(run.config_json)
-        done = counts.get("evaluated", 0)
-        settled = done + counts.get("cached", 0) + counts.get("failed", 0) + counts.get("resolved", 0)
-        end = run.finished_at or (time.time() if run.status == "running" else run.updated_at)
-        elapsed = max(0.0, end - run.created_at)
-        rate = None
-        if done >= 2 and first_eval[0] is not None and first_eval[1] > first_eval[0]:
-            rate = (done - 1) / (first_eval[1] - first_eval[0]) * 3600.0
-        expected = expected_evaluations(config)
-        eta = None
-        if run.status == "finished":
-            eta = 0.0
-        elif rate and rate > 0:
-            eta = max(0.0, expected - settled) / rate * 3600.0
-        evaluations = {"done": done, "running": int(running_cands), "failed": counts.get("failed", 0),
-                       "cached": counts.get("cached", 0), "resolved": counts.get("resolved", 0),
-                       "filtered": int(filtered or 0), "queued": int(jobs.get("queued", 0))}
-        best_json = None if best is None else {"candidate_id": best.uid, "fitness": best.fitness, "infix": best.infix}
-        return Status(
-            run_id=run.id, name=run.name, status=run.status, phase=run.phase, generation=run.generation,
-            task=run.task, evaluations=evaluations, best=best_json,
-            evaluations_per_hour=rate, eta_seconds=eta, expected_evaluations=expected, elapsed_seconds=elapsed,
-            message=run.message, backend=run.backend, jobs={k: int(v) for k, v in jobs.items()},
-            held_jobs=_held_jobs(s, run.id), warning=no_result_warning(run.status, evaluations, best_json),
-            generation0=generation0(tuple(gen0), config), trainings_per_budget=per_budget,
-        )
-
-
-#: How many held jobs `glo status` lists (the ones held now first, then the latest): see db.fastread.
-
-
-def _held_jobs(s: Any, run_id: str) -> list[dict[str, Any]]:
-    """Jobs on hold now, and jobs whose last hold ended in a release or a resubmission: the hold the
-    pool reported (HoldReason and its codes), where, and what GLO did about it."""
-    held = s.execute(select(models.Job).where(
-        models.Job.run_id == run_id, (models.Job.state == "held") | models.Job.hold_code.is_not(None)).order_by(
-        (models.Job.state != "held"), models.Job.updated_at.desc()).limit(HELD_JOBS_SHOWN)).scalars()
-    return [{"job_id": j.id, "backend_job_id": j.backend_job_id, "state": j.state, "attempts": j.attempts,
-             "hold_reason": j.hold_reason, "hold_code": j.hold_code, "hold_subcode": j.hold_subcode,
-             "host": j.host, "releases": j.releases, "last_error": j.last_error[:500],
-             "attempts_history": _attempts(s, j.id)} for j in held]
+        raw = s.connection().connection.dbapi_connection
+        factory = raw.row_factory
+        try:
+            return Status(**read_status(raw, run_id))
+        finally:
+            raw.row_factory = factory
 
 
 def _attempts(s: Any, job_id: int) -> list[dict[str, Any]]:
