@@ -45,7 +45,7 @@ from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.daemon import pid_alive
 from orchestrator.errors import SchedulerError
-from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
+from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
 from worker.lossexpr import Node, to_infix
@@ -118,7 +118,7 @@ class Scheduler:
         root = Path(config.backend.work_dir) if config.backend.work_dir else Path(str(db.path) + ".work")
         self.work_root = (work_root or root).resolve()
         self._backend = backend
-        self.search: Search | EvaluationPlan | None = None
+        self.search: AskTell | None = None  # a Search or an EvaluationPlan
         self.outstanding: dict[str, CandidateRow] = {}  # uid -> asked, not told
         self.to_tell: dict[str, float] = {}  # uid -> fitness stored, to be told
         self.job_of_key: dict[str, int] = {}  # eval_key -> job training it now
@@ -261,8 +261,9 @@ class Scheduler:
     def _task_for(self, search_id: str) -> TaskConfig:
         """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and
         training fraction (a search has no overrides)."""
-        overrides = getattr(self.search, "task_overrides", None)
-        return replace(self.config.task, **overrides(search_id)) if overrides is not None else self.config.task
+        assert self.search is not None
+        overrides = self.search.task_overrides(search_id)
+        return replace(self.config.task, **overrides) if overrides else self.config.task
 
     def _new_candidate(self, cand: Candidate) -> NewCandidate:
         ck = self.keys(cand.tree)

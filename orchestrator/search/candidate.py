@@ -81,3 +81,37 @@ class AskTell(Protocol):
 
     def export_state(self) -> dict[str, Any]:
         """Plain JSON-able data from which `import_state` rebuilds an identical search."""
+
+    def task_overrides(self, candidate_id: str) -> dict[str, Any]:
+        """Training settings of this candidate that differ from the run's [task] (a rung's steps, an
+        evaluation cell's seed and training fraction); {} for none."""
+
+    @property
+    def phase(self) -> str:
+        """What the search is doing now (discovery | cma | evaluate | done), as `glo status` shows it."""
+
+    @property
+    def generation(self) -> int:
+        """The generation (or CMA-ES iteration, or 0) being worked on."""
+
+    def outstanding(self) -> list[Candidate]:
+        """Candidates handed out and not yet told."""
+
+    def resolved_without_training(self, since: int = 0) -> list[Any]:
+        """Candidates the search settled itself (invalid, elite, duplicate, filtered), from index `since`;
+        each has `.candidate`, `.fitness`, `.reason` and `.duplicate_of`."""
+
+    def best(self) -> tuple[Candidate, float] | None:
+        """The best candidate so far and its fitness (None before any result)."""
+
+    def top_trees(self) -> list[tuple[Candidate, float]]:
+        """The distinct trees the search ranks highest, best first (what CMA-ES and reports start from)."""
+
+    def population(self) -> list[tuple[Candidate, float | None]]:
+        """The current generation and each member's fitness (None while it is being trained)."""
+
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per closed generation (best, mean, best tree)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for `glo status` and the logs (handed out, told, invalid, duplicates, ...)."""
