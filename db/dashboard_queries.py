@@ -34,6 +34,7 @@ from db.fastread import (
     attempt_json,
     generation0,
     progress,
+    quantile,
     run_kind,
     trainings_per_budget,
 )
@@ -247,7 +248,7 @@ class RunAggregate:
             if st is None:
                 vals = sorted(self.groups[key])
                 st = {"generation": key[1], "n": len(vals), "best": vals[-1], "worst": vals[0],
-                      "median": _quantile(vals, 0.5), "q1": _quantile(vals, 0.25), "q3": _quantile(vals, 0.75)}
+                      "median": quantile(vals, 0.5), "q1": quantile(vals, 0.25), "q3": quantile(vals, 0.75)}
                 self.group_stats[key] = st
             out.setdefault(key[0], []).append(st)
         return out
@@ -385,14 +386,6 @@ def run_detail(db: ReadOnlyDB, run_id: str) -> dict[str, Any]:
         out["errors"] = recent_errors(con, run_id)
         out["recent_jobs"] = recent_jobs(con, run_id)
         return out
-
-
-def _quantile(sorted_vals: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default) of an ascending list."""
-    pos = (len(sorted_vals) - 1) * q
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
 def _job_dict(r: sqlite3.Row) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -100,6 +101,15 @@ def _expected_search(config: dict[str, Any]) -> int:
 
 
 #: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
+def quantile(sorted_vals: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of already sorted values: the dashboard's and the
+    report figures' medians and quartiles."""
+    pos = (len(sorted_vals) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
 #: Candidates of a run waiting in a job that is submitted, running or held: "in flight" wherever it is shown.
 IN_FLIGHT_SQL = ("SELECT count(*) FROM job_candidates jc JOIN jobs j ON j.id = jc.job_id "
                  "JOIN candidates c ON c.uid = jc.candidate_uid "

@@ -24,6 +24,7 @@ from condor.submit import (
     render_submit,
 )
 from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _errors
+from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import SpecError, WorkerSpec
 
 SUBMIT_FILE = "job.sub"
@@ -60,7 +61,7 @@ def _job_environment(items: tuple[str, ...], data_dir: str | None) -> dict[str, 
 @click.option("--task", type=click.Choice(["mnist", "cifar10"]), help="Task (default: the config's, else mnist).")
 @click.option("--steps", type=click.IntRange(min=1), help="SGD steps (default: the config's, else the paper's 2000).")
 @click.option("--seed", type=click.IntRange(min=0), help="Training seed.")
-@click.option("--class-reduction", type=click.Choice(["mean", "sum"]),
+@click.option("--class-reduction", type=click.Choice(list(CLASS_REDUCTIONS)),
               help="Reduction over classes (default: the config's, else sum: the shipped configs' setting, "
                    "at which x * log(y) is Keras' cross-entropy and the paper's accuracies are reproduced).")
 @click.option("--test-accuracy/--no-test-accuracy", default=True, show_default=True,

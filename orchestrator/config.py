@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.errors import ConfigError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
-from worker.lossexpr.numeric import CLASS_REDUCTIONS
+from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import (
     EPSILON_GRADIENT_DEFAULT,
     EPSILON_GRADIENT_LEGACY,

@@ -10,7 +10,7 @@ the batch of the mean (or, with class_reduction "sum", the sum) over classes of 
 from __future__ import annotations
 
 from worker.lossexpr import Node, to_infix
-from worker.lossexpr.numeric import CLASS_REDUCTIONS
+from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS
 
 FORMATS = ("python", "keras")

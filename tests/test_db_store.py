@@ -109,3 +109,37 @@ def test_config_key_order_survives(store: Store) -> None:
 def test_unknown_run(store: Store) -> None:
     with pytest.raises(NotFoundError, match="no run 'nope'"):
         store.get_run("nope")
+
+
+def test_writes_share_one_connection_and_threads_take_turns(tmp_path: Path) -> None:
+    """The write engine keeps one connection for the Database's life (opening one per transaction was the
+    scheduler's main cost); a lock keeps two threads' transactions from interleaving on it."""
+    import threading
+
+    from sqlalchemy import event, text
+
+    db = open_db(tmp_path / "w.db", create=True)
+    opened: list[object] = []
+    event.listen(db.write_engine.engine, "connect", lambda conn, _rec: opened.append(conn))
+    with db.session(write=True) as s:
+        s.execute(text("CREATE TABLE t (thread INTEGER, i INTEGER)"))
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            with db.session(write=True) as s:
+                s.execute(text("INSERT INTO t VALUES (:n, :i)"), {"n": n, "i": i})
+                s.execute(text("UPDATE t SET i = i WHERE thread = :n"), {"n": n})
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*), count(DISTINCT thread) FROM t")).one() == (150, 3)
+    assert len(opened) <= 1  # the connection made before the listener, or one made after it: never one per write
+    other = sqlite3.connect(tmp_path / "w.db")  # and another process's writer is not locked out between writes
+    other.execute("INSERT INTO t VALUES (9, 9)")
+    other.commit()
+    other.close()
+    db.dispose()

@@ -47,10 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.lossexpr import LossExprError, Node
-
-#: = worker.lossexpr.numeric.CLASS_REDUCTIONS, not imported from there: that module needs numpy, and a spec
-#: (read by `glo status`'s and the worker's fast paths) should not.  tests/test_worker_fused.py checks both agree.
-CLASS_REDUCTIONS = ("mean", "sum")
+from worker.lossexpr.reduction import CLASS_REDUCTIONS
 
 #: What the prediction clip `clip(y, epsilon, 1)` passes back below epsilon.  "straight-through" (the default):
 #: the clipped value forward, the gradient of the loss at that value backward as if no clip were there, and the

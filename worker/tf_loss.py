@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from worker import models
 from worker.lossexpr import Node
+from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS
 
 UNARY: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
@@ -120,8 +121,8 @@ def make_loss(
     epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """loss(labels_onehot, probabilities) → scalar L for the tree."""
-    if class_reduction not in ("mean", "sum"):
-        raise ValueError(f"class_reduction must be 'mean' or 'sum', got {class_reduction!r}")
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
     if epsilon_gradient not in EPSILON_GRADIENTS:
         raise ValueError(f"epsilon_gradient must be one of {', '.join(EPSILON_GRADIENTS)}, got {epsilon_gradient!r}")
 

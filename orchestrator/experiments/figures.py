@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from db.fastread import quantile
 from orchestrator.experiments.stats import counted, fmt_fraction, fraction_key, fractions, loss_labels, summarize
 
 #: Colour of the baseline (ce) in every figure; the other losses take matplotlib's tab10 in run order.
@@ -457,14 +458,6 @@ def fig7_histogram(results: dict[str, Any], out_dir: str | Path, losses: Sequenc
 
 # -- a search run ------------------------------------------------------------------------------------------
 
-def _quantile(sorted_vals: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of already sorted values."""
-    pos = (len(sorted_vals) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
-
-
 def search_data(db: Any, run_id: str) -> dict[str, Any]:
     """What the progress figures need from a search run, read in one read-only transaction:
     {"run": {id, name, task, status, phase, generation}, "history": [...], "candidates": [{search_id,
@@ -644,7 +637,7 @@ def _search_fitness(data: dict[str, Any], out: Path, sub: str) -> Path | None:
         vals = sorted(gens[g])
         best_so_far = max(best_so_far, vals[-1])
         rows.append({"generation": g, "n": len(vals), "complete": (g in hist) if hist else None, "best": vals[-1],
-                     "q75": _quantile(vals, 0.75), "median": _quantile(vals, 0.5), "q25": _quantile(vals, 0.25),
+                     "q75": quantile(vals, 0.75), "median": quantile(vals, 0.5), "q25": quantile(vals, 0.25),
                      "mean": math.fsum(vals) / len(vals), "best_so_far": best_so_far})
     out.mkdir(parents=True, exist_ok=True)
     keys = ["generation", "n", "complete", "best", "q75", "median", "q25", "mean", "best_so_far"]
@@ -698,7 +691,7 @@ def _search_cma(data: dict[str, Any], out: Path, sub: str) -> Path | None:
             vals = sorted(strategies[k][it])
             best_so_far = max(best_so_far, vals[-1])
             rows.append({"strategy": k, "iteration": it, "n": len(vals), "best": vals[-1],
-                         "median": _quantile(vals, 0.5), "worst": vals[0], "best_so_far": best_so_far,
+                         "median": quantile(vals, 0.5), "worst": vals[0], "best_so_far": best_so_far,
                          "base": base_of.get(k), "base_fitness": fitness_of.get(base_of.get(k, ""))})
     out.mkdir(parents=True, exist_ok=True)
     keys = ["strategy", "iteration", "n", "best", "median", "worst", "best_so_far", "base", "base_fitness"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from worker.lossexpr.reduction import CLASS_REDUCTIONS  # noqa: F401 (re-exported)
 from worker.lossexpr.tree import Node
 
 
@@ -85,9 +86,6 @@ def _eval_dy(node: Node, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return (v * node.coef, d * node.coef) if node.coef != 1.0 else (v, d)
 
 
-#: How f is reduced over the n classes: "mean" is the paper's formula L = -(1/n) Σ f;
-#: "sum" is L = -Σ f, under which `x * log(y)` is exactly Keras' categorical cross-entropy.
-CLASS_REDUCTIONS = ("mean", "sum")
 
 
 def batch_loss(tree: Node, x: np.ndarray, y: np.ndarray, class_reduction: str = "mean") -> float:
