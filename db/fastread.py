@@ -100,7 +100,6 @@ def _expected_search(config: dict[str, Any]) -> int:
     return pop + (gens - 1) * (pop - elites) + gens * promoted + top_k * iters * int(popsize)
 
 
-#: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
 def quantile(sorted_vals: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile (numpy's default) of already sorted values: the dashboard's and the
     report figures' medians and quartiles."""
@@ -140,6 +139,7 @@ def progress(counts: dict[str, int], first_eval: float | None, last_eval: float 
             "eta_seconds": eta, "elapsed_seconds": max(0.0, end - run["created_at"])}
 
 
+#: A job's attempts, oldest first (db.queries, db.store and the dashboard read them with this one query).
 ATTEMPTS_SQL = "SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt, id"
 
 
