@@ -48,12 +48,23 @@ TRAININGS_PER_BUDGET_SQL = ("SELECT e.steps, count(*) FROM candidates c JOIN eva
                             "WHERE c.run_id = ? AND c.status = 'evaluated' GROUP BY e.steps ORDER BY e.steps")
 
 
+#: The candidate a training belongs to for "best": a promotion's further training seeds (search id
+#: `g<gen>-<i>-r<rung>-s<k>`, search.fidelity.seeds) belong to its first, `g<gen>-<i>-r<rung>`; every other
+#: candidate is its own.
+_BEST_GROUP = ("CASE WHEN c.origin = 'promoted' AND instr(c.search_id, '-s') > 0 "
+               "THEN substr(c.search_id, 1, instr(c.search_id, '-s') - 1) ELSE c.search_id END")
 #: A run's measured candidates, best first: the longest training first (a multi-fidelity search's top rung
-#: and CMA-ES samples outrank what only had the short budget), then fitness, then hand-out order.  The one
-#: definition of "best" (db.queries' best and status run it too).
-BEST_SQL = ("SELECT c.uid, c.fitness, c.infix, c.tree_json FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
-            "WHERE c.run_id = ? AND c.status IN ('evaluated', 'cached') AND c.fitness IS NOT NULL "
-            "ORDER BY coalesce(e.steps, 0) DESC, c.fitness DESC, c.seq")
+#: and CMA-ES samples outrank what only had the short budget), then fitness, then hand-out order.  A promotion
+#: trained on several seeds is one row: its first training's uid, the mean fitness over its seeds (a failed
+#: one counts 0, as the search tells it) and `trainings`.  The one definition of "best" (db.queries' best and
+#: status run it too).
+BEST_SQL = ("SELECT c.run_id || '/' || " + _BEST_GROUP + " AS uid, avg(coalesce(c.fitness, 0)) AS fitness, "
+            "c.infix, c.tree_json, count(*) AS trainings, max(coalesce(e.steps, 0)) AS steps "
+            "FROM candidates c LEFT JOIN evaluations e ON e.id = c.evaluation_id "
+            "WHERE c.run_id = ? AND (c.status IN ('evaluated', 'cached') AND c.fitness IS NOT NULL "
+            "OR c.origin = 'promoted' AND c.status = 'failed') "
+            "GROUP BY " + _BEST_GROUP + " HAVING sum(c.status != 'failed') > 0 "
+            "ORDER BY steps DESC, fitness DESC, min(c.seq)")
 
 
 def generation0(row: tuple[int, int], config: dict[str, Any]) -> dict[str, Any] | None:
@@ -90,13 +101,13 @@ def _expected_search(config: dict[str, Any]) -> int:
     elites = int(ga.get("elites", 6))
     top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
     popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
-    promoted = 0  # [search.fidelity]: at most the promoted fraction of each rung's members, per generation
-    fidelity = search.get("fidelity")
+    promoted = 0  # [search.fidelity]: at most the promoted fraction of each rung's members, per generation,
+    fidelity = search.get("fidelity")  # each trained on fidelity.seeds seeds
     if fidelity:
         members = pop - elites
         for _rung in fidelity.get("steps", []):
             members = math.ceil(float(fidelity.get("promote_fraction", 0.25)) * members)
-            promoted += members
+            promoted += members * int(fidelity.get("seeds", 1))
     return pop + (gens - 1) * (pop - elites) + gens * promoted + top_k * iters * int(popsize)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -140,19 +140,21 @@ def job(db: Database, ident: str) -> tuple[JobRow, list[dict[str, Any]], list[Ca
 
 
 def best(db: Database, run_id: str | None = None, k: int = 10) -> list[CandidateRow]:
-    """Top-k distinct losses (by canonical key) of a run by fitness."""
+    """Top-k distinct losses (by canonical key) of a run by fitness (db.fastread.BEST_SQL: a promotion
+    trained on several seeds is its first training's row with the mean fitness and `trainings`)."""
     with db.session() as s:
         run = _run(s, run_id)
-        uids = [row[0] for row in s.connection().exec_driver_sql(BEST_SQL, (run.id,))]
+        ranked = [(row[0], row[1], row[4]) for row in s.connection().exec_driver_sql(BEST_SQL, (run.id,))]
         out: list[CandidateRow] = []
         seen: set[tuple[str, str]] = set()
-        for uid in uids:
+        for uid, fitness, trainings in ranked:
             c = s.get(models.Candidate, uid)
             loss = (c.canonical_key, c.coefficients_json)  # one loss once, at its longest training
             if loss in seen:
                 continue
             seen.add(loss)
-            out.append(CandidateRow.of(c))
+            row = CandidateRow.of(c)
+            out.append(row if trainings == 1 else replace(row, fitness=float(fitness), trainings=int(trainings)))
             if len(out) >= k:
                 break
         return out

@@ -57,6 +57,7 @@ class CandidateRow:
     error: str
     evaluation_id: int | None
     told: bool
+    trainings: int = 1  # db.queries.best: a promotion trained on several seeds, its fitness their mean
 
     @staticmethod
     def of(c: models.Candidate) -> "CandidateRow":

@@ -290,14 +290,15 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
     rows = best(_open(db_path), run, k)
     if as_json:
         _echo_json([{"candidate_id": r.uid, "infix": r.infix, "fitness": r.fitness, "phase": r.phase,
-                     "generation": r.generation, "origin": r.origin} for r in rows])
+                     "generation": r.generation, "origin": r.origin, "trainings": r.trainings} for r in rows])
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("#", "fitness", "loss f(x, y)", "candidate", "phase", "gen")
     for i, r in enumerate(rows, 1):
-        table.add_row(str(i), _fmt_fit(r.fitness), r.infix, r.uid, r.phase, str(r.generation))
+        fit = _fmt_fit(r.fitness) + (f" (mean of {r.trainings} seeds)" if r.trainings > 1 else "")
+        table.add_row(str(i), fit, r.infix, r.uid, r.phase, str(r.generation))
     Console(width=160).print(table)
 
 

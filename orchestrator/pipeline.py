@@ -7,6 +7,9 @@ The config is an ordinary `glo run` config plus an [experiment] table:
                                        # the run in --transfer-from (else baikal), and no search is run here
     steps = 20000                      # each evaluation training
     repeats = 10                       # paired seeds 0..K-1
+    seeds = [100, 101]                 # or these training seeds (instead of repeats), e.g. to keep them
+                                       # apart from the search's own (task.seed and, with fidelity.seeds,
+                                       # the next ones)
     curve_every = 1000                 # test accuracy every S steps (Figs. 3, 5)
     fractions = [1.0]                  # training-set fractions (Fig. 4)
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from orchestrator.config import EXPERIMENT_SECTION, ConfigError, GloConfig, from_dict, read_config_data, run_settings
 
-EXPERIMENT_KEYS = {"losses", "steps", "repeats", "curve_every", "fractions"}
+EXPERIMENT_KEYS = {"losses", "steps", "repeats", "seeds", "curve_every", "fractions"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class Experiment:
     repeats: int
     curve_every: int | None
     fractions: tuple[float, ...]
+    seeds: tuple[int, ...] = ()  # the evaluation's training seeds; () is 0..repeats-1
+
+    @property
+    def eval_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds else list(range(self.repeats))
 
     @property
     def search_run(self) -> str:
@@ -71,6 +79,14 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{p}: experiment.{key}: must be an integer >= {lo}, got {v!r}")
         ints[key] = v
+    seeds = exp.get("seeds")
+    if seeds is not None:
+        if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError(f"{p}: experiment.seeds: must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        if "repeats" in exp and exp["repeats"] != len(seeds):
+            raise ConfigError(f"{p}: experiment.seeds: {len(seeds)} seeds but repeats = {exp['repeats']}; give one of them")
+        ints["repeats"] = len(seeds)
     curve = exp.get("curve_every")
     if curve is not None and (isinstance(curve, bool) or not isinstance(curve, int) or curve < 1):
         raise ConfigError(f"{p}: experiment.curve_every: must be an integer >= 1, got {curve!r}")
@@ -81,7 +97,8 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
         config = from_dict(run_settings(data))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
-    return Experiment(config, tuple(losses), ints["steps"], ints["repeats"], curve, tuple(float(f) for f in fractions))
+    return Experiment(config, tuple(losses), ints["steps"], ints["repeats"], curve, tuple(float(f) for f in fractions),
+                      tuple(seeds or ()))
 
 
 # -- how long it takes ----------------------------------------------------------------------------------------
@@ -247,7 +264,7 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
     losses, labels = resolve_losses(exp, db, transfer_db)
     echo(f"evaluating: {', '.join(labels)}")
     ev_cfg = evaluation_config(tuple(losses), config_path=None, task=None, steps=exp.steps,
-                               seeds=list(range(exp.repeats)), fractions=exp.fractions, curve_every=exp.curve_every,
+                               seeds=exp.eval_seeds, fractions=exp.fractions, curve_every=exp.curve_every,
                                overrides=(), db_path=db_path, name=exp.eval_run, base=exp.config, labels=labels)
     status = _run_or_resume(db_path, db, exp.eval_run, ev_cfg, echo)
     if status != "finished":

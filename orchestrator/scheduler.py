@@ -259,11 +259,16 @@ class Scheduler:
         return screen_for(task.epsilon, task.class_reduction, task.epsilon_gradient)
 
     def _task_for(self, search_id: str) -> TaskConfig:
-        """The training settings of one candidate: the run's [task], with an evaluation cell's own seed and
-        training fraction (a search has no overrides)."""
+        """The training settings of one candidate: the run's [task] with what the search overrides (a rung's
+        steps; `seed_offset`, added to task.seed, for a promotion's further training seeds; an evaluation
+        cell's own seed and training fraction)."""
         assert self.search is not None
-        overrides = self.search.task_overrides(search_id)
-        return replace(self.config.task, **overrides) if overrides else self.config.task
+        overrides = dict(self.search.task_overrides(search_id))
+        if not overrides:
+            return self.config.task
+        if "seed_offset" in overrides:
+            overrides["seed"] = overrides.get("seed", self.config.task.seed) + int(overrides.pop("seed_offset"))
+        return replace(self.config.task, **overrides)
 
     def _new_candidate(self, cand: Candidate) -> NewCandidate:
         ck = self.keys(cand.tree)

@@ -141,3 +141,22 @@ def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: st
     assert r.returncode == 0, r.stderr[-2000:]
     assert "unknown key" not in r.stderr
     assert json.loads(r.stdout)["run_id"] == "ev"
+
+
+def test_experiment_seeds_name_the_evaluation_seeds_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    from orchestrator.pipeline import load_experiment
+
+    base = '[task]\nsteps = 5\n[experiment]\nlosses = ["ce"]\nsteps = 10\n'
+    ok = tmp_path / "ok.toml"
+    ok.write_text(base + "seeds = [100, 101, 7]\n")
+    exp = load_experiment(ok)
+    assert exp.eval_seeds == [100, 101, 7] and exp.repeats == 3
+    plain = tmp_path / "plain.toml"
+    plain.write_text(base + "repeats = 2\n")
+    assert load_experiment(plain).eval_seeds == [0, 1]
+    for bad, match in (("seeds = []", "non-empty list"), ("seeds = [1, 1]", "distinct"), ("seeds = [-1]", ">= 0"),
+                       ("seeds = [1, 2]\nrepeats = 3", "2 seeds but repeats = 3")):
+        path = tmp_path / "bad.toml"
+        path.write_text(base + bad + "\n")
+        with pytest.raises(ConfigError, match=match):
+            load_experiment(path)

@@ -70,3 +70,26 @@ def test_kill9_in_the_middle_of_a_rung_then_resume(tmp_path: Path, baseline, run
     got = summary(db, "killed")
     for key in expected:
         assert got[key] == expected[key], (key, r.stderr[-2000:])
+
+
+def test_promotions_on_two_seeds_train_each_seed_and_best_reports_their_mean(tmp_path: Path) -> None:
+    import json
+
+    extra = "\n[search.fidelity]\nsteps = [20]\npromote_fraction = 0.25\nseeds = 2\n"
+    cfg = write_config(tmp_path / "c.toml", generations=2, cma_iterations=1, extra=extra)
+    db = tmp_path / "s.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "seeds", env=glo_env())
+    assert r.returncode == 0, r.stderr
+    con = sqlite3.connect(db)
+    try:
+        policies = dict(con.execute("select seed_policy, count(*) from evaluations where steps = 20 "
+                                    "and candidate_uid like 'seeds/g%' group by seed_policy").fetchall())
+        seconds = con.execute("select search_id from candidates where search_id like '%-r1-s1'").fetchall()
+    finally:
+        con.close()
+    assert set(policies) == {"fixed:0", "fixed:1"} and policies["fixed:0"] == policies["fixed:1"] >= 2, policies
+    assert len(seconds) == policies["fixed:1"]
+    rows = json.loads(glo("best", "--db", str(db), "--json", "-k", "50", env=glo_env()).stdout)
+    promoted = [row for row in rows if row["origin"] == "promoted"]
+    assert promoted and all(row["trainings"] == 2 and "-s" not in row["candidate_id"] for row in promoted), rows
+    assert all(row["trainings"] == 1 for row in rows if row["origin"] != "promoted")

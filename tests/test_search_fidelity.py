@@ -141,3 +141,107 @@ def test_without_fidelity_nothing_is_promoted_and_the_config_stores_as_before() 
 def test_bad_fidelity_settings_are_named(bad: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         FidelityConfig(**bad)
+
+
+def fit_seeded(tree, cid: str) -> float:
+    """fit_at, except that a promotion's training on a further seed (`-s<k>`) scores differently: a tree
+    whose first letters sum odd collapses there (a fragile loss), the others hold."""
+    base, _, k = cid.partition("-s")
+    f = fit_at(tree, base)
+    if k and sum(map(ord, to_infix(tree))) % 2:
+        return 0.0
+    return f
+
+
+def seeded_cfg(seeds: int, seed: int = 3) -> SearchConfig:
+    return SearchConfig(seed=seed, ga=GAConfig(population_size=16, generations=2, elites=2),
+                        cma=CMAConfig(top_k=1, iterations=1, popsize=2),
+                        fidelity=FidelityConfig(steps=(400,), promote_fraction=0.25, seeds=seeds))
+
+
+def drive_with(s: Search, fit, order_seed: int | None = None) -> list[tuple[str, str, float]]:
+    rng = random.Random(order_seed)
+    log = []
+    while not s.finished:
+        batch = s.ask()
+        assert batch, "asked nothing while not finished"
+        if order_seed is not None:
+            rng.shuffle(batch)
+        for c in batch:
+            f = fit(c.tree, c.id)
+            log.append((c.id, to_infix(c.tree), f))
+            s.tell(c.id, f)
+    return log
+
+
+def test_a_promotion_trains_on_each_seed_and_scores_their_mean() -> None:
+    s = Search(seeded_cfg(seeds=2), key_fn=to_infix)
+    first = s.ask()
+    for c in first:
+        s.tell(c.id, fit_seeded(c.tree, c.id))
+    rung1 = s.ask()
+    members = sorted({c.parents[0] for c in rung1})
+    assert members and sorted(c.id for c in rung1) == sorted(
+        f"{m}-r1{suffix}" for m in members for suffix in ("", "-s1"))
+    for c in rung1:  # the first seed is the run's task.seed; the second adds 1 to it, at the rung's steps
+        assert s.task_overrides(c.id) == ({"steps": 400, "seed_offset": 1} if c.id.endswith("-s1") else {"steps": 400})
+    assert s.stats()["promoted"] == len(members) and s.stats()["asked_per_rung"] == [len(first), 2 * len(members)]
+    fits = {c.id: fit_seeded(c.tree, c.id) for c in rung1}
+    for c in rung1:
+        s.tell(c.id, fits[c.id])
+    by_member = {c.parents[0]: c for c in rung1 if not c.id.endswith("-s1")}
+    mean = {m: (fits[f"{m}-r1"] + fits[f"{m}-r1-s1"]) / 2 for m in by_member}
+    assert s.generation == 1
+    elites = [c for c, _ in s.population() if c.origin == "elite"]
+    assert elites and all(s.score(e) == (1, mean[e.parents[0]]) for e in elites)  # elites carry the mean
+    best_member = max(by_member, key=lambda m: ((fits[f"{m}-r1"] + fits[f"{m}-r1-s1"]) / 2, -int(m.split("-")[1])))
+    assert s.best()[0].id == f"{best_member}-r1"
+    assert s.best()[1] == (fits[f"{best_member}-r1"] + fits[f"{best_member}-r1-s1"]) / 2
+
+
+def test_a_loss_that_collapses_on_the_second_seed_loses_the_top_rung() -> None:
+    s = Search(seeded_cfg(seeds=2, seed=1), key_fn=to_infix)
+    first = s.ask()
+    for c in first:
+        s.tell(c.id, fit_seeded(c.tree, c.id))
+    rung1 = s.ask()
+    # the member first by its first seed but fragile: 0 on the second; every other promotion holds at 0.6
+    assert len(rung1) >= 4
+    lead = rung1[0].parents[0]
+    for c in rung1:
+        f = (0.95 if not c.id.endswith("-s1") else 0.0) if c.parents[0] == lead else 0.6
+        s.tell(c.id, f)
+    assert s.best()[1] == 0.6 and s.best()[0].parents[0] != lead
+    elites = [c for c, _ in s.population() if c.origin == "elite"]
+    assert s.score(elites[0]) == (1, 0.6) and elites[0].parents[0] != lead
+
+
+def test_seeded_promotions_are_deterministic_and_resume_identically() -> None:
+    runs = [drive_with(Search(seeded_cfg(seeds=3), key_fn=to_infix), fit_seeded, order_seed=o) for o in (None, 1, 2)]
+    assert sorted(runs[0]) == sorted(runs[1]) == sorted(runs[2])
+    assert any(cid.endswith("-s2") for cid, _, _ in runs[0])
+    s = Search(seeded_cfg(seeds=3), key_fn=to_infix)
+    log = []
+    for c in s.ask():  # rung 0 of generation 0
+        f = fit_seeded(c.tree, c.id)
+        log.append((c.id, to_infix(c.tree), f))
+        s.tell(c.id, f)
+    batch = s.ask()
+    for c in batch[:3]:  # part of rung 1's seeds
+        f = fit_seeded(c.tree, c.id)
+        log.append((c.id, to_infix(c.tree), f))
+        s.tell(c.id, f)
+    r = Search.import_state(json.loads(json.dumps(s.export_state())), key_fn=to_infix, reissue_outstanding=True)
+    log += drive_with(r, fit_seeded)
+    assert sorted(log) == sorted(runs[0])
+    assert r.best() is not None and s.config == r.config
+
+
+def test_fidelity_seeds_is_stored_only_when_set() -> None:
+    assert "seeds" not in cfg().to_dict()["fidelity"]
+    two = seeded_cfg(seeds=2)
+    assert two.to_dict()["fidelity"]["seeds"] == 2 and SearchConfig.from_dict(two.to_dict()) == two
+    with pytest.raises(ConfigError, match=r"fidelity.seeds must be in \[1, 8\]"):
+        FidelityConfig(steps=(400,), seeds=0)
+    with pytest.raises(ConfigError, match="fidelity.seeds must be an integer"):
+        FidelityConfig(steps=(400,), seeds=1.5)

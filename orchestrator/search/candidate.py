@@ -84,7 +84,8 @@ class AskTell(Protocol):
 
     def task_overrides(self, candidate_id: str) -> dict[str, Any]:
         """Training settings of this candidate that differ from the run's [task] (a rung's steps, an
-        evaluation cell's seed and training fraction); {} for none."""
+        evaluation cell's seed and training fraction) -- TaskConfig field names, and `seed_offset`: add
+        this to task.seed (a promotion's further training seeds); {} for none."""
 
     @property
     def phase(self) -> str:

@@ -16,7 +16,10 @@ Contract for the scheduler (why it is shaped this way: the scheduler stays trivi
 * With `config.fidelity` (multi-fidelity promotion), a generation's best distinct fraction is
   asked again at each higher rung before breeding: candidate `g<gen>-<i>-r<rung>`, trained with
   `task_overrides(id)` (its rung's steps).  Members rank by (highest rung reached, fitness there)
-  for elitism, selection (roulette weight rung + fitness), the archive and CMA-ES's start.
+  for elitism, selection (roulette weight rung + fitness), the archive and CMA-ES's start.  With
+  `fidelity.seeds = n > 1` a promotion is n trainings, `g<gen>-<i>-r<rung>` and
+  `g<gen>-<i>-r<rung>-s<k>` for k = 1..n-1 (training seed task.seed + k: `task_overrides` says
+  `seed_offset`), and its fitness at the rung is their mean.
 * `export_state()` is plain JSON data ({"glo_search_state": 1, ...}); `Search.import_state`
   rebuilds a search that continues exactly as the original would.
 """
@@ -86,22 +89,36 @@ class Resolved:
 QUEUED, ASKED, WAITING, DONE = "queued", "asked", "waiting", "done"
 
 
-def promoted_id(member_id: str, rung: int) -> str:
-    """The id of a generation member's training at rung >= 1."""
-    return f"{member_id}-r{rung}"
+def promoted_id(member_id: str, rung: int, seed_index: int = 0) -> str:
+    """The id of a generation member's training at rung >= 1 (`seed_index` k > 0: its training on seed
+    task.seed + k, fidelity.seeds)."""
+    return f"{member_id}-r{rung}" + (f"-s{seed_index}" if seed_index else "")
 
 
 def parse_discovery_id(cid: str) -> tuple[int, int, int]:
-    """(generation, index, rung) of `g<gen>-<i>` or `g<gen>-<i>-r<rung>`; ValueError for anything else."""
+    """(generation, index, rung) of `g<gen>-<i>`, `g<gen>-<i>-r<rung>` or `g<gen>-<i>-r<rung>-s<k>`;
+    ValueError for anything else."""
+    return _parse_discovery_id(cid)[:3]
+
+
+def seed_index(cid: str) -> int:
+    """k of a promotion's training on seed task.seed + k (`...-r<rung>-s<k>`); 0 for every other discovery id."""
+    return _parse_discovery_id(cid)[3]
+
+
+def _parse_discovery_id(cid: str) -> tuple[int, int, int, int]:
     if not cid.startswith("g"):
         raise ValueError(cid)
     parts = cid[1:].split("-")
     if len(parts) == 2:
-        return int(parts[0]), int(parts[1]), 0
-    if len(parts) == 3 and parts[2].startswith("r"):
-        rung = int(parts[2][1:])
+        return int(parts[0]), int(parts[1]), 0, 0
+    if len(parts) in (3, 4) and parts[2].startswith("r"):
+        rung, k = int(parts[2][1:]), 0
+        if len(parts) == 4:
+            if not parts[3].startswith("s") or (k := int(parts[3][1:])) < 1:
+                raise ValueError(cid)
         if rung >= 1:
-            return int(parts[0]), int(parts[1]), rung
+            return int(parts[0]), int(parts[1]), rung, k
     raise ValueError(cid)
 
 
@@ -225,7 +242,24 @@ class Search:
         self._status[cand.id] = DONE
         if reason is not None:
             self._resolved.append(Resolved(cand, fitness, reason, dup))
-        self._note_best(cand, fitness)
+        if cand.origin != "promoted":
+            self._note_best(cand, fitness)
+        elif (f := self._rung_fitness(cand.parents[0], self._rung_of(cand.id))) is not None:
+            self._note_best(self._promotion(cand.parents[0], self._rung_of(cand.id)), f)
+
+    def _rung_fitness(self, member_id: str, rung: int) -> float | None:
+        """A member's fitness at a rung >= 1: the mean over its fidelity.seeds trainings there (None until
+        all are told)."""
+        n = self.config.fidelity.seeds if self.config.fidelity else 1
+        fits = [self._fitness.get(promoted_id(member_id, rung, k)) for k in range(n)]
+        if any(f is None for f in fits):
+            return None
+        return fits[0] if n == 1 else sum(fits) / n  # type: ignore[arg-type]
+
+    def _promotion(self, member_id: str, rung: int) -> Candidate:
+        """A member's (first-seed) training at a rung: the candidate that stands for it as the best."""
+        pid = promoted_id(member_id, rung)
+        return next(c for c in self._promoted if c.id == pid)
 
     def _note_best(self, cand: Candidate, fitness: float) -> None:
         """Best by (rung, fitness); ties go to the candidate handed out first, so the best does not depend
@@ -258,7 +292,11 @@ class Search:
         rung = self._reached.get(orig, 0)
         if orig in self._elite_fitness:
             return rung, self._elite_fitness[orig]
-        return rung, self._fitness[orig if rung == 0 else promoted_id(orig, rung)]
+        if rung == 0:
+            return rung, self._fitness[orig]
+        f = self._rung_fitness(orig, rung)
+        assert f is not None, "score() is read once the rung is complete"
+        return rung, f
 
     def _promote(self) -> bool:
         """Ask the best distinct fraction of this rung again at the next one; False when no rung is left.
@@ -281,9 +319,10 @@ class Search:
             self._rung_now = len(fid.steps)
             return False
         for _f, _i, c in sorted(chosen, key=lambda t: t[1]):
-            p = Candidate(promoted_id(c.id, r + 1), c.tree, "promoted", self._generation, (c.id,), ops=())
-            self._promoted.append(p)
-            self._status[p.id] = QUEUED
+            for k in range(fid.seeds):
+                p = Candidate(promoted_id(c.id, r + 1, k), c.tree, "promoted", self._generation, (c.id,), ops=())
+                self._promoted.append(p)
+                self._status[p.id] = QUEUED
             self._stats["promoted"] = self._stats.get("promoted", 0) + 1
         return True
 
@@ -377,7 +416,10 @@ class Search:
             except ValueError:
                 return {}
         steps = fid.rung_steps(rung)
-        return {} if steps is None else {"steps": steps}
+        out: dict[str, Any] = {} if steps is None else {"steps": steps}
+        if not candidate_id.startswith("c") and (k := seed_index(candidate_id)):
+            out["seed_offset"] = k
+        return out
 
     def _check_done(self) -> None:
         if self._phase == "cma" and all(p.done for p in self._cma):
@@ -602,6 +644,6 @@ class Search:
 def _ask_order(candidate_id: str) -> tuple[int, ...]:
     """Hand-out order from an id: discovery `g<gen>-<i>[-r<rung>]` before CMA-ES `c<k>-<iteration>-<j>`."""
     if candidate_id.startswith("g"):
-        g, i, rung = parse_discovery_id(candidate_id)
-        return (0, g, rung, i)
+        g, i, rung, k = _parse_discovery_id(candidate_id)
+        return (0, g, rung, i, k) if k else (0, g, rung, i)
     return (1, *(int(part) for part in candidate_id[1:].split("-")))
