@@ -51,7 +51,6 @@ and the group's own `group_train_seconds` / `group_steps_per_second`.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -65,14 +64,10 @@ from worker import tf_env  # noqa: F401  -- TensorFlow's environment, before Ten
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from worker import models  # noqa: E402
-from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
+from worker import models, steploop  # noqa: E402
+from worker.collapse import CollapseDetector  # noqa: E402
 from worker.data import NUM_CLASSES  # noqa: E402
 from worker.spec import (  # noqa: E402
-    EXTRA_COLLAPSE,
-    STATUS_COLLAPSED,
-    STATUS_NONFINITE,
-    STATUS_OK,
     CandidateResult,
     CandidateSpec,
     WorkerSpec,
@@ -472,114 +467,16 @@ class FusedTrainer:
         net, pre_train, pre_eval = build_fused(spec, n, self.compute_dtype)
         alive_var = tf.Variable(tf.ones([n], tf.bool), trainable=False)
         loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient) for c in cands]
-        step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var, base.jit)
+        tf_step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var,
+                                  base.jit)
         accuracy, histogram = make_fused_eval(net, pre_eval, data.x_val.shape[1:], base.jit)
-        from worker.schedule import FINAL_LOSS_WINDOW, BatchStream, learning_rate
 
-        batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
-        n_train = len(data.x_train)
+        def step(idx: np.ndarray, s: int, lr: float) -> tf.Tensor:
+            return tf_step(tf.constant(idx), tf.constant(s, tf.int64), tf.constant(lr, tf.float32))
 
-        losses: list[list[float]] = [[] for _ in range(n)]
-        alive = [True] * n
-        bad: list[int | None] = [None] * n
-        curves = [[] for _ in range(n)] if spec.curve_interval else None
-        test_curves = [[] for _ in range(n)] if spec.curve_interval and spec.test_accuracy else None
-        eval_s = 0.0
-        pending: tuple[int, tf.Tensor] | None = None
-        histories = [CollapseHistory() for _ in range(n)]
-
-        def detectors() -> list[CollapseDetector]:
-            return [CollapseDetector(spec.epsilon, NUM_CLASSES) for _ in range(n)]
-
-        def check(p: tuple[int, tf.Tensor]) -> bool:
-            """Record step p's losses; False once every candidate has gone non-finite."""
-            values = p[1].numpy()
-            for i in range(n):
-                if alive[i]:
-                    value = float(values[i])
-                    losses[i].append(value)
-                    if not math.isfinite(value):
-                        alive[i], bad[i] = False, p[0]
-            return any(alive)
-
-        first_step_s = 0.0
-        t_train = time.perf_counter()
-        for s in range(1, spec.steps + 1):
-            loss = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
-                        tf.constant(learning_rate(spec, n_train, s), tf.float32))
-            if pending is not None and not check(pending):
-                pending = None
-                break
-            pending = (s, loss)
-            if s == 1:
-                loss.numpy()
-                first_step_s = time.perf_counter() - t_train
-            if curves is not None and s % spec.curve_interval == 0:
-                ok = check(pending)
-                pending = None
-                if not ok:
-                    break
-                te = time.perf_counter()
-                dets = detectors()
-                val = accuracy(data.x_val, data.y_val, dets)
-                test = accuracy(data.x_test, data.y_test) if test_curves is not None else None
-                for i in range(n):
-                    if alive[i]:
-                        curves[i].append([s, val[i]])
-                        histories[i].observe(s, dets[i].verdict())
-                        if test is not None:
-                            test_curves[i].append([s, test[i]])
-                eval_s += time.perf_counter() - te
-        if pending is not None:
-            check(pending)
-        train_s = time.perf_counter() - t_train - eval_s
-
-        te = time.perf_counter()
-        finals_val = finals_test = hists = None
-        final_dets = detectors()
-        if any(alive):
-            finals_val = accuracy(data.x_val, data.y_val, final_dets)
-            if spec.test_accuracy:
-                finals_test = accuracy(data.x_test, data.y_test)
-                hists = histogram(data.x_test)
-        eval_s += time.perf_counter() - te
-
-        steady = train_s - first_step_s
-        group_sps = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None
-        results = []
-        for i, cand in enumerate(cands):
-            extra = {"steps_done": len(losses[i]), "first_step_seconds": first_step_s, "xla": base.jit,
-                     "deterministic": base.deterministic, "data_source": data.source,
-                     "train_size": n_train, "validation_size": len(data.x_val),
-                     "fused": n, "fused_index": i, "group_train_seconds": train_s, "fused_conv": net.conv}
-            if self.compute_dtype != "float32":
-                extra["compute_dtype"] = self.compute_dtype
-            curve = curves[i] if curves is not None else None
-            if test_curves is not None:
-                extra["test_curve"] = test_curves[i]
-            common = {"train_seconds": train_s / n, "eval_seconds": eval_s / n}
-            if bad[i] is not None:
-                results.append(base._result(cand, STATUS_NONFINITE, 0.0, curve=curve, final_train_loss=losses[i][-1],
-                                            nonfinite_step=bad[i], extra=extra, **common))
-                continue
-            val = finals_val[i]
-            test = finals_test[i] if finals_test is not None else None
-            collapsed = histories[i].observe(spec.steps, final_dets[i].verdict())
-            extra["validation_predictions"] = final_dets[i].summary()
-            if hists is not None:
-                extra["probability_histogram"] = hists[i]
-            if curve is not None and (not curve or curve[-1][0] != spec.steps):
-                curve.append([spec.steps, val])
-            if test_curves is not None and (not test_curves[i] or test_curves[i][-1][0] != spec.steps):
-                test_curves[i].append([spec.steps, test])
-            extra["steps_per_second"] = n * group_sps if group_sps else None  # candidate-steps per second
-            extra["group_steps_per_second"] = group_sps
-            final = float(np.mean(losses[i][-FINAL_LOSS_WINDOW:]))
-            if collapsed is not None:  # as the unfused trainer reports it
-                extra[EXTRA_COLLAPSE] = collapsed.to_json(val, test)
-                results.append(base._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
-                                            extra=extra, **common))
-                continue
-            results.append(base._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
-                                        final_train_loss=final, extra=extra, **common))
-        return results
+        loop = steploop.run_steps(spec, data, n, step, accuracy)
+        group = {"fused": n, "group_train_seconds": loop.train_s, "fused_conv": net.conv}
+        if self.compute_dtype != "float32":
+            group["compute_dtype"] = self.compute_dtype
+        return steploop.results(spec, data, loop, cands, accuracy, histogram, base._result,
+                                lambda i: {**base.extra(), **group, "fused_index": i})

@@ -8,10 +8,9 @@ Determinism: `keras.utils.set_random_seed(seed)` + op determinism; each candidat
 model right after reseeding, so every candidate starts from the same weights and sees the same
 batch order and dropout masks -- only the loss differs.
 
-Non-finite losses: the Python loop reads every step's loss one step late (step k's value is read
-after step k+1 is dispatched, which keeps a GPU's queue full instead of syncing each step).  The
-first non-finite value stops the candidate: status "nonfinite", fitness 0, `nonfinite_step` = k
-(1-based).  At most one extra step is wasted; no result depends on weights after step k.
+The step loop itself -- the one-step-late non-finite check (status "nonfinite", `nonfinite_step` k), the
+curve, the result fields -- is worker/steploop.py's, shared with the fused trainer: a single model is a
+fused group of one.
 
 Collapsed trainings: a net frozen at the clip's zero-gradient corner (every validation image one class,
 the other classes below epsilon; worker/collapse.py) keeps a finite loss, so the final validation pass
@@ -22,7 +21,6 @@ the failure that does not produce a NaN.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -36,22 +34,12 @@ from worker import tf_env  # noqa: F401  -- TensorFlow's environment, before Ten
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from worker import models  # noqa: E402
-from worker.collapse import CollapseDetector, CollapseHistory  # noqa: E402
+from worker import models, steploop  # noqa: E402
+from worker.collapse import CollapseDetector  # noqa: E402
 from worker.data import NUM_CLASSES, TaskData  # noqa: E402
-from worker.schedule import (  # noqa: E402
-    EVAL_BATCH,
-    FINAL_LOSS_WINDOW,
-    HISTOGRAM_EDGES,
-    BatchStream,
-    learning_rate,
-)
+from worker.schedule import EVAL_BATCH, HISTOGRAM_EDGES  # noqa: E402
 from worker.spec import (  # noqa: E402
-    EXTRA_COLLAPSE,
-    STATUS_COLLAPSED,
     STATUS_ERROR,
-    STATUS_NONFINITE,
-    STATUS_OK,
     BadNodeError,
     CandidateResult,
     CandidateSpec,
@@ -201,89 +189,25 @@ class Trainer:
         keras.utils.set_random_seed(spec.seed)
         model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient)
         loss = make_loss(cand.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient)
-        step = make_train_step(model, loss, self.x_train, self.y_train, pre_train, spec.seed, self.jit)
-        accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
-        batches = BatchStream(len(data.x_train), spec.batch_size, spec.seed)
-        n_train = len(data.x_train)
+        tf_step = make_train_step(model, loss, self.x_train, self.y_train, pre_train, spec.seed, self.jit)
+        one_accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
 
-        losses: list[float] = []
-        curve: list[list[float]] = [] if spec.curve_interval else None
-        # With test accuracy asked for, the curve is measured on the test set too (the paper's Figs. 3, 5).
-        test_curve: list[list[float]] | None = [] if spec.curve_interval and spec.test_accuracy else None
-        eval_s = 0.0
-        bad_step: int | None = None
-        pending: tuple[int, tf.Tensor] | None = None
-        collapse = CollapseHistory()
+        def step(idx: np.ndarray, s: int, lr: float) -> tf.Tensor:
+            return tf_step(tf.constant(idx), tf.constant(s, tf.int64), tf.constant(lr, tf.float32))
 
-        def check(p: tuple[int, tf.Tensor]) -> bool:
-            nonlocal bad_step
-            value = float(p[1])
-            losses.append(value)
-            if not math.isfinite(value):
-                bad_step = p[0]
-                return False
-            return True
+        def accuracy(x: np.ndarray, y: np.ndarray, dets: list[CollapseDetector] | None) -> list[float]:
+            return [one_accuracy(x, y, dets[0] if dets else None)]
 
-        first_step_s = 0.0
-        t_train = time.perf_counter()
-        for s in range(1, spec.steps + 1):
-            loss = step(tf.constant(batches.next()), tf.constant(s, tf.int64),
-                        tf.constant(learning_rate(spec, n_train, s), tf.float32))
-            if pending is not None and not check(pending):
-                pending = None
-                break
-            pending = (s, loss)
-            if s == 1:  # the first call traces (and with XLA compiles) the step: time it apart
-                float(loss)
-                first_step_s = time.perf_counter() - t_train
-            if curve is not None and s % spec.curve_interval == 0:
-                ok = check(pending)
-                pending = None
-                if not ok:
-                    break
-                te = time.perf_counter()
-                detector = CollapseDetector(spec.epsilon, NUM_CLASSES)
-                curve.append([s, accuracy(data.x_val, data.y_val, detector)])
-                collapse.observe(s, detector.verdict())
-                if test_curve is not None:
-                    test_curve.append([s, accuracy(data.x_test, data.y_test)])
-                eval_s += time.perf_counter() - te
-        if pending is not None:
-            check(pending)
-        train_s = time.perf_counter() - t_train - eval_s
-        extra = {"steps_done": len(losses), "first_step_seconds": first_step_s, "xla": self.jit,
-                 "deterministic": self.deterministic, "data_source": data.source,
-                 "train_size": n_train, "validation_size": len(data.x_val)}
+        def histogram(x: np.ndarray) -> list[dict[str, list[float]]]:
+            return [make_probability_histogram(model, pre_eval, x.shape[1:])(x)]
 
-        if test_curve is not None:
-            extra["test_curve"] = test_curve
-        if bad_step is not None:
-            return self._result(cand, STATUS_NONFINITE, 0.0, curve=curve, final_train_loss=losses[-1],
-                                nonfinite_step=bad_step, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
+        loop = steploop.run_steps(spec, data, 1, step, accuracy)
+        return steploop.results(spec, data, loop, [cand], accuracy, histogram, self._result,
+                                lambda i: self.extra())[0]
 
-        te = time.perf_counter()
-        detector = CollapseDetector(spec.epsilon, NUM_CLASSES)
-        val = accuracy(data.x_val, data.y_val, detector)
-        collapsed = collapse.observe(spec.steps, detector.verdict())
-        extra["validation_predictions"] = detector.summary()
-        test = accuracy(data.x_test, data.y_test) if spec.test_accuracy else None
-        if spec.test_accuracy:
-            extra["probability_histogram"] = make_probability_histogram(model, pre_eval,
-                                                                        data.x_test.shape[1:])(data.x_test)
-        eval_s += time.perf_counter() - te
-        if curve is not None and (not curve or curve[-1][0] != spec.steps):
-            curve.append([spec.steps, val])
-        if test_curve is not None and (not test_curve or test_curve[-1][0] != spec.steps):
-            test_curve.append([spec.steps, test])
-        final = float(np.mean(losses[-FINAL_LOSS_WINDOW:]))
-        steady = train_s - first_step_s  # steps 2..N, without tracing/compilation
-        extra["steps_per_second"] = (spec.steps - 1) / steady if spec.steps > 1 and steady > 0 else None
-        if collapsed is not None:
-            return self._result(cand, STATUS_COLLAPSED, 0.0, curve=curve, final_train_loss=final,
-                                train_seconds=train_s, eval_seconds=eval_s,
-                                extra={**extra, EXTRA_COLLAPSE: collapsed.to_json(val, test)})
-        return self._result(cand, STATUS_OK, val, validation_accuracy=val, test_accuracy=test, curve=curve,
-                            final_train_loss=final, train_seconds=train_s, eval_seconds=eval_s, extra=extra)
+    def extra(self) -> dict[str, object]:
+        """The result fields every candidate of this trainer shares (a fused group's add theirs)."""
+        return {"xla": self.jit, "deterministic": self.deterministic, "data_source": self.data.source}
 
 
 def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
