@@ -23,6 +23,7 @@ from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import (
+    DEFAULT_FUSE,
     EPSILON_GRADIENT_DEFAULT,
     EPSILON_GRADIENT_LEGACY,
     EPSILON_GRADIENTS,
@@ -151,7 +152,7 @@ class BackendConfig:
     max_in_flight: int = 2  # jobs at once (local: worker processes; condor/ssh: jobs in the queue, default 500)
     candidates_per_job: int = 1  # M candidates per worker process: amortizes TensorFlow start-up
     # K candidates trained at once as one fused model (worker/fused.py); None ("auto" in TOML): the worker's
-    # measured default for its device.  With K set, jobs carry a multiple of K candidates when they can.
+    # measured default for its device.  Jobs carry a multiple of `fuse_width` candidates when they can.
     fuse: int | None = None
     timeout_s: float = 3600.0  # per job attempt
     max_attempts: int = 3  # submissions of a candidate before it is recorded as failed
@@ -164,6 +165,16 @@ class BackendConfig:
     def cluster(self) -> bool:
         """Jobs go to an HTCondor pool (kind condor or ssh)."""
         return self.kind in CLUSTER_BACKENDS
+
+    @property
+    def fuse_width(self) -> int:
+        """The K that jobs are sized to: `fuse` when set; under "auto" the default of the device the jobs will
+        run on -- a GPU's for a pool whose jobs request GPUs, else a CPU's -- so that a GPU pool packs whole
+        fused groups into each job without `candidates_per_job` set by hand."""
+        if self.fuse is not None:
+            return self.fuse
+        on_gpu = self.cluster and self.condor.request_gpus > 0
+        return DEFAULT_FUSE["GPU" if on_gpu else "CPU"]
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,11 @@ from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError,
 log = logging.getLogger("glo.scheduler")
 
 
-def job_size(candidates_per_job: int, fuse: int | None) -> int:
-    """Candidates per job: `candidates_per_job` rounded up to a multiple of the fuse width K, so that every job
-    but a generation's last carries whole fused groups (and the last does too when the count allows)."""
-    k = fuse or 1
+def job_size(candidates_per_job: int, fuse_width: int | None) -> int:
+    """Candidates per job: `candidates_per_job` rounded up to a multiple of the fuse width K
+    (`BackendConfig.fuse_width`), so that every job but a generation's last carries whole fused groups (and
+    the last does too when the count allows)."""
+    k = fuse_width or 1
     return -(-candidates_per_job // k) * k
 
 
@@ -315,7 +316,7 @@ class Scheduler:
         return False
 
     def _plan_jobs(self, rows: list[CandidateRow]) -> None:
-        per_job = job_size(self.config.backend.candidates_per_job, self.config.backend.fuse)
+        per_job = job_size(self.config.backend.candidates_per_job, self.config.backend.fuse_width)
         seen: dict[str, CandidateRow] = {}
         for row in rows:  # two equal losses asked together: train one, the other follows
             if row.eval_key in seen:

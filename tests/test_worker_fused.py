@@ -320,6 +320,25 @@ def test_backend_fuse_setting_and_job_sizes():
     assert job_size(1, 4) == 4 and job_size(4, 4) == 4 and job_size(6, 4) == 8 and job_size(16, 8) == 16
 
 
+def test_auto_fuse_sizes_jobs_for_the_device_the_jobs_will_run_on():
+    """fuse = "auto" leaves the spec's fuse out (the worker picks its device's default) but sizes jobs to the
+    default of the device they will run on: a GPU pool's jobs carry whole groups of DEFAULT_FUSE["GPU"]
+    without candidates_per_job set by hand; a CPU pool or the local backend keeps DEFAULT_FUSE["CPU"]."""
+    from worker.spec import DEFAULT_FUSE
+
+    def width(**backend):
+        b = from_dict({"backend": backend}).backend
+        return b.fuse, b.fuse_width, job_size(b.candidates_per_job, b.fuse_width)
+
+    gpu = DEFAULT_FUSE["GPU"]
+    assert width(kind="condor") == (None, gpu, gpu)  # request_gpus defaults to 1
+    assert width(kind="condor", candidates_per_job=gpu + 1) == (None, gpu, 2 * gpu)
+    assert width(kind="condor", condor={"request_gpus": 0}) == (None, DEFAULT_FUSE["CPU"], 1)
+    assert width(kind="local") == (None, DEFAULT_FUSE["CPU"], 1)
+    assert width(kind="condor", fuse=4) == (4, 4, 4)  # set by hand: exactly that
+    assert width(kind="local", fuse=1, candidates_per_job=3) == (1, 1, 3)
+
+
 def test_scheduler_fills_jobs_with_whole_fused_groups(tmp_path):
     """A real run with the fake worker: every spec carries fuse = 4, and the jobs of one planning round (a
     generation, a CMA-ES iteration) carry 4 candidates each but the round's last, which carries what is left."""

@@ -68,19 +68,12 @@ from worker import models, steploop  # noqa: E402
 from worker.collapse import CollapseDetector  # noqa: E402
 from worker.data import NUM_CLASSES  # noqa: E402
 from worker.spec import (  # noqa: E402
+    DEFAULT_FUSE,
     CandidateResult,
     CandidateSpec,
     WorkerSpec,
 )
 from worker.tf_loss import FLOORED_SOFTMAX, build_model, make_loss  # noqa: E402
-
-#: `fuse` when the spec leaves it out, per device kind (measured by `make bench` / `make bench-gpu`, see
-#: bench/README.md).  CPU: 1 -- on the project's 2-core machines a fused step of K costs what K separate
-#: steps cost (candidate-steps/s x1.06 at K = 4 and x1.01 at K = 16, and x1.06 at K = 1, i.e. nothing
-#: from fusing itself); the CPU is already busy with one model's batch of 100.  GPU: 16 -- not measured yet
-#: (no GPU was lent to the session that wrote this); one 2,000-step MNIST training leaves a modern GPU mostly
-#: idle, so set it from `make bench-gpu`'s best K.
-DEFAULT_FUSE = {"CPU": 1, "GPU": 16}
 
 #: `GLO_PRECISION` (fused groups only): float32 (default), or mixed -- convolutions and matmuls in 16 bits,
 #: float32 master weights, softmax and loss.  mixed_float16 needs a GPU (TensorFlow's CPU kernels have no

@@ -24,7 +24,7 @@ Spec (version 1)::
                                      # "sum": L = -Σ_classes f (x*log(y) is then exactly Keras' CE)
       "fuse": null,                  # optional: train this many candidates at once as one fused model
                                      # (worker/fused.py); 1 = one after another; left out = the device's
-                                     # measured default (worker.fused.DEFAULT_FUSE)
+                                     # measured default (DEFAULT_FUSE below)
       "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...]
     }
 
@@ -95,6 +95,16 @@ class SpecError(ValueError):
 
 class BadNodeError(RuntimeError):
     """The machine, not the candidate, is at fault: retrying elsewhere can succeed (exit EXIT_BAD_NODE)."""
+
+
+#: `fuse` when the spec leaves it out, per device kind (measured by `make bench` / `make bench-gpu`, see
+#: bench/README.md).  CPU: 1 -- on the project's 2-core machines a fused step of K costs what K separate
+#: steps cost (candidate-steps/s x1.06 at K = 4 and x1.01 at K = 16, and x1.06 at K = 1, i.e. nothing
+#: from fusing itself); the CPU is already busy with one model's batch of 100.  GPU: 16 -- not measured yet
+#: (no GPU was lent to the session that wrote this); one 2,000-step MNIST training leaves a modern GPU mostly
+#: idle, so set it from `make bench-gpu`'s best K.  Here, not in worker/fused.py, because the orchestrator
+#: sizes jobs by it (`BackendConfig.fuse_width`) and must not import TensorFlow.
+DEFAULT_FUSE = {"CPU": 1, "GPU": 16}
 
 
 @dataclass(frozen=True)
