@@ -171,7 +171,7 @@ def no_result_warning(status: str, evaluations: dict[str, int], best: dict[str, 
 
     A search whose every tree lacked x or y "finishes" having trained nothing; saying only "finished" would
     let the user take its best ("-") for a result.  `glo status` shows this line and `glo run` prints it and
-    exits with cli_runs.EXIT_NO_RESULT (db.queries uses this one too)."""
+    exits with orchestrator.cli.runs.EXIT_NO_RESULT (db.queries uses this one too)."""
     if status != "finished":
         return None
     trained = evaluations.get("done", 0) + evaluations.get("cached", 0)

@@ -491,7 +491,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-#: The section `glo experiment` reads (orchestrator.pipeline): what to evaluate after the search.  Not a run
+#: The section `glo experiment` reads (orchestrator.experiments.pipeline): what to evaluate after the search.  Not a run
 #: setting, so every other command that takes a config sets it aside, and a shipped config works with all of them.
 EXPERIMENT_SECTION = "experiment"
 

@@ -1,7 +1,7 @@
 """The orchestrator's own exceptions, under one root, in a module that imports nothing.
 
 Every error a user can act on is a `GloError`: the CLI prints its message as one line and exits 1
-(`orchestrator.cli_runs._errors`), and nothing has to import a heavy module (the scheduler, SQLAlchemy,
+(`orchestrator.cli.runs._errors`), and nothing has to import a heavy module (the scheduler, SQLAlchemy,
 TensorFlow) just to recognise one.  Database errors are `db.errors.StorageError` (the db package
 does not depend on the orchestrator); workers have their own (`worker.spec.SpecError`).
 """

@@ -39,7 +39,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from orchestrator.sshconn import SshSettings
+from orchestrator.backends.htcondor.sshconn import SshSettings
 
 LOGIN_USER = "submituser"
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from db.migrations import SCHEMA_VERSION
-from orchestrator.cli_runs import EXIT_NO_RESULT
+from orchestrator.cli.runs import EXIT_NO_RESULT
 from tests.orch_helpers import glo, glo_env, scalar, write_config
 
 

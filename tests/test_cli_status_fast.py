@@ -74,7 +74,7 @@ def test_fast_status_constants_follow_the_full_path():
 
 def test_glo_status_process_imports_only_what_it_reads_with(finished_db):
     code = ("import atexit, sys\n"
-            "heavy = ('sqlalchemy', 'numpy', 'orchestrator.scheduler', 'cma', 'matplotlib', 'db.queries')\n"
+            "heavy = ('sqlalchemy', 'numpy', 'orchestrator.run.scheduler', 'cma', 'matplotlib', 'db.queries')\n"
             "atexit.register(lambda: print('HEAVY', json.dumps(sorted(m for m in heavy if m in sys.modules)), file=sys.stderr))\n"
             "import json\n"
             "from orchestrator.cli import main\n"

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.base import Backend
-from orchestrator.backends.cluster import ClusterBackend
+from orchestrator.backends.htcondor.core import ClusterBackend
 from orchestrator.backends.local import LocalBackend
 from orchestrator.search.candidate import AskTell
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
 
-SCHEDULER = (Path(__file__).resolve().parents[1] / "orchestrator" / "scheduler.py").read_text()
+SCHEDULER = (Path(__file__).resolve().parents[1] / "orchestrator" / "run" / "scheduler.py").read_text()
 
 
 def declared(protocol: type) -> set[str]:

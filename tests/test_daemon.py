@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.daemon import SchedulerLock, lock_path, scheduler_info, start_detached
-from orchestrator.scheduler import SchedulerError
+from orchestrator.run.lock import SchedulerLock, lock_path, scheduler_info, start_detached
+from orchestrator.run.scheduler import SchedulerError
 from tests.orch_helpers import REPO, glo, glo_env, scalar, write_config
 
 WAIT_S = 120.0  # generous: a loaded 2-core machine
@@ -154,7 +154,7 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
     assert scheduler_info(db, "r")["alive"] is False
 
     # a holder killed with SIGKILL leaves its file behind, but not its lock
-    code = ("import sys, time; from orchestrator.daemon import SchedulerLock; "
+    code = ("import sys, time; from orchestrator.run.lock import SchedulerLock; "
             f"SchedulerLock({str(db)!r}, 'r').acquire(); print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO,
                               env=glo_env())

@@ -292,7 +292,7 @@ def test_remote_host_needs_a_flag_and_warns(finished: Path) -> None:
 
 def test_glo_evaluate_results_are_shown(finished: Path, tmp_path: Path) -> None:
     """With `glo evaluate` in this GLO: an evaluation run's table and curves, on its page and its candidate's."""
-    pytest.importorskip("orchestrator.cli_evaluate")
+    pytest.importorskip("orchestrator.cli.evaluate")
     db = tmp_path / "e.db"
     src, dst = sqlite3.connect(finished), sqlite3.connect(db)
     src.backup(dst)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.cachekey import eval_key
 from orchestrator.config import TaskConfig, from_dict, from_stored, stored_task
+from orchestrator.run.cachekey import eval_key
 from orchestrator.search.filters import _grad, check
 from worker.lossexpr import named_loss, parse
 from worker.spec import EPSILON_GRADIENT_DEFAULT, CandidateSpec, WorkerSpec

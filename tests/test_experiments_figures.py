@@ -264,7 +264,7 @@ def test_search_progress_without_candidates(tmp_path: Path) -> None:
 
 
 def test_importing_the_cli_loads_neither_matplotlib_nor_scipy() -> None:
-    code = ("import sys, orchestrator.cli, orchestrator.cli_report, orchestrator.experiments.report; "
+    code = ("import sys, orchestrator.cli, orchestrator.cli.report, orchestrator.experiments.report; "
             "bad = [m for m in ('matplotlib', 'scipy') if m in sys.modules]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cachekey import eval_key
 from orchestrator.config import ConfigError, GloConfig, from_dict, load_config
+from orchestrator.run.cachekey import eval_key
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -101,8 +101,8 @@ def test_set_overrides_read_toml_values_and_plain_strings(tmp_path) -> None:
 
 def test_a_device_class_keeps_fitnesses_of_different_gpus_apart() -> None:
     """Set, it is part of the cache key; unset, every key is what it was before the setting existed."""
-    from orchestrator.cachekey import eval_key
     from orchestrator.config import from_dict
+    from orchestrator.run.cachekey import eval_key
 
     plain = from_dict({"task": {"steps": 5}}).task
     a100 = from_dict({"task": {"steps": 5, "device_class": "A100"}}).task
@@ -120,7 +120,7 @@ def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: st
     import json
     import sys
 
-    from orchestrator.pipeline import load_experiment
+    from orchestrator.experiments.pipeline import load_experiment
     from tests.orch_helpers import FAKE_WORKER, glo, glo_env
 
     path = CONFIGS / name
@@ -144,7 +144,7 @@ def test_every_command_that_takes_a_config_accepts_every_shipped_config(name: st
 
 
 def test_experiment_seeds_name_the_evaluation_seeds_and_bad_ones_are_refused(tmp_path: Path) -> None:
-    from orchestrator.pipeline import load_experiment
+    from orchestrator.experiments.pipeline import load_experiment
 
     base = '[task]\nsteps = 5\n[experiment]\nlosses = ["ce"]\nsteps = 10\n'
     ok = tmp_path / "ok.toml"

@@ -11,7 +11,7 @@ import pytest
 from db.migrations import SCHEMA_VERSION
 from db.session import open_db
 from db.store import Store
-from orchestrator.cachekey import RememberedKeys, tree_sha
+from orchestrator.run.cachekey import RememberedKeys, tree_sha
 from tests.orch_helpers import glo, write_config
 from worker.lossexpr import Node, parse
 

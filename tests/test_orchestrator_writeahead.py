@@ -26,7 +26,7 @@ import pytest
 
 from db.session import Database
 from orchestrator.config import load_config
-from orchestrator.runner import run_search
+from orchestrator.run.runner import run_search
 from tests.orch_helpers import glo_env, write_config
 
 

@@ -19,10 +19,8 @@ import pytest
 
 from condor.submit import CondorJobSettings, render_batch
 from orchestrator import procs
-from orchestrator.backends.ssh import SshTransport, ssh_transport
-from orchestrator.backends.transport import TransportError, TransportUnavailable
-from orchestrator.config import SshConfig
-from orchestrator.sshconn import (
+from orchestrator.backends.htcondor.ssh import SshTransport, ssh_transport
+from orchestrator.backends.htcondor.sshconn import (
     AuthenticationFailed,
     ConnectionLost,
     HostKeyChanged,
@@ -30,6 +28,8 @@ from orchestrator.sshconn import (
     HostNotFound,
     SshConnection,
 )
+from orchestrator.backends.htcondor.transport import TransportError, TransportUnavailable
+from orchestrator.config import SshConfig
 from tests.condor_pool import Pool
 from tests.sshd import LOGIN_USER, Sshd, free_port, make_key, pool_setup_script, running_sshd
 

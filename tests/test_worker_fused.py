@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, from_dict
-from orchestrator.scheduler import job_size
+from orchestrator.run.scheduler import job_size
 from tests.orch_helpers import glo, glo_env, write_config
 from worker.lossexpr import named_loss, parse
 from worker.spec import SpecError, WorkerSpec

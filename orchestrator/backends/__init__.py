@@ -10,7 +10,7 @@ from orchestrator.backends.base import Backend, BackendError, BackendUnavailable
 from orchestrator.config import BackendConfig
 
 if TYPE_CHECKING:
-    from orchestrator.backends.transport import Transport
+    from orchestrator.backends.htcondor.transport import Transport
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "JobEvent", "JobRequest", "make_backend"]
 
@@ -21,7 +21,7 @@ def make_backend(config: BackendConfig, events: asyncio.Queue[JobEvent], work_ro
 
         return LocalBackend(config, events, work_root)
     if config.cluster:
-        from orchestrator.backends.cluster import ClusterBackend
+        from orchestrator.backends.htcondor.core import ClusterBackend
 
         transport, remote_root = make_transport(config)
         return ClusterBackend(config, events, work_root, run_id, transport, remote_root)
@@ -31,11 +31,11 @@ def make_backend(config: BackendConfig, events: asyncio.Queue[JobEvent], work_ro
 def make_transport(config: BackendConfig) -> tuple[Transport, PurePosixPath | None]:
     """The way to the submit host for a cluster kind, and where runs live there (None: this machine)."""
     if config.kind == "condor":
-        from orchestrator.backends.condor import CondorTransport
+        from orchestrator.backends.htcondor.bindings import CondorTransport
 
         return CondorTransport(), None
     if config.kind == "ssh":
-        from orchestrator.backends.ssh import ssh_transport
+        from orchestrator.backends.htcondor.ssh import ssh_transport
 
         return ssh_transport(config.ssh)
     raise ValueError(f"backend.kind {config.kind!r} has no submit host")
@@ -43,7 +43,7 @@ def make_transport(config: BackendConfig) -> tuple[Transport, PurePosixPath | No
 
 def cancel_cluster_run(config: BackendConfig, run_id: str) -> int:
     """Remove every job of a run from its pool's queue (`glo cancel`, with or without a live scheduler)."""
-    from orchestrator.backends.cluster import run_constraint
+    from orchestrator.backends.htcondor.core import run_constraint
 
     transport, _ = make_transport(config)
     try:

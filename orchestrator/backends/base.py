@@ -13,7 +13,7 @@ cancels jobs, and reports what happened as `JobEvent`s on the queue it was given
   file, lost).  The scheduler stores results, then retries the rest (bounded) or gives up;
   with `fatal` (the worker said bad spec / missing data) it stores results and stops the run.
 
-The HTCondor backends (orchestrator.backends.cluster, reached through the bindings or over SSH)
+The HTCondor backends (orchestrator.backends.htcondor.core, reached through the bindings or over SSH)
 implement the same methods, plus `submit_many` (one cluster for many jobs) and `stats`.
 
 `BackendUnavailable` from submit means the place is unreachable and the submission may or may

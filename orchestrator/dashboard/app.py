@@ -86,7 +86,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _scheduler(db: q.ReadOnlyDB, run: dict[str, Any]) -> dict[str, Any]:
-    from orchestrator.daemon import scheduler_info
+    from orchestrator.run.lock import scheduler_info
 
     try:
         info = scheduler_info(db.path, run["run_id"])

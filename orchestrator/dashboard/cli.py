@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from orchestrator.cli_runs import DB_OPTION, _errors
+from orchestrator.cli.runs import DB_OPTION, _errors
 
 
 def is_loopback(host: str) -> bool:

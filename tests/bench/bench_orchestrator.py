@@ -123,7 +123,7 @@ class NoopBackend:
 def per_candidate(db_path: Path, generations: int, profile: bool = False) -> dict:
     from db.session import open_db
     from orchestrator.config import from_dict
-    from orchestrator.scheduler import Scheduler
+    from orchestrator.run.scheduler import Scheduler
 
     cfg = from_dict({"run": {"name": "bench", "seed": 3}, "task": {"steps": 2000},
                      "search": {"ga": {"population_size": 80, "generations": generations},

@@ -23,7 +23,7 @@ from condor.submit import (
     SubmitDescriptionError,
     render_submit,
 )
-from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _errors
+from orchestrator.cli.runs import DB_OPTION, JSON_OPTION, _errors
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import SpecError, WorkerSpec
 

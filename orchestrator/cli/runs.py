@@ -1,4 +1,4 @@
-"""`glo run/runs/status/best/show/export/cancel/stop`: a thin CLI over orchestrator.runner and queries."""
+"""`glo run/runs/status/best/show/export/cancel/stop`: a thin CLI over orchestrator.run.runner and queries."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def run_cmd(config: str | None, db_path: str | None, backend: str | None, overri
     stopped (resumable), 3 a --resume of a finished or cancelled run (nothing to do), 1 any other error
     (e.g. the run's scheduler is already alive)."""
     from orchestrator.config import load_config
-    from orchestrator.runner import NotResumableError, run_search
+    from orchestrator.run.runner import NotResumableError, run_search
 
     if (config is None) == (resume is None):
         raise click.UsageError("give either CONFIG.toml (a new run) or --resume RUN_ID")
@@ -138,8 +138,8 @@ def _run_detached(config: str | None, db_path: str | None, overrides: tuple[str,
     from db.errors import NotFoundError
     from db.queries import get_run
     from db.session import open_db, resolve_db_path
-    from orchestrator.daemon import held_message, log_path, scheduler_info, start_detached, tail
-    from orchestrator.scheduler import SchedulerError, new_run_id
+    from orchestrator.run.lock import held_message, log_path, scheduler_info, start_detached, tail
+    from orchestrator.run.scheduler import SchedulerError, new_run_id
 
     db_file = resolve_db_path(db_path).resolve()
     rid = resume if resume is not None else (run_id or new_run_id())
@@ -221,7 +221,7 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     from types import SimpleNamespace
 
     from db.fastread import status as read_status  # sqlite3 alone: a read imports only what it reads with
-    from orchestrator.daemon import scheduler_info
+    from orchestrator.run.lock import scheduler_info
 
     found = read_status(db_path, run)
     if found is None:  # another schema version (to upgrade, or too new), or a file sqlite3 cannot open read-only
@@ -509,7 +509,7 @@ def _remove_cluster_jobs(r: Any) -> int | None:
 def stop_cmd(run: str, db_path: str | None, timeout_s: float, as_json: bool) -> None:
     """Stop a run's scheduler cleanly (SIGTERM, as Ctrl-C): finished work is kept, the run can be resumed."""
     from db.queries import get_run
-    from orchestrator.daemon import scheduler_info, stop_scheduler
+    from orchestrator.run.lock import scheduler_info, stop_scheduler
 
     db = _open(db_path)
     row = get_run(db, run)  # an unknown run: a clean "no run" error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli_runs import DB_OPTION, JSON_OPTION, _echo_json, _errors, _open
+from orchestrator.cli.runs import DB_OPTION, JSON_OPTION, _echo_json, _errors, _open
 
 
 @click.command("report")

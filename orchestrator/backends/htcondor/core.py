@@ -36,7 +36,7 @@ from typing import Any
 from condor.events import EventLogError, EventLogFollower, JobStatus
 from condor.submit import EVENT_LOG_FILE, RESULT_FILE, SPEC_FILE, STDERR_FILE, render_batch
 from orchestrator.backends.base import JobEvent, JobRequest, classify_exit, read_result_file
-from orchestrator.backends.transport import Transport, TransportError, TransportUnavailable
+from orchestrator.backends.htcondor.transport import Transport, TransportError, TransportUnavailable
 from orchestrator.config import BackendConfig, job_settings
 from worker.spec import read_worker_exit
 

@@ -1,7 +1,7 @@
 """`backend.kind = "condor"`: GLO on the submit host, talking to the schedd through the htcondor2 bindings.
 
 Everything HTCondor-specific that is not about *where* the schedd is lives in the shared core
-(orchestrator.backends.cluster); this module is the transport: local files and the bindings' Schedd
+(orchestrator.backends.htcondor.core); this module is the transport: local files and the bindings' Schedd
 and Collector.  The bindings block, so the core calls them from a worker thread.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from condor.submit import SubmittedCluster
-from orchestrator.backends.transport import Action, TransportError, TransportUnavailable
+from orchestrator.backends.htcondor.transport import Action, TransportError, TransportUnavailable
 
 #: Words in an htcondor2 error that mean "could not reach the daemon" rather than "refused the request".
 _UNREACHABLE = ("connect", "locate", "timed out", "timeout", "unable to find", "no such schedd", "communicat")

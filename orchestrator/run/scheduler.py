@@ -41,10 +41,10 @@ from db.snapshots import CandidateRow, JobRow
 from db.store import NewCandidate, NewEvaluation, NewResolution, Store
 from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, JobRequest, make_backend
 from orchestrator.backends.base import Backend
-from orchestrator.cachekey import RememberedKeys, eval_key
 from orchestrator.config import GloConfig, TaskConfig, from_stored
-from orchestrator.daemon import pid_alive
 from orchestrator.errors import SchedulerError
+from orchestrator.run.cachekey import RememberedKeys, eval_key
+from orchestrator.run.lock import pid_alive
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search

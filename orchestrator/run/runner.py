@@ -10,8 +10,8 @@ from pathlib import Path
 from db.session import open_db
 from db.store import Store
 from orchestrator.config import GloConfig
-from orchestrator.daemon import SchedulerLock
-from orchestrator.scheduler import Scheduler, SchedulerError, new_run_id
+from orchestrator.run.lock import SchedulerLock
+from orchestrator.run.scheduler import Scheduler, SchedulerError, new_run_id
 
 
 class NotResumableError(SchedulerError):
@@ -23,7 +23,7 @@ def run_search(db_path: str | Path | None, *, config: GloConfig | None = None, r
                run_id: str | None = None, show_progress: bool | None = None) -> tuple[str, str]:
     """(run_id, final status).  Exactly one of `config` (a new run) and `resume` (a run id).
 
-    The run's lock (orchestrator.daemon) is held from before the run is created or resumed until it
+    The run's lock (orchestrator.run.lock) is held from before the run is created or resumed until it
     returns, so a second scheduler of the same run is refused with the first one's pid."""
     rid = resume if resume is not None else (run_id or new_run_id())
     db = open_db(db_path, create=True)

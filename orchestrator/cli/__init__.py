@@ -11,10 +11,10 @@ import click
 
 #: Commands whose module is imported alone when that command runs: `glo status` then imports neither numpy, the
 #: scheduler nor SQLAlchemy's ORM.  Any other name, --help, or reading `main.commands` registers every command.
-_LAZY = {"status": ("orchestrator.cli_runs", "status_cmd"), "runs": ("orchestrator.cli_runs", "runs_cmd"),
-         "best": ("orchestrator.cli_runs", "best_cmd"), "show": ("orchestrator.cli_runs", "show_cmd"),
-         "stop": ("orchestrator.cli_runs", "stop_cmd"), "run": ("orchestrator.cli_runs", "run_cmd"),
-         "loss": ("orchestrator.cli_loss", "loss")}
+_LAZY = {"status": ("orchestrator.cli.runs", "status_cmd"), "runs": ("orchestrator.cli.runs", "runs_cmd"),
+         "best": ("orchestrator.cli.runs", "best_cmd"), "show": ("orchestrator.cli.runs", "show_cmd"),
+         "stop": ("orchestrator.cli.runs", "stop_cmd"), "run": ("orchestrator.cli.runs", "run_cmd"),
+         "loss": ("orchestrator.cli.loss", "loss")}
 
 
 class _LazyGroup(click.Group):
@@ -47,11 +47,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli_condor import condor
-    from orchestrator.cli_evaluate import evaluate_cmd, experiment_cmd
-    from orchestrator.cli_loss import loss
-    from orchestrator.cli_report import report_cmd
-    from orchestrator.cli_runs import COMMANDS
+    from orchestrator.cli.condor import condor
+    from orchestrator.cli.evaluate import evaluate_cmd, experiment_cmd
+    from orchestrator.cli.loss import loss
+    from orchestrator.cli.report import report_cmd
+    from orchestrator.cli.runs import COMMANDS
     from orchestrator.dashboard.cli import dashboard
 
     main.add_command(loss)

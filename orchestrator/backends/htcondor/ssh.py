@@ -1,11 +1,11 @@
 """`backend.kind = "ssh"`: GLO on a laptop, the schedd on a submit host reached over one SSH connection.
 
 The laptop needs neither HTCondor daemons nor TensorFlow: files go to and come from the submit host over
-SFTP, or over exec channels where its sshd offers no SFTP subsystem (orchestrator.sshconn decides, once per
+SFTP, or over exec channels where its sshd offers no SFTP subsystem (orchestrator.backends.htcondor.sshconn decides, once per
 connection) -- spec.json in, the run's event log read from the last offset, result.json back --, and the schedd is
 driven with HTCondor's command-line tools there (`condor_submit -terse`, `condor_q -json`,
 `condor_history -json`, `condor_hold` / `condor_release` / `condor_rm`, `condor_status`).  The connection
-itself (ssh config, agent, known_hosts, reconnects) is orchestrator.sshconn.
+itself (ssh config, agent, known_hosts, reconnects) is orchestrator.backends.htcondor.sshconn.
 
 Over SSH the login user *is* the job owner, so plain SFTP mkdir gives directories the jobs can write.
 `remote_setup` (e.g. `source /etc/profile.d/condor.sh`) runs before every command, for pools whose tools
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from condor.submit import SubmitOutputError, SubmittedCluster, parse_submit_output
 from orchestrator import procs
-from orchestrator.backends.transport import Action, TransportError, TransportUnavailable
-from orchestrator.sshconn import DEFAULT_KNOWN_HOSTS, SshConnection, SshSettings
+from orchestrator.backends.htcondor.sshconn import DEFAULT_KNOWN_HOSTS, SshConnection, SshSettings
+from orchestrator.backends.htcondor.transport import Action, TransportError, TransportUnavailable
 
 if TYPE_CHECKING:
     from orchestrator.config import SshConfig
@@ -66,7 +66,7 @@ def ssh_transport(cfg: SshConfig) -> tuple[SshTransport, PurePosixPath]:
 
 
 class SshTransport:
-    """The `Transport` (orchestrator.backends.transport) over SSH: SFTP for files, HTCondor's tools for the
+    """The `Transport` (orchestrator.backends.htcondor.transport) over SSH: SFTP for files, HTCondor's tools for the
     schedd.  One connection per transport (one per run), kept alive and re-made when it drops."""
 
     kind = "ssh"

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from orchestrator.cli_runs import DB_OPTION, EXIT_ERROR, EXIT_STOPPED, JSON_OPTION, NotResumable, _errors
+from orchestrator.cli.runs import DB_OPTION, EXIT_ERROR, EXIT_STOPPED, JSON_OPTION, NotResumable, _errors
 
 
 def _parse_seeds(text: str | None, repeats: int) -> list[int]:
@@ -59,7 +59,7 @@ def evaluate_cmd(losses: tuple[str, ...], task: str | None, steps: int | None, r
     from db.queries import evaluation_results
     from db.session import open_db
     from orchestrator.experiments.evaluation import evaluation_config
-    from orchestrator.runner import NotResumableError, run_search
+    from orchestrator.run.runner import NotResumableError, run_search
 
     if bool(losses) == bool(resume):
         raise click.UsageError("give the losses to evaluate, or --resume RUN_ID")
@@ -105,7 +105,7 @@ def experiment_cmd(config: str, out_dir: str, overrides: tuple[str, ...], transf
                    estimate_only: bool, db_path: str | None) -> None:
     """A whole experiment from CONFIG's [experiment]: the search, the evaluation of the losses it names
     against baikal and ce, and the report (run it again to resume where it stopped)."""
-    from orchestrator.pipeline import run_experiment
+    from orchestrator.experiments.pipeline import run_experiment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     run_experiment(config, db_path, out_dir, overrides=overrides, transfer_db=transfer_from,

@@ -1,6 +1,6 @@
 """One SSH connection to a submit host (paramiko): commands, file access, reconnects.
 
-Why a module of its own: the `ssh` backend (orchestrator.backends.ssh) must reach a submit host the way
+Why a module of its own: the `ssh` backend (orchestrator.backends.htcondor.ssh) must reach a submit host the way
 the user's own `ssh` does -- ~/.ssh/config (Host alias, HostName, User, Port, IdentityFile, ProxyJump,
 ProxyCommand), the SSH agent and ~/.ssh/known_hosts -- and it must keep working over hours while a
 laptop's network comes and goes.  Everything about the connection lives here; the backend only says
@@ -53,7 +53,7 @@ from typing import TypeVar
 import paramiko
 
 from orchestrator import procs
-from orchestrator.backends.transport import TransportError, TransportUnavailable
+from orchestrator.backends.htcondor.transport import TransportError, TransportUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger("glo.ssh")

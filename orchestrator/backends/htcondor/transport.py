@@ -1,10 +1,10 @@
 """How the cluster backends reach a schedd: the one place where `condor` and `ssh` differ.
 
-The shared core (orchestrator.backends.cluster) renders submit descriptions, follows the run's event
+The shared core (orchestrator.backends.htcondor.core) renders submit descriptions, follows the run's event
 log, applies the hold/retry policy and re-adopts jobs.  What it needs from the submit host is this
 small, synchronous surface: files in the run's directory on the submit host, the schedd's submit /
 query / history / act, and the pool's machine names.  `CondorTransport` does it on this machine
-through the htcondor2 bindings; `SshTransport` (orchestrator.backends.ssh) does it on the submit host
+through the htcondor2 bindings; `SshTransport` (orchestrator.backends.htcondor.ssh) does it on the submit host
 over one SSH connection with the command-line tools.  The core calls these methods in a worker thread
 (asyncio.to_thread), so they may block.
 

@@ -177,7 +177,7 @@ def _status(db: Any, run_id: str) -> str | None:
 
 
 def _run_or_resume(db_path: str | None, db: Any, run_id: str, config: GloConfig, echo: Callable[[str], None]) -> str:
-    from orchestrator.runner import run_search
+    from orchestrator.run.runner import run_search
 
     status = _status(db, run_id)
     if status == "finished":
