@@ -22,11 +22,12 @@ filter on or off changes no other draw).  Measured before it was turned on: see 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from worker.lossexpr.numeric import evaluate_dy
+from worker.lossexpr.numeric import compile_dy
 from worker.lossexpr.tree import Node
 from worker.spec import EPSILON_GRADIENT_DEFAULT
 
@@ -57,22 +58,21 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _grad(tree: Node, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str,
+def _grad(f_dy: Callable, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str,
           epsilon_gradient: str) -> tuple[float, np.ndarray]:
-    """(L, ∂L/∂z) of the worker's loss at logits z."""
+    """(L, ∂L/∂z) of the worker's loss at logits z; `f_dy` is the tree compiled by `compile_dy`.  Called
+    inside `check`'s errstate (non-finite values are what it looks for, not warnings)."""
     y = _softmax(z)
     yc = np.clip(y, epsilon, 1.0)
-    f, dfdy = evaluate_dy(tree, x, yc)
-    f, dfdy = np.broadcast_to(f, y.shape), np.broadcast_to(dfdy, y.shape)
+    f, dfdy = f_dy(x, yc)  # both of y's shape: x and yc are (BATCH, CLASSES)
     scale = 1.0 / (len(z) * (y.shape[1] if reduction == "mean" else 1))
     loss = float(-np.sum(f) * scale)
-    with np.errstate(all="ignore"):
-        g_y = -dfdy * scale  # f's gradient at the clipped value
-        if epsilon_gradient == "zero":  # TensorFlow's clip: nothing below epsilon, then softmax's own backward
-            g_y = np.where(y >= epsilon, g_y, 0.0)
-            g_z = y * (g_y - np.sum(y * g_y, axis=1, keepdims=True))
-        else:  # straight through the clip, and worker.tf_loss.floored_softmax's backward
-            g_z = yc * g_y - y * np.sum(yc * g_y, axis=1, keepdims=True)
+    g_y = -dfdy * scale  # f's gradient at the clipped value
+    if epsilon_gradient == "zero":  # TensorFlow's clip: nothing below epsilon, then softmax's own backward
+        g_y = np.where(y >= epsilon, g_y, 0.0)
+        g_z = y * (g_y - np.sum(y * g_y, axis=1, keepdims=True))
+    else:  # straight through the clip, and worker.tf_loss.floored_softmax's backward
+        g_z = yc * g_y - y * np.sum(yc * g_y, axis=1, keepdims=True)
     return loss, g_z
 
 
@@ -83,8 +83,9 @@ def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
     labels = rng.integers(0, CLASSES, BATCH)
     x = np.eye(CLASSES)[labels]
     z = rng.normal(0.0, 1.0, (BATCH, CLASSES))
+    f_dy = compile_dy(tree)
     with np.errstate(all="ignore"):
-        loss, g = _grad(tree, x, z, epsilon, class_reduction, epsilon_gradient)
+        loss, g = _grad(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
         if not (np.isfinite(loss) and np.all(np.isfinite(g))):
             return Verdict(False, "nonfinite", "the loss or its gradient is not finite at random predictions")
         g0 = float(np.linalg.norm(g))
@@ -93,7 +94,7 @@ def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
         for step in range(1, STEPS + 1):
             norms = np.linalg.norm(g, axis=1, keepdims=True)
             z = z - STEP_SIZE * np.where(norms > 0, g / np.where(norms > 0, norms, 1.0), 0.0)
-            loss, g = _grad(tree, x, z, epsilon, class_reduction, epsilon_gradient)
+            loss, g = _grad(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
             if not (np.isfinite(loss) and np.all(np.isfinite(g))):
                 return Verdict(False, "nonfinite", f"the loss or its gradient becomes non-finite at step {step} "
                                "of optimising predictions directly")
