@@ -211,6 +211,7 @@ BACKENDS = ("local", *CLUSTER_BACKENDS)
 #: The paper's training settings per task; a [task] key left out takes these, not MNIST's.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"steps": 2000, "batch_size": 100, "learning_rate": 0.01},
+    "fashion_mnist": {"steps": 2000, "batch_size": 100, "learning_rate": 0.01},  # MNIST's: same network
     # SGD, batch 1024, learning rate 0.05 (decayed x0.1 every 350 epochs inside the worker).
     "cifar10": {"steps": 2000, "batch_size": 1024, "learning_rate": 0.05},
 }

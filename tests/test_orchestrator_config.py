@@ -72,7 +72,8 @@ def test_cache_key_covers_the_budget_not_the_data_path() -> None:
     base = from_dict({})
     k = eval_key("s1:x*log(y)", base.task)
     assert eval_key("s1:x*log(y)", from_dict({"task": {"data_path": "/elsewhere"}}).task) == k
-    for change in ({"steps": 10}, {"batch_size": 7}, {"train_subset": 5}, {"seed": 1}, {"name": "cifar10"}):
+    for change in ({"steps": 10}, {"batch_size": 7}, {"train_subset": 5}, {"seed": 1}, {"name": "cifar10"},
+                   {"name": "fashion_mnist"}):
         assert eval_key("s1:x*log(y)", from_dict({"task": change}).task) != k
     assert isinstance(GloConfig().digest(), str)
 

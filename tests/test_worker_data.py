@@ -89,3 +89,18 @@ def test_the_data_label_is_defined_once_and_names_the_jpeg_re_encoding() -> None
     jpeg = data_label("cifar10", None, "", "/work/shared/data/cifar10_jpeg.npz")
     assert jpeg == "CIFAR-10 (JPEG re-encoding, cifar10_jpeg.npz)" == data_label_for("cifar10", "x/cifar10_jpeg.npz")
     assert data_label("mnist", "cifar10_jpeg.npz") == "MNIST"
+
+
+def test_fashion_mnist_is_its_own_file_never_mnists(tmp_path, monkeypatch):
+    """fashion_mnist takes MNIST's layout from fashion_mnist.npz; a directory holding only mnist.npz is no
+    Fashion-MNIST (a search must never train one task on the other's images)."""
+    _npz(tmp_path / "mnist.npz")
+    with pytest.raises(MissingDataError, match="fashion_mnist.npz \\(not found\\)"):
+        load_arrays("fashion_mnist", str(tmp_path))
+    _npz(tmp_path / "fashion_mnist.npz", n=40)
+    monkeypatch.setenv("GLO_DATA_DIR", str(tmp_path))
+    (xtr, ytr, _, _), src = load_arrays("fashion_mnist", None)
+    assert xtr.shape == (40, 28, 28) and ytr.dtype == np.int32 and src.endswith("fashion_mnist.npz")
+    _npz(tmp_path / "fashion_mnist.npz", shape=(32, 32, 3))
+    with pytest.raises(MissingDataError, match=r"x_train must be uint8 of shape \(N, 28, 28\)"):
+        load_arrays("fashion_mnist", None)

@@ -194,3 +194,17 @@ def test_every_result_records_what_decides_reproducibility(mnist_runs):
         assert p["device"] == res.device and p["tensorflow"] == tf.__version__
         assert p["cpu"] and p["cpu_count"] >= 1 and "intra_op_threads" in p
         assert isinstance(p["onednn"], bool)  # the kernel family (worker/tf_env.py)
+
+
+def test_fashion_mnist_trains_the_paper_mnist_network(tmp_path):
+    """The first built-in task beyond the paper's two: MNIST's layout and network, its own data file."""
+    from worker.train import run_spec
+
+    _mnist_like(tmp_path / "fashion_mnist.npz", seed=1)
+    spec = _spec(tmp_path, [("ce", named_loss("ce"))], task="fashion_mnist")
+    data = load_task(spec)
+    assert data.source.endswith("fashion_mnist.npz")
+    run_spec(spec, data, tmp_path / "r.json")
+    (r,) = read_results(tmp_path / "r.json")[1]
+    assert r.status == "ok" and r.extra["steps_done"] == 30 and r.extra["train_size"] == 300
+    assert r.fitness > 0.3  # the bands are learnable in 30 steps; chance is 0.1

@@ -5,6 +5,8 @@ Layouts are Keras' own: an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, `
 Recognised file names, per task:
 
 * mnist:   ``mnist.npz`` (Keras' cache file name)
+* fashion_mnist: ``fashion_mnist.npz`` (MNIST's layout; Keras caches its own download as four .gz files,
+  which its loader reads)
 * cifar10: ``cifar10.npz`` (the keras layout saved as npz) or ``cifar10_jpeg.npz`` -- CIFAR-10 re-encoded
   through JPEG and decoded back to uint8 pixels (same keys, shapes and dtypes; see shared/data/README.md).
   It is close to, not identical with, CIFAR-10.
@@ -25,9 +27,10 @@ import numpy as np
 
 from worker.spec import SpecError, WorkerSpec
 
-FILE_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10_jpeg.npz")}
+FILE_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10_jpeg.npz"),
+              "fashion_mnist": ("fashion_mnist.npz",)}
 #: What reports and figures call each task's data
-TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
 JPEG_FILE = "cifar10_jpeg.npz"
 
 
@@ -38,7 +41,7 @@ def data_label(task: str, *sources: str | None) -> str:
     if task == "cifar10" and any(s and Path(s).name == JPEG_FILE for s in sources):
         return f"CIFAR-10 (JPEG re-encoding, {JPEG_FILE})"
     return TASK_LABELS.get(task, task)
-IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3)}
+IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3), "fashion_mnist": (28, 28)}
 NUM_CLASSES = 10
 
 
@@ -114,7 +117,8 @@ def _download(task: str):
     """Keras' own loader (its download + cache).  Imported lazily: only this step needs Keras."""
     import keras  # noqa: PLC0415
 
-    loader = {"mnist": keras.datasets.mnist, "cifar10": keras.datasets.cifar10}[task]
+    loader = {"mnist": keras.datasets.mnist, "cifar10": keras.datasets.cifar10,
+              "fashion_mnist": keras.datasets.fashion_mnist}[task]
     (xtr, ytr), (xte, yte) = loader.load_data()
     return _check(task, np.asarray(xtr), np.asarray(ytr), np.asarray(xte), np.asarray(yte))
 

@@ -128,7 +128,7 @@ def cifar10_train(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def build(task: str) -> tuple[keras.Model, object, object]:
     """(model, train preprocessing, eval preprocessing) of a task."""
-    if task == "mnist":
+    if task in ("mnist", "fashion_mnist"):  # the same 28x28 grey layout: the paper's MNIST network
         return mnist_model(), mnist_train, mnist_eval
     if task == "cifar10":
         return cifar10_model(), cifar10_train, cifar10_eval

@@ -25,7 +25,7 @@ from condor.submit import (
 )
 from orchestrator.cli.runs import DB_OPTION, JSON_OPTION, _errors
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
-from worker.spec import SpecError, WorkerSpec
+from worker.spec import TASKS, SpecError, WorkerSpec
 
 SUBMIT_FILE = "job.sub"
 
@@ -58,7 +58,7 @@ def _job_environment(items: tuple[str, ...], data_dir: str | None) -> dict[str, 
               help="Directory to write spec.json and job.sub into (created; never overwritten).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Take the training settings from this GLO config's [task].")
-@click.option("--task", type=click.Choice(["mnist", "cifar10"]), help="Task (default: the config's, else mnist).")
+@click.option("--task", type=click.Choice(list(TASKS)), help="Task (default: the config's, else mnist).")
 @click.option("--steps", type=click.IntRange(min=1), help="SGD steps (default: the config's, else the paper's 2000).")
 @click.option("--seed", type=click.IntRange(min=0), help="Training seed.")
 @click.option("--class-reduction", type=click.Choice(list(CLASS_REDUCTIONS)),
