@@ -36,6 +36,7 @@ from db.fastread import (
     progress,
     quantile,
     run_kind,
+    snapshot,
     trainings_per_budget,
 )
 from db.migrations import SCHEMA_VERSION
@@ -103,16 +104,10 @@ class ReadOnlyDB:
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path}: {exc}") from exc
         try:
-            con.execute("BEGIN")
-            yield con
+            with snapshot(con):
+                yield con
         except sqlite3.Error as exc:
             raise StorageError(f"database {self.path}: {exc}") from exc
-        finally:
-            try:
-                con.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            con.close()
 
 
 def _schema_version(con: sqlite3.Connection) -> int:

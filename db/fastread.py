@@ -17,7 +17,8 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -208,10 +209,19 @@ def status(db_path: str | os.PathLike[str] | None, run_id: str | None = None) ->
     if con is None:
         return None
     try:
-        con.execute("BEGIN")
-        return read_status(con, run_id), path
+        with snapshot(con):
+            return read_status(con, run_id), path
     except sqlite3.Error:
         return None
+
+
+@contextmanager
+def snapshot(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction on `con`, then `con` closed: every query inside sees the same snapshot, and the
+    ROLLBACK says nothing was meant to be written (the dashboard's reads and `glo status`'s share it)."""
+    try:
+        con.execute("BEGIN")
+        yield con
     finally:
         try:
             con.execute("ROLLBACK")
