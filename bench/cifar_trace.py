@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     def step(idx: tf.Tensor, step_no: tf.Tensor, lr: tf.Tensor):
         xb = pre_train(tf.gather(x_all, idx), tf.stack([seed_t, step_no]))
         labels = tf.gather(y_all, idx)
-        yb = tf.one_hot(labels, models.NUM_CLASSES)
+        yb = tf.one_hot(labels, model.output_shape[-1])
         with tf.GradientTape(persistent=True) as tape:
             probs = model(xb, training=True)
             loss = loss_fn(yb, probs)

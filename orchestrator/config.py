@@ -214,6 +214,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"steps": 2000, "batch_size": 100, "learning_rate": 0.01},  # MNIST's: same network
     # SGD, batch 1024, learning rate 0.05 (decayed x0.1 every 350 epochs inside the worker).
     "cifar10": {"steps": 2000, "batch_size": 1024, "learning_rate": 0.05},
+    "cifar100": {"steps": 2000, "batch_size": 1024, "learning_rate": 0.05},  # CIFAR-10's: same network
 }
 
 

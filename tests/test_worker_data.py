@@ -104,3 +104,15 @@ def test_fashion_mnist_is_its_own_file_never_mnists(tmp_path, monkeypatch):
     _npz(tmp_path / "fashion_mnist.npz", shape=(32, 32, 3))
     with pytest.raises(MissingDataError, match=r"x_train must be uint8 of shape \(N, 28, 28\)"):
         load_arrays("fashion_mnist", None)
+
+
+def test_cifar100_labels_go_to_99_and_no_further(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (30, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(30, dtype=np.int64).reshape(-1, 1) * 3  # 0..87
+    np.savez(tmp_path / "cifar100.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+    (_, ytr, _, _), _ = load_arrays("cifar100", str(tmp_path))
+    assert ytr.max() == 87 and ytr.dtype == np.int32
+    np.savez(tmp_path / "cifar100.npz", x_train=x, y_train=y + 20, x_test=x[:5], y_test=y[:5])
+    with pytest.raises(MissingDataError, match=r"y_train labels must be in 0\.\.99, got 20\.\.107"):
+        load_arrays("cifar100", str(tmp_path))

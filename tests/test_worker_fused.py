@@ -129,6 +129,13 @@ def write_cifar_like(d: Path) -> None:
     np.savez(d / "cifar10.npz", x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
 
 
+def write_cifar100_like(d: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (100, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 100, (100, 1), dtype=np.uint8)
+    np.savez(d / "cifar100.npz", x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+
+
 @pytest.fixture(scope="module", params=sorted(KERNEL_FAMILIES))
 def mnist_k4(request, tmp_path_factory):
     """Under each CPU kernel family: the 4 candidates trained one by one (fuse 1) and as one fused model (fuse 4),
@@ -223,6 +230,20 @@ def test_cifar10_network_fused_equals_separate(tmp_path, family, mode):
         _assert_same(a, f)
         assert f.extra["fused"] == 3 and "fused_fallback" not in f.extra
     assert results["r3"][2].status == "nonfinite" and results["r3"][2].nonfinite_step < 8
+
+
+@pytest.mark.tf
+def test_cifar100_fused_equals_separate(tmp_path):
+    """A softmax of 100: the fused net's labels and outputs are as wide as the network's (plain kernels)."""
+    pytest.importorskip("tensorflow")
+    cands = [("ce", named_loss("ce")), ("baikal", named_loss("baikal"))]
+    kw = {"task": "cifar100", "steps": 4, "batch_size": 16, "learning_rate": 0.05, "validation_size": 20,
+          "curve_interval": 2}
+    results = _train_runs("plain", tmp_path, {f"r{fuse}": ("write_cifar100_like", cands, kw | {"fuse": fuse})
+                                              for fuse in (1, 2)})
+    for a, f in zip(results["r1"], results["r2"]):
+        _assert_same(a, f)
+        assert f.extra["fused"] == 2 and "fused_fallback" not in f.extra
 
 
 @pytest.mark.tf

@@ -208,3 +208,25 @@ def test_fashion_mnist_trains_the_paper_mnist_network(tmp_path):
     (r,) = read_results(tmp_path / "r.json")[1]
     assert r.status == "ok" and r.extra["steps_done"] == 30 and r.extra["train_size"] == 300
     assert r.fitness > 0.3  # the bands are learnable in 30 steps; chance is 0.1
+
+
+def test_cifar100_trains_the_cifar10_network_with_100_outputs(tmp_path):
+    """CIFAR-100: CIFAR-10's layout, pipeline and learning-rate schedule, a softmax of 100, labels up to 99."""
+    from worker import models
+    from worker.train import run_spec
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (80, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 100, (80, 1), dtype=np.uint8)
+    y[0] = 99
+    np.savez(tmp_path / "cifar100.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    model, _, pre_eval = models.build("cifar100")
+    assert model.output_shape == (None, 100) and models.weight_decay_variables(model)
+    spec = WorkerSpec.from_json({
+        "glo_worker_spec": 1, "task": "cifar100", "steps": 3, "batch_size": 16, "learning_rate": 0.05,
+        "validation_size": 20, "data_path": str(tmp_path), "test_accuracy": True,
+        "candidates": [{"id": "ce", "tree": named_loss("ce").to_json()}]})
+    run_spec(spec, load_task(spec), tmp_path / "r.json")
+    (r,) = read_results(tmp_path / "r.json")[1]
+    assert r.status == "ok" and r.extra["steps_done"] == 3 and r.extra["train_size"] == 40
+    assert r.test_accuracy is not None and 0 <= r.fitness <= 1

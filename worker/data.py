@@ -7,6 +7,7 @@ Recognised file names, per task:
 * mnist:   ``mnist.npz`` (Keras' cache file name)
 * fashion_mnist: ``fashion_mnist.npz`` (MNIST's layout; Keras caches its own download as four .gz files,
   which its loader reads)
+* cifar100: ``cifar100.npz`` (CIFAR-10's layout, fine labels 0..99)
 * cifar10: ``cifar10.npz`` (the keras layout saved as npz) or ``cifar10_jpeg.npz`` -- CIFAR-10 re-encoded
   through JPEG and decoded back to uint8 pixels (same keys, shapes and dtypes; see shared/data/README.md).
   It is close to, not identical with, CIFAR-10.
@@ -25,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.spec import SpecError, WorkerSpec
+from worker.spec import TASK_CLASSES, SpecError, WorkerSpec
 
 FILE_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10_jpeg.npz"),
-              "fashion_mnist": ("fashion_mnist.npz",)}
+              "fashion_mnist": ("fashion_mnist.npz",), "cifar100": ("cifar100.npz",)}
 #: What reports and figures call each task's data
-TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
+TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "cifar100": "CIFAR-100"}
 JPEG_FILE = "cifar10_jpeg.npz"
 
 
@@ -41,8 +42,7 @@ def data_label(task: str, *sources: str | None) -> str:
     if task == "cifar10" and any(s and Path(s).name == JPEG_FILE for s in sources):
         return f"CIFAR-10 (JPEG re-encoding, {JPEG_FILE})"
     return TASK_LABELS.get(task, task)
-IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3), "fashion_mnist": (28, 28)}
-NUM_CLASSES = 10
+IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3), "fashion_mnist": (28, 28), "cifar100": (32, 32, 3)}
 
 
 class MissingDataError(RuntimeError):
@@ -108,8 +108,8 @@ def _check(task: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np
         y = y.reshape(-1)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y_{name} has {y.shape[0]} labels for {x.shape[0]} images")
-        if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
-            raise ValueError(f"y_{name} labels must be in 0..{NUM_CLASSES - 1}")
+        if y.size and (y.min() < 0 or y.max() >= TASK_CLASSES[task]):
+            raise ValueError(f"y_{name} labels must be in 0..{TASK_CLASSES[task] - 1}, got {y.min()}..{y.max()}")
     return xtr, ytr.reshape(-1).astype(np.int32), xte, yte.reshape(-1).astype(np.int32)
 
 
@@ -118,7 +118,7 @@ def _download(task: str):
     import keras  # noqa: PLC0415
 
     loader = {"mnist": keras.datasets.mnist, "cifar10": keras.datasets.cifar10,
-              "fashion_mnist": keras.datasets.fashion_mnist}[task]
+              "fashion_mnist": keras.datasets.fashion_mnist, "cifar100": keras.datasets.cifar100}[task]
     (xtr, ytr), (xte, yte) = loader.load_data()
     return _check(task, np.asarray(xtr), np.asarray(ytr), np.asarray(xte), np.asarray(yte))
 

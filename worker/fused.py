@@ -66,7 +66,6 @@ import tensorflow as tf  # noqa: E402
 
 from worker import models, steploop  # noqa: E402
 from worker.collapse import CollapseDetector  # noqa: E402
-from worker.data import NUM_CLASSES  # noqa: E402
 from worker.spec import (  # noqa: E402
     DEFAULT_FUSE,
     CandidateResult,
@@ -343,7 +342,7 @@ def make_fused_step(net: FusedNet, loss_fns: Sequence[Callable], x_all: tf.Tenso
     @tf.function(jit_compile=jit)
     def step(idx: tf.Tensor, step_no: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
         xb = pre_train(tf.gather(x_all, idx), tf.stack([seed_t, step_no]))
-        yb = tf.one_hot(tf.gather(y_all, idx), NUM_CLASSES)
+        yb = tf.one_hot(tf.gather(y_all, idx), net.reference.output_shape[-1])
         with tf.GradientTape() as tape:
             probs = net(xb, training=True)
             losses = tf.stack([fn(yb, probs[i]) for i, fn in enumerate(loss_fns)])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-NUM_CLASSES = 10
+from worker.spec import TASK_CLASSES, TASK_NETWORK
+
 CIFAR_CROP = 24
 
 # CIFAR-10 details the paper leaves open follow the TensorFlow CIFAR-10 tutorial model it cites
@@ -29,7 +30,7 @@ CIFAR_LR_DECAY_EPOCHS = 350
 CIFAR_LR_DECAY_FACTOR = 0.1
 
 
-def mnist_model() -> keras.Model:
+def mnist_model(num_classes: int = 10) -> keras.Model:
     """5x5 conv 32 → pool → 5x5 conv 64 → pool → dense 1024 → dropout 0.4 → dense 10 softmax.
 
     'same' padding and Keras' default (Glorot uniform) init, as in the TensorFlow layers
@@ -43,7 +44,7 @@ def mnist_model() -> keras.Model:
     h = keras.layers.Flatten()(h)
     h = keras.layers.Dense(1024, activation="relu")(h)
     h = keras.layers.Dropout(0.4)(h)
-    out = keras.layers.Dense(NUM_CLASSES, activation="softmax")(h)
+    out = keras.layers.Dense(num_classes, activation="softmax")(h)
     return keras.Model(inp, out, name="glo_mnist")
 
 
@@ -54,8 +55,9 @@ class _LRN(keras.layers.Layer):
         return tf.nn.local_response_normalization(x, **CIFAR_LRN)
 
 
-def cifar10_model() -> keras.Model:
-    """The cited TF tutorial's CIFAR-10 network; see the module comment for the choices made."""
+def cifar10_model(num_classes: int = 10) -> keras.Model:
+    """The cited TF tutorial's CIFAR-10 network; see the module comment for the choices made.  CIFAR-100 trains
+    it with 100 outputs (the name stays: it is the same network, and its weight decay is found by it)."""
     tn = keras.initializers.TruncatedNormal
     inp = keras.Input((CIFAR_CROP, CIFAR_CROP, 3))
     h = keras.layers.Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=tn(stddev=5e-2),
@@ -71,7 +73,7 @@ def cifar10_model() -> keras.Model:
                            bias_initializer=keras.initializers.Constant(0.1), name="local3")(h)
     h = keras.layers.Dense(192, activation=None, kernel_initializer=tn(stddev=0.04),
                            bias_initializer=keras.initializers.Constant(0.1), name="local4")(h)
-    out = keras.layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=tn(stddev=1 / 192.0),
+    out = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=tn(stddev=1 / 192.0),
                              bias_initializer="zeros", name="softmax_linear")(h)
     return keras.Model(inp, out, name="glo_cifar10")
 
@@ -128,8 +130,9 @@ def cifar10_train(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def build(task: str) -> tuple[keras.Model, object, object]:
     """(model, train preprocessing, eval preprocessing) of a task."""
-    if task in ("mnist", "fashion_mnist"):  # the same 28x28 grey layout: the paper's MNIST network
-        return mnist_model(), mnist_train, mnist_eval
-    if task == "cifar10":
-        return cifar10_model(), cifar10_train, cifar10_eval
+    network = TASK_NETWORK.get(task)
+    if network == "mnist":
+        return mnist_model(TASK_CLASSES[task]), mnist_train, mnist_eval
+    if network == "cifar10":
+        return cifar10_model(TASK_CLASSES[task]), cifar10_train, cifar10_eval
     raise ValueError(f"unknown task {task!r}")

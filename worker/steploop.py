@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from worker.collapse import CollapseDetector, CollapseHistory
-from worker.data import NUM_CLASSES, TaskData
+from worker.data import TaskData
 from worker.schedule import FINAL_LOSS_WINDOW, BatchStream, learning_rate
 from worker.spec import (
     EXTRA_COLLAPSE,
     STATUS_COLLAPSED,
     STATUS_NONFINITE,
     STATUS_OK,
+    TASK_CLASSES,
     CandidateResult,
     CandidateSpec,
     WorkerSpec,
@@ -61,7 +62,7 @@ class Loop:
 
 
 def detectors(spec: WorkerSpec, k: int) -> list[CollapseDetector]:
-    return [CollapseDetector(spec.epsilon, NUM_CLASSES) for _ in range(k)]
+    return [CollapseDetector(spec.epsilon, TASK_CLASSES[spec.task]) for _ in range(k)]
 
 
 def run_steps(spec: WorkerSpec, data: TaskData, k: int, step: Step, accuracy: Accuracy) -> Loop:

@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from worker import models, steploop  # noqa: E402
 from worker.collapse import CollapseDetector  # noqa: E402
-from worker.data import NUM_CLASSES, TaskData  # noqa: E402
+from worker.data import TaskData  # noqa: E402
 from worker.schedule import EVAL_BATCH, HISTOGRAM_EDGES  # noqa: E402
 from worker.spec import (  # noqa: E402
     STATUS_ERROR,
@@ -87,11 +87,12 @@ def make_train_step(model: keras.Model, loss_fn: Callable, x_all: tf.Tensor, y_a
     variables = model.trainable_variables
     decay_vars = models.weight_decay_variables(model)
     seed_t = tf.constant(seed, tf.int64)
+    classes = model.output_shape[-1]  # one-hot labels as wide as the softmax
 
     @tf.function(jit_compile=jit)
     def step(idx: tf.Tensor, step_no: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
         xb = pre_train(tf.gather(x_all, idx), tf.stack([seed_t, step_no]))
-        yb = tf.one_hot(tf.gather(y_all, idx), NUM_CLASSES)
+        yb = tf.one_hot(tf.gather(y_all, idx), classes)
         with tf.GradientTape() as tape:
             loss = loss_fn(yb, model(xb, training=True))
             total = loss

@@ -6,7 +6,7 @@ import time.
 
 An evaluation run's results, the input of `stats` and of the evaluation figures (plain data)::
 
-    {"run_id": str, "task": "mnist" | "cifar10", "steps": int, "data_label": str,
+    {"run_id": str, "task": one of worker.spec.TASKS, "steps": int, "data_label": str,
      "losses": [{"label": "ce", "infix": "x * log(y)"}, ...],   # in order; "ce" is the baseline when present
      "seeds": [0, 1, 2, ...], "fractions": [1.0] or [0.05, 0.1, ...],
      "records": [{"loss": "ce", "seed": 0, "fraction": 1.0,
