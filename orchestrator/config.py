@@ -27,9 +27,13 @@ from worker.spec import (
     EPSILON_GRADIENT_DEFAULT,
     EPSILON_GRADIENT_LEGACY,
     EPSILON_GRADIENTS,
+    CUSTOM_TASK,
+    PREPROCESSES,
     TASKS,
     CandidateSpec,
+    SHA256_PATTERN,
     WorkerSpec,
+    model_name_problem,
 )
 
 
@@ -64,6 +68,13 @@ class TaskConfig:
     # A lab mixing GPU models can keep their fitnesses apart in the cache: name the device class the run's
     # jobs train on (and pin it with backend.condor.requirements); it becomes part of every cache key.
     device_class: str | None = None
+    # task.name = "custom" (issue 20): the user's model, by name, and how their images are preprocessed
+    model: str | None = None  # "package.module:function", (input_shape, num_classes) -> keras.Model
+    preprocess: str | None = None  # worker.spec.PREPROCESSES; "scale" when left out
+    # Filled in when a custom run's config is first read (orchestrator/custom_task.py), stored with the run,
+    # and part of every cache key: the data file's sha256 and the built model's architecture fingerprint.
+    data_sha256: str | None = None
+    model_fingerprint: str | None = None
 
     def budget(self) -> dict[str, Any]:
         """The fields that change a measured fitness or what is measured (cache key material).  The ones a
@@ -82,6 +93,9 @@ class TaskConfig:
             out["curve_interval"] = self.curve_interval
         if self.device_class:
             out["device_class"] = self.device_class
+        for key in ("model", "preprocess", "data_sha256", "model_fingerprint"):  # a custom task's identity
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     def seed_policy(self) -> str:
@@ -96,7 +110,8 @@ class TaskConfig:
             train_subset=self.train_subset, data_path=self.data_path, test_accuracy=test_accuracy or self.test_accuracy,
             curve_interval=curve_interval or self.curve_interval, epsilon=self.epsilon,
             class_reduction=self.class_reduction, epsilon_gradient=self.epsilon_gradient,
-            train_fraction=self.train_fraction,
+            train_fraction=self.train_fraction, model=self.model, preprocess=self.preprocess,
+            data_sha256=self.data_sha256, model_fingerprint=self.model_fingerprint,
         )
 
 
@@ -215,6 +230,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # SGD, batch 1024, learning rate 0.05 (decayed x0.1 every 350 epochs inside the worker).
     "cifar10": {"steps": 2000, "batch_size": 1024, "learning_rate": 0.05},
     "cifar100": {"steps": 2000, "batch_size": 1024, "learning_rate": 0.05},  # CIFAR-10's: same network
+    CUSTOM_TASK: {"steps": 2000, "batch_size": 100, "learning_rate": 0.01},  # MNIST's: plain SGD, no decay
 }
 
 
@@ -252,6 +268,32 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     if v not in choices:
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {v!r}")
     return v
+
+
+def _custom_fields(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
+    """[task]'s model/preprocess/data_sha256/model_fingerprint, checked: a custom task needs data_path and
+    model; the paper's tasks take none of them."""
+    keys = ("model", "preprocess", "data_sha256", "model_fingerprint")
+    if name != CUSTOM_TASK:
+        given = [k for k in keys if t.get(k) is not None]
+        if given:
+            raise ConfigError(f"task.{given[0]}: only for task.name = \"custom\" (a model and data of your own), "
+                              f"not {name!r}")
+        return {}
+    if not t.get("data_path"):
+        raise ConfigError('task.data_path: task.name = "custom" needs the .npz file of your data set '
+                          "(x_train, y_train, x_test, y_test)")
+    if t.get("model") is None:
+        raise ConfigError('task.model: task.name = "custom" needs your model, as "package.module:function"')
+    if (problem := model_name_problem(t["model"])) is not None:
+        raise ConfigError(f"task.model: {problem}")
+    out = {"model": t["model"], "preprocess": _choice("task.preprocess", t.get("preprocess", "scale"), PREPROCESSES)}
+    for key in ("data_sha256", "model_fingerprint"):
+        value = t.get(key)
+        if value is not None and not (isinstance(value, str) and SHA256_PATTERN.fullmatch(value)):
+            raise ConfigError(f"task.{key}: must be 64 lower-case hex digits, got {value!r}")
+        out[key] = value
+    return out
 
 
 def stored_task(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,6 +349,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         test_accuracy=_bool("task.test_accuracy", t.get("test_accuracy", False)),
         curve_interval=None if t.get("curve_interval") is None else _int("task.curve_interval", t["curve_interval"], 1),
         device_class=_str("task.device_class", t.get("device_class"), optional=True) or None,
+        **_custom_fields(name, t),
     )
 
     s = top.get("search", {})
@@ -348,7 +391,15 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         condor=_condor(b.get("condor", {})),
         ssh=_ssh(b.get("ssh", {}), required=kind == "ssh"),
     )
+    if task.model is not None and backend.fuse is not None and backend.fuse > 1:
+        raise ConfigError(f"backend.fuse: {backend.fuse} -- a custom model (task.model) trains one candidate at a "
+                          "time: fused training stacks only the paper networks' layer kinds; set backend.fuse = 1")
     evaluate = None if top.get("evaluate") is None else _evaluate(top["evaluate"])
+    if task.name == CUSTOM_TASK and (task.data_sha256 is None or task.model_fingerprint is None):
+        # last, once everything else checked out: it reads the file and builds the model (a new run only)
+        from orchestrator.custom_task import resolve
+
+        task = resolve(task)
     return GloConfig(run=run, task=task, search=search, backend=backend, evaluate=evaluate)
 
 

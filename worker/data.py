@@ -12,6 +12,11 @@ Recognised file names, per task:
   through JPEG and decoded back to uint8 pixels (same keys, shapes and dtypes; see shared/data/README.md).
   It is close to, not identical with, CIFAR-10.
 
+* custom: the file ``data_path`` names (any name), then that name in ``$GLO_DATA_DIR``: a user's data set
+  (issue 20) -- images (N, H, W) or (N, H, W, C), uint8 or floating point; integer labels 0..C-1, the number
+  of classes C being the largest label + 1.  When the spec carries ``data_sha256`` a file with another
+  content is passed over, so a node never trains on other data than the run's cache keys name.
+
 Places tried, in order: the spec's ``data_path`` (a file, or a directory holding one of the names),
 ``$GLO_DATA_DIR``, the Keras cache (``~/.keras/datasets``), then Keras' own download
 (skipped when ``GLO_DATA_DOWNLOAD=0``, which tests and offline nodes set).
@@ -20,18 +25,20 @@ Nothing is unpickled: ``np.load(allow_pickle=False)``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from worker.spec import TASK_CLASSES, SpecError, WorkerSpec
+from worker.spec import CUSTOM_TASK, TASK_CLASSES, SpecError, WorkerSpec
 
 FILE_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10_jpeg.npz"),
               "fashion_mnist": ("fashion_mnist.npz",), "cifar100": ("cifar100.npz",)}
 #: What reports and figures call each task's data
-TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "cifar100": "CIFAR-100"}
+TASK_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "cifar100": "CIFAR-100",
+               CUSTOM_TASK: "custom data"}
 JPEG_FILE = "cifar10_jpeg.npz"
 
 
@@ -41,6 +48,9 @@ def data_label(task: str, *sources: str | None) -> str:
     pixels are not CIFAR-10's own."""
     if task == "cifar10" and any(s and Path(s).name == JPEG_FILE for s in sources):
         return f"CIFAR-10 (JPEG re-encoding, {JPEG_FILE})"
+    if task == CUSTOM_TASK:
+        names = sorted({Path(s).name for s in sources if s})
+        return f"custom data ({', '.join(names)})" if names else TASK_LABELS[task]
     return TASK_LABELS.get(task, task)
 IMAGE_SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3), "fashion_mnist": (28, 28), "cifar100": (32, 32, 3)}
 
@@ -65,6 +75,49 @@ class TaskData:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    num_classes: int = 10  # the softmax's width: the task's (TASK_CLASSES), or a custom file's largest label + 1
+
+
+@dataclass(frozen=True)
+class CustomDataInfo:
+    """What the orchestrator learns from a custom data file before any job: enough to build the model
+    (input_shape, num_classes), to key the cache (sha256), and to check the split (n_train)."""
+
+    input_shape: tuple[int, ...]  # one image as the model sees it: (H, W, C); H x W images get C = 1
+    num_classes: int
+    n_train: int
+    n_test: int
+    sha256: str
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_input_shape(image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """H x W images reach the model with one channel, as MNIST's do."""
+    return (*image_shape, 1) if len(image_shape) == 2 else tuple(image_shape)
+
+
+def describe_custom(path: str | os.PathLike[str]) -> CustomDataInfo:
+    """Read and check a custom data file; ValueError names the file and the key or shape that is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file")
+    try:
+        xtr, ytr, xte, yte = _read_npz(CUSTOM_TASK, p)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p}: {exc}") from None
+    return CustomDataInfo(model_input_shape(xtr.shape[1:]), custom_classes(ytr, yte), len(xtr), len(xte),
+                          file_sha256(p))
+
+
+def custom_classes(y_train: np.ndarray, y_test: np.ndarray) -> int:
+    return int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
 
 
 def candidate_places(task: str, data_path: str | None) -> list[Path]:
@@ -77,6 +130,13 @@ def candidate_places(task: str, data_path: str | None) -> list[Path]:
         else:
             places.append(p)
 
+    if task == CUSTOM_TASK:  # the file the run names, or a file of that name in $GLO_DATA_DIR
+        if data_path:
+            places.append(Path(data_path).expanduser())
+            for part in os.environ.get("GLO_DATA_DIR", "").split(os.pathsep):
+                if part and (Path(part).expanduser() / Path(data_path).name) not in places:
+                    places.append(Path(part).expanduser() / Path(data_path).name)
+        return places
     if data_path:
         add_dir_or_file(Path(data_path).expanduser())
     env = os.environ.get("GLO_DATA_DIR")
@@ -99,7 +159,38 @@ def _read_npz(task: str, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return _check(task, *arrays)
 
 
+def _check_custom(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray):
+    """A user's arrays: images of one shape, uint8 or finite floats (kept as float32), integer labels >= 0."""
+    for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"x_{name} must be images (N, H, W) or (N, H, W, C), got shape {x.shape}")
+        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"x_{name} must be uint8 or floating point, got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise ValueError(f"x_{name} holds NaN or infinite values")
+        if not len(x):
+            raise ValueError(f"x_{name} holds no images")
+        y = y.reshape(-1) if y.ndim == 2 and y.shape[1:] == (1,) else y
+        if y.ndim != 1:
+            raise ValueError(f"y_{name} must be integer labels (N,) or (N, 1), got shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y_{name} must be integer labels 0..C-1, got {y.dtype}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y_{name} has {y.shape[0]} labels for {x.shape[0]} images")
+        if y.min() < 0:
+            raise ValueError(f"y_{name} labels must be >= 0, got {y.min()}")
+    if xtr.shape[1:] != xte.shape[1:] or xtr.dtype != xte.dtype:
+        raise ValueError(f"x_train {xtr.dtype} {xtr.shape[1:]} and x_test {xte.dtype} {xte.shape[1:]} differ "
+                         "in image shape or dtype")
+    if custom_classes(ytr.reshape(-1), yte.reshape(-1)) < 2:
+        raise ValueError("the labels name fewer than 2 classes")
+    cast = (lambda a: a) if xtr.dtype == np.uint8 else (lambda a: a.astype(np.float32))
+    return cast(xtr), ytr.reshape(-1).astype(np.int32), cast(xte), yte.reshape(-1).astype(np.int32)
+
+
 def _check(task: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray):
+    if task == CUSTOM_TASK:
+        return _check_custom(xtr, ytr, xte, yte)
     shape = IMAGE_SHAPES[task]
     for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
         if x.dtype != np.uint8 or x.shape[1:] != shape:
@@ -123,17 +214,24 @@ def _download(task: str):
     return _check(task, np.asarray(xtr), np.asarray(ytr), np.asarray(xte), np.asarray(yte))
 
 
-def load_arrays(task: str, data_path: str | None) -> tuple[tuple[np.ndarray, ...], str]:
-    """(x_train, y_train, x_test, y_test), source -- or MissingDataError listing the places tried."""
+def load_arrays(task: str, data_path: str | None,
+                sha256: str | None = None) -> tuple[tuple[np.ndarray, ...], str]:
+    """(x_train, y_train, x_test, y_test), source -- or MissingDataError listing the places tried.  With
+    `sha256` a file of other content is passed over (custom tasks: the cache keys name the file's hash)."""
     tried: list[str] = []
     for path in candidate_places(task, data_path):
         if not path.is_file():
             tried.append(f"{path} (not found)")
             continue
         try:
+            if sha256 is not None and (found := file_sha256(path)) != sha256:
+                tried.append(f"{path} (sha256 {found[:12]}..., the run's file is {sha256[:12]}...)")
+                continue
             return _read_npz(task, path), str(path)
         except (OSError, ValueError) as exc:
             tried.append(f"{path} (unusable: {exc})")
+    if task == CUSTOM_TASK:  # nothing to download
+        raise MissingDataError(task, tried or ["no data_path given"])
     if os.environ.get("GLO_DATA_DOWNLOAD", "1") == "0":
         tried.append("Keras download (disabled by GLO_DATA_DOWNLOAD=0)")
     else:
@@ -164,6 +262,7 @@ def split(spec: WorkerSpec, xtr: np.ndarray, ytr: np.ndarray) -> tuple[np.ndarra
 
 def load_task(spec: WorkerSpec) -> TaskData:
     """Locate, load and split the spec's task data."""
-    (xtr, ytr, xte, yte), source = load_arrays(spec.task, spec.data_path)
+    (xtr, ytr, xte, yte), source = load_arrays(spec.task, spec.data_path, spec.data_sha256)
     x_train, y_train, x_val, y_val = split(spec, xtr, ytr)
-    return TaskData(x_train, y_train, x_val, y_val, xte, yte, source)
+    classes = custom_classes(ytr, yte) if spec.task == CUSTOM_TASK else TASK_CLASSES[spec.task]
+    return TaskData(x_train, y_train, x_val, y_val, xte, yte, source, classes)

@@ -139,7 +139,9 @@ def default_fuse(device: str) -> int:
 
 def fuse_width(spec: WorkerSpec, device: str) -> int:
     """How many candidates train at once: the spec's `fuse`, else the device's default; never more than
-    the spec has."""
+    the spec has.  A custom model (`spec.model`) trains alone (the spec refuses fuse > 1 for it)."""
+    if spec.model is not None:  # a user's model: its layers need not be the kinds FusedNet stacks
+        return 1
     k = spec.fuse if spec.fuse is not None else default_fuse(device)
     return max(1, min(k, len(spec.candidates)))
 

@@ -6,10 +6,13 @@ whole data set can stay on the device as uint8 and only batch indices cross from
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
+import numpy as np
 import tensorflow as tf
 
-from worker.spec import TASK_CLASSES, TASK_NETWORK
+from worker.spec import TASK_CLASSES, TASK_NETWORK, SpecError
 
 CIFAR_CROP = 24
 
@@ -136,3 +139,52 @@ def build(task: str) -> tuple[keras.Model, object, object]:
     if network == "cifar10":
         return cifar10_model(TASK_CLASSES[task]), cifar10_train, cifar10_eval
     raise ValueError(f"unknown task {task!r}")
+
+
+# -- a user's model (task "custom") ---------------------------------------------------------------------------
+def custom_pipeline(preprocess: str, x_train: np.ndarray) -> tuple[object, object]:
+    """(train, eval) preprocessing of a custom task's images: float32, a channel axis for H x W images, then
+    `preprocess` (worker.spec.PREPROCESSES).  No augmentation: the user's data is used as given.  The
+    standardization's per-channel mean and deviation are the training split's (the validation images, split
+    off first, are not looked at)."""
+    add_channel = x_train.ndim == 3
+    scale = preprocess == "scale" and x_train.dtype == np.uint8
+    mean = std = None
+    if preprocess == "standardize":
+        x = x_train.astype(np.float64)
+        if add_channel:
+            x = x[..., None]
+        mean = tf.constant(x.mean(axis=(0, 1, 2)), tf.float32)
+        std = tf.constant(np.maximum(x.std(axis=(0, 1, 2)), 1e-6), tf.float32)
+
+    def pre_eval(x: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(x, tf.float32)
+        if add_channel:
+            x = x[..., None]
+        if scale:
+            x = x / 255.0
+        if mean is not None:
+            x = (x - mean) / std
+        return x
+
+    def pre_train(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        del seed  # no augmentation
+        return pre_eval(x)
+
+    return pre_train, pre_eval
+
+
+def build_custom(spec: Any, data: Any) -> tuple[keras.Model, object, object]:
+    """(model, train preprocessing, eval preprocessing) of a custom task: the user's model (worker/usermodel.py)
+    for the data's image shape and classes.  A model building another architecture than the one the run's
+    cache keys name (`spec.model_fingerprint`) is refused: SpecError, exit 65."""
+    from worker.data import model_input_shape
+    from worker.usermodel import build_user_model, fingerprint
+
+    model = build_user_model(spec.model, model_input_shape(data.x_train.shape[1:]), data.num_classes)
+    if spec.model_fingerprint is not None and (found := fingerprint(model)) != spec.model_fingerprint:
+        raise SpecError(f"model {spec.model!r} builds another architecture here (fingerprint {found[:12]}...) than "
+                        f"where the run was started ({spec.model_fingerprint[:12]}...): install the same version "
+                        "of its module on every node")
+    pre_train, pre_eval = custom_pipeline(spec.preprocess or "scale", data.x_train)
+    return model, pre_train, pre_eval

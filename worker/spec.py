@@ -9,7 +9,7 @@ Spec (version 1)::
 
     {
       "glo_worker_spec": 1,
-      "task": "mnist" | "cifar10" | "fashion_mnist" | "cifar100",
+      "task": "mnist" | "cifar10" | "fashion_mnist" | "cifar100" | "custom",
       "steps": 2000,                 # SGD steps per candidate
       "batch_size": 100,
       "learning_rate": 0.01,
@@ -25,7 +25,13 @@ Spec (version 1)::
       "fuse": null,                  # optional: train this many candidates at once as one fused model
                                      # (worker/fused.py); 1 = one after another; left out = the device's
                                      # measured default (DEFAULT_FUSE below)
-      "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...]
+      "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...],
+      # task "custom" only (a user's model and data set, issue 20):
+      "model": "pkg.module:function",  # (input_shape, num_classes) -> keras.Model ending in a softmax
+      "preprocess": "scale",         # "scale" | "standardize" | "none"
+      "data_sha256": "...",          # the data file's sha256: a node holding another file refuses it
+      "model_fingerprint": "..."     # optional: the architecture the submit host built (the worker refuses
+                                     # to train a model that builds otherwise)
     }
 
 Result file (version 1), rewritten atomically after every finished candidate::
@@ -41,6 +47,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,9 +72,27 @@ RESULT_VERSION = 1
 #: of clothing, MNIST's layout) the MNIST network unchanged, cifar100 (CIFAR-10's layout, 100 classes) the
 #: CIFAR-10 network with 100 outputs -- the first tasks beyond the paper's two (issue 20).
 TASK_NETWORK = {"mnist": "mnist", "cifar10": "cifar10", "fashion_mnist": "mnist", "cifar100": "cifar10"}
-TASKS = tuple(TASK_NETWORK)
-#: Classes per task: the labels are 0..C-1, the network's softmax has C outputs.
+#: A user's own task (issue 20): their data file (`data_path`, Keras' npz layout) and their model (`model`,
+#: a dotted name); the number of classes comes from the labels.
+CUSTOM_TASK = "custom"
+TASKS = (*TASK_NETWORK, CUSTOM_TASK)
+#: Classes per built-in task: the labels are 0..C-1, the network's softmax has C outputs.
 TASK_CLASSES = {"mnist": 10, "cifar10": 10, "fashion_mnist": 10, "cifar100": 100}
+#: How a custom task's images become the model's float32 input: "scale" divides uint8 pixels by 255 (float
+#: data passes unchanged), "standardize" subtracts the training split's per-channel mean and divides by its
+#: standard deviation, "none" only casts.
+PREPROCESSES = ("scale", "standardize", "none")
+#: `module.path:function` -- what `model` may be: identifiers only, so that nothing but an import by name can
+#: follow from it (worker/usermodel.py).
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+def model_name_problem(name: object) -> str | None:
+    """Why `name` is not a usable `module:function` model name, or None."""
+    if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
+        return f"must be 'package.module:function' (identifiers only), got {name!r}"
+    return None
 
 EXIT_OK = 0
 EXIT_BAD_SPEC = 65  # sysexits EX_DATAERR
@@ -137,6 +162,10 @@ class WorkerSpec:
     epsilon_gradient: str = EPSILON_GRADIENT_LEGACY  # a spec without the field: what it meant when written
     train_fraction: float | None = None  # train on this fraction of the training images (after train_subset)
     fuse: int | None = None  # candidates trained at once as one fused model; None: the device's default
+    model: str | None = None  # custom task: "module:function" building the user's model
+    preprocess: str | None = None  # custom task: one of PREPROCESSES
+    data_sha256: str | None = None  # custom task: the data file's sha256
+    model_fingerprint: str | None = None  # custom task: the architecture the orchestrator's build had
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +188,9 @@ class WorkerSpec:
             **({"fuse": self.fuse} if self.fuse is not None else {}),
             **({"epsilon_gradient": self.epsilon_gradient}
                if self.epsilon_gradient != EPSILON_GRADIENT_LEGACY else {}),
+            **{k: v for k, v in (("model", self.model), ("preprocess", self.preprocess),
+                                 ("data_sha256", self.data_sha256), ("model_fingerprint", self.model_fingerprint))
+               if v is not None},
         }
 
     def spec_hash(self) -> str:
@@ -175,7 +207,8 @@ class WorkerSpec:
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
             "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
-            "epsilon_gradient", "candidates", "train_fraction", "fuse",
+            "epsilon_gradient", "candidates", "train_fraction", "fuse", "model", "preprocess", "data_sha256",
+            "model_fingerprint",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -224,6 +257,28 @@ class WorkerSpec:
                                      or not 0.0 < float(fraction) <= 1.0):
             raise SpecError(f"train_fraction: must be a number in (0, 1], got {fraction!r}")
 
+        custom = {k: data.get(k) for k in ("model", "preprocess", "data_sha256", "model_fingerprint")}
+        if task == CUSTOM_TASK:
+            if not data_path:
+                raise SpecError("data_path: task 'custom' needs the data file's path")
+            if (problem := model_name_problem(custom["model"])) is not None:
+                raise SpecError(f"model: {problem}")
+            if custom["preprocess"] is None:
+                custom["preprocess"] = "scale"
+            if custom["preprocess"] not in PREPROCESSES:
+                raise SpecError(f"preprocess: must be one of {', '.join(PREPROCESSES)}, got {custom['preprocess']!r}")
+            for key in ("data_sha256", "model_fingerprint"):
+                if custom[key] is not None and not (isinstance(custom[key], str)
+                                                    and SHA256_PATTERN.fullmatch(custom[key])):
+                    raise SpecError(f"{key}: must be 64 lower-case hex digits, got {custom[key]!r}")
+            if isinstance(data.get("fuse"), int) and data["fuse"] > 1:
+                raise SpecError(f"fuse: {data['fuse']} -- a custom model trains one candidate at a time (fused "
+                                "training knows only the paper's layer kinds); use fuse = 1")
+        else:
+            given = sorted(k for k, v in custom.items() if v is not None)
+            if given:
+                raise SpecError(f"{', '.join(given)}: only for task 'custom', not {task!r}")
+
         raw = data.get("candidates")
         if not isinstance(raw, list) or not raw:
             raise SpecError("candidates: must be a non-empty list")
@@ -261,6 +316,7 @@ class WorkerSpec:
             epsilon_gradient=epsilon_gradient,
             train_fraction=None if fraction is None else float(fraction),
             fuse=integer("fuse", None, 1, optional=True),
+            **custom,
         )
 
 

@@ -29,7 +29,6 @@ from worker.spec import (
     STATUS_COLLAPSED,
     STATUS_NONFINITE,
     STATUS_OK,
-    TASK_CLASSES,
     CandidateResult,
     CandidateSpec,
     WorkerSpec,
@@ -61,8 +60,8 @@ class Loop:
     alive: list[bool] = field(default_factory=list)
 
 
-def detectors(spec: WorkerSpec, k: int) -> list[CollapseDetector]:
-    return [CollapseDetector(spec.epsilon, TASK_CLASSES[spec.task]) for _ in range(k)]
+def detectors(spec: WorkerSpec, data: TaskData, k: int) -> list[CollapseDetector]:
+    return [CollapseDetector(spec.epsilon, data.num_classes) for _ in range(k)]
 
 
 def run_steps(spec: WorkerSpec, data: TaskData, k: int, step: Step, accuracy: Accuracy) -> Loop:
@@ -104,7 +103,7 @@ def run_steps(spec: WorkerSpec, data: TaskData, k: int, step: Step, accuracy: Ac
             if not ok:
                 break
             te = time.perf_counter()
-            dets = detectors(spec, k)
+            dets = detectors(spec, data, k)
             val = accuracy(data.x_val, data.y_val, dets)
             test = accuracy(data.x_test, data.y_test, None) if loop.test_curves is not None else None
             for i in range(k):
@@ -130,7 +129,7 @@ def results(spec: WorkerSpec, data: TaskData, loop: Loop, cands: Sequence[Candid
     second, so cost estimates made from either trainer's results agree."""
     k = loop.k
     te = time.perf_counter()
-    final_dets = detectors(spec, k)
+    final_dets = detectors(spec, data, k)
     finals_val = finals_test = hists = None
     if any(loop.alive):
         finals_val = accuracy(data.x_val, data.y_val, final_dets)

@@ -21,13 +21,14 @@ own ops, so a tree costs what its ops cost (ce: clip, log, mul, mean -- the same
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
 from worker import models
 from worker.lossexpr import Node
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
-from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS
+from worker.spec import CUSTOM_TASK, EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS, SpecError
 
 UNARY: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "log": tf.math.log,
@@ -96,14 +97,19 @@ def floored_softmax(epsilon: float) -> Callable[[tf.Tensor], tf.Tensor]:
     return activation
 
 
-def build_model(task: str, epsilon: float, epsilon_gradient: str):
-    """`worker.models.build(task)`, with the output softmax's gradient as `epsilon_gradient` says (module doc).
-    Values and weights are those of `models.build`: only the backward of the last activation changes."""
-    model, pre_train, pre_eval = models.build(task)
+def build_model(task: str, epsilon: float, epsilon_gradient: str, spec: Any = None, data: Any = None):
+    """`worker.models.build(task)` -- for task "custom" the user's model (`models.build_custom(spec, data)`) --
+    with the output softmax's gradient as `epsilon_gradient` says (module doc).  Values and weights are those
+    of the model as built: only the backward of the last activation changes."""
+    if task == CUSTOM_TASK:
+        model, pre_train, pre_eval = models.build_custom(spec, data)
+    else:
+        model, pre_train, pre_eval = models.build(task)
     if epsilon_gradient == "straight-through":
         last = model.layers[-1]
         if getattr(last.activation, "__name__", "") != "softmax":
-            raise ValueError(f"model {task!r} must end in a softmax activation, got layer {last.name}")
+            raise SpecError(f"model {spec.model if task == CUSTOM_TASK else task!r} must end in a layer with "
+                            f"activation='softmax', got layer {last.name}")
         last.activation = floored_softmax(epsilon)
     return model, pre_train, pre_eval
 

@@ -107,10 +107,12 @@ def make_train_step(model: keras.Model, loss_fn: Callable, x_all: tf.Tensor, y_a
 
 
 
-def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...]):
-    """histogram(x uint8) -> counts of every output probability (all classes of all images) per bin."""
+def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...],
+                               dtype: tf.DType = tf.uint8):
+    """histogram(x uint8, or a custom task's float32) -> counts of every output probability (all classes of
+    all images) per bin."""
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8)])
+    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), dtype)])
     def probs(xb: tf.Tensor) -> tf.Tensor:
         return model(pre_eval(xb), training=False)
 
@@ -124,11 +126,13 @@ def make_probability_histogram(model: keras.Model, pre_eval: Callable, image_sha
     return histogram
 
 
-def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False):
-    """accuracy(x uint8, y int32, detector=None) in batches of EVAL_BATCH.  With a `CollapseDetector` the same
-    pass feeds it every batch's probabilities (one pass over the validation set measures both)."""
+def make_accuracy(model: keras.Model, pre_eval: Callable, image_shape: tuple[int, ...], jit: bool = False,
+                  dtype: tf.DType = tf.uint8):
+    """accuracy(x uint8 -- a custom task's may be float32 --, y int32, detector=None) in batches of EVAL_BATCH.
+    With a `CollapseDetector` the same pass feeds it every batch's probabilities (one pass over the validation
+    set measures both)."""
 
-    @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8),
+    @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec((None, *image_shape), dtype),
                                                    tf.TensorSpec((None,), tf.int32)])
     def correct(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         probs = model(pre_eval(xb), training=False)
@@ -188,10 +192,11 @@ class Trainer:
         spec, data = self.spec, self.data
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
-        model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient)
+        model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient, spec, data)
         loss = make_loss(cand.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient)
         tf_step = make_train_step(model, loss, self.x_train, self.y_train, pre_train, spec.seed, self.jit)
-        one_accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit)
+        dtype = tf.as_dtype(data.x_val.dtype)
+        one_accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit, dtype)
 
         def step(idx: np.ndarray, s: int, lr: float) -> tf.Tensor:
             return tf_step(tf.constant(idx), tf.constant(s, tf.int64), tf.constant(lr, tf.float32))
@@ -200,7 +205,7 @@ class Trainer:
             return [one_accuracy(x, y, dets[0] if dets else None)]
 
         def histogram(x: np.ndarray) -> list[dict[str, list[float]]]:
-            return [make_probability_histogram(model, pre_eval, x.shape[1:])(x)]
+            return [make_probability_histogram(model, pre_eval, x.shape[1:], dtype)(x)]
 
         loop = steploop.run_steps(spec, data, 1, step, accuracy)
         return steploop.results(spec, data, loop, [cand], accuracy, histogram, self._result,
@@ -208,7 +213,11 @@ class Trainer:
 
     def extra(self) -> dict[str, object]:
         """The result fields every candidate of this trainer shares (a fused group's add theirs)."""
-        return {"xla": self.jit, "deterministic": self.deterministic, "data_source": self.data.source}
+        out: dict[str, object] = {"xla": self.jit, "deterministic": self.deterministic,
+                                  "data_source": self.data.source}
+        if self.spec.model is not None:  # what the cache key's fingerprint is checked against (worker/usermodel.py)
+            out["model"] = self.spec.model
+        return out
 
 
 def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
