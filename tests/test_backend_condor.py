@@ -265,3 +265,41 @@ def test_cancel_removes_the_runs_jobs_from_the_queue(condor_pool: Pool, tmp_path
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["removed_jobs"] >= 3
     wait_for("an empty queue", lambda: queued() == 0, timeout=60)
+
+
+# -- a user's own task ----------------------------------------------------------------------------------------
+
+
+def test_a_custom_model_and_data_set_train_on_the_pool(condor_pool: Pool, tmp_path: Path) -> None:
+    """task.name = "custom" (issue 20) on the pool: the jobs import the user's model module from a directory
+    only their PYTHONPATH names, and read the user's data file; the orchestrator's fingerprint (built here,
+    with the same module) matches every node's, or the worker would have refused the job."""
+    from tests.test_custom_task import models_dir, three_class
+
+    work = condor_pool.jobs_dir("custom")
+    data = three_class(work / "three.npz")
+    models = models_dir(work)
+    models.chmod(0o755)
+    (models / "glo_test_models.py").chmod(0o644)
+    python = condor_pool.job_python(tf=True)
+    job_pythonpath = f"{condor_pool.job_env()['PYTHONPATH']}{os.pathsep}{models}"
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, python=python, population=6, generations=1,
+                        per_job=3, worker=[python, "-m", "worker"],
+                        task=f'name = "custom"\ndata_path = "{data}"\nmodel = "glo_test_models:small_cnn"\n'
+                             "steps = 15\nbatch_size = 32\nlearning_rate = 0.1\nvalidation_size = 60\n"
+                             'class_reduction = "sum"',
+                        env={"PYTHONPATH": job_pythonpath, "GLO_DATA_DOWNLOAD": "0"},
+                        condor={"request_gpus": 1, "check_gpu": False, "request_memory": "1500MB"})
+    env = glo_env()
+    env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + str(models)  # the submit host fingerprints the model
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "custom", env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    trained = count(db, "select count(*) from candidates where run_id = 'custom' and status = 'evaluated'")
+    assert trained >= 4
+    assert {d for (d,) in rows(db, "select distinct device from evaluations")} == {"CPU"}  # the real worker
+    budgets = [json.loads(b) for (b,) in rows(db, "select budget_json from evaluations")]
+    assert {b["model"] for b in budgets} == {"glo_test_models:small_cnn"} and all(b["model_fingerprint"]
+                                                                                   for b in budgets)
+    assert max(f for (f,) in rows(db, "select fitness from evaluations")) > 0.6
+    assert count(db, "select count(*) from jobs where run_id = 'custom'") >= 2
