@@ -10,7 +10,7 @@ OUT    ?= out
 GLO_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist.npz),$(abspath ../shared/data),)
 export GLO_DATA_DIR
 
-.PHONY: install constraints test demo mnist mnist-small cifar10 lint bench bench-gpu bench-gpu-prepare clean system-deps
+.PHONY: install constraints test demo mnist mnist-small example cifar10 lint bench bench-gpu bench-gpu-prepare clean system-deps
 
 install: $(STAMP)
 
@@ -75,6 +75,15 @@ RUN_SETTINGS = --set backend.kind=$(BACKEND) $(if $(SSH_HOST),--set backend.ssh.
 mnist: install
 	@mkdir -p $(OUT)
 	$(BIN)/glo experiment configs/mnist.toml --db $(OUT)/glo.db --out $(OUT)/mnist $(RUN_SETTINGS)
+
+# Your own task (issue 20): scikit-learn's 8x8 digits (no download) and the small CNN beside it, searched and
+# the found loss evaluated against ce (examples/digits/; the model module reached through PYTHONPATH).
+example: install
+	$(BIN)/python -m pip install -q -c constraints.txt 'scikit-learn>=1.3,<2'
+	@mkdir -p $(OUT)/digits
+	$(BIN)/python examples/digits/make_data.py $(OUT)/digits/digits.npz
+	PYTHONPATH=$(CURDIR)/examples/digits$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/glo experiment examples/digits/digits.toml \
+		--db $(OUT)/digits/digits.db --out $(OUT)/digits/report --set 'task.data_path="$(OUT)/digits/digits.npz"'
 
 mnist-small: install
 	@mkdir -p $(OUT)
