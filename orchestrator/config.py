@@ -23,15 +23,15 @@ from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import (
+    CUSTOM_TASK,
     DEFAULT_FUSE,
     EPSILON_GRADIENT_DEFAULT,
     EPSILON_GRADIENT_LEGACY,
     EPSILON_GRADIENTS,
-    CUSTOM_TASK,
     PREPROCESSES,
+    SHA256_PATTERN,
     TASKS,
     CandidateSpec,
-    SHA256_PATTERN,
     WorkerSpec,
     model_name_problem,
 )
