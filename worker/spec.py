@@ -75,7 +75,9 @@ TASK_NETWORK = {"mnist": "mnist", "cifar10": "cifar10", "fashion_mnist": "mnist"
 #: A user's own task (issue 20): their data file (`data_path`, Keras' npz layout) and their model (`model`,
 #: a dotted name); the number of classes comes from the labels.
 CUSTOM_TASK = "custom"
-TASKS = (*TASK_NETWORK, CUSTOM_TASK)
+#: The tasks a name alone defines (a custom one needs its data and model, i.e. a config)
+BUILTIN_TASKS = tuple(TASK_NETWORK)
+TASKS = (*BUILTIN_TASKS, CUSTOM_TASK)
 #: Classes per built-in task: the labels are 0..C-1, the network's softmax has C outputs.
 TASK_CLASSES = {"mnist": 10, "cifar10": 10, "fashion_mnist": 10, "cifar100": 100}
 #: How a custom task's images become the model's float32 input: "scale" divides uint8 pixels by 255 (float

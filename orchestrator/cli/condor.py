@@ -25,7 +25,7 @@ from condor.submit import (
 )
 from orchestrator.cli.runs import DB_OPTION, JSON_OPTION, _errors
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
-from worker.spec import TASKS, SpecError, WorkerSpec
+from worker.spec import BUILTIN_TASKS, CUSTOM_TASK, SpecError, WorkerSpec
 
 SUBMIT_FILE = "job.sub"
 
@@ -58,7 +58,8 @@ def _job_environment(items: tuple[str, ...], data_dir: str | None) -> dict[str, 
               help="Directory to write spec.json and job.sub into (created; never overwritten).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Take the training settings from this GLO config's [task].")
-@click.option("--task", type=click.Choice(list(TASKS)), help="Task (default: the config's, else mnist).")
+@click.option("--task", type=click.Choice(list(BUILTIN_TASKS)),
+              help="A built-in task (default: the config's, else mnist); a custom one comes with --config.")
 @click.option("--steps", type=click.IntRange(min=1), help="SGD steps (default: the config's, else the paper's 2000).")
 @click.option("--seed", type=click.IntRange(min=0), help="Training seed.")
 @click.option("--class-reduction", type=click.Choice(list(CLASS_REDUCTIONS)),
@@ -100,7 +101,9 @@ def job_cmd(losses: tuple[str, ...], out_dir: str, config_path: str | None, task
     base = dataclasses.replace(
         base, steps=steps or base.steps, seed=base.seed if seed is None else seed,
         class_reduction=class_reduction or (base.class_reduction if config_path else "sum"),
-        data_path=None)  # the submit side's path means nothing on an execute node: --data-dir sets GLO_DATA_DIR
+        # the submit side's path means nothing on an execute node: --data-dir sets GLO_DATA_DIR (a custom task
+        # keeps its file's path: the node reads it there, else that file name in GLO_DATA_DIR)
+        data_path=base.data_path if base.name == CUSTOM_TASK else None)
     spec = base.worker_spec(candidate_specs(losses, db_path), test_accuracy=test_accuracy, curve_interval=curve_interval)
     try:
         WorkerSpec.from_json(spec.to_json())  # the worker's own validation, before anything is written

@@ -16,7 +16,7 @@ import sys
 import click
 
 from orchestrator.cli.runs import DB_OPTION, EXIT_ERROR, EXIT_STOPPED, JSON_OPTION, NotResumable, _errors
-from worker.spec import TASKS
+from worker.spec import BUILTIN_TASKS
 
 
 def _parse_seeds(text: str | None, repeats: int) -> list[int]:
@@ -33,7 +33,8 @@ def _parse_seeds(text: str | None, repeats: int) -> list[int]:
 
 @click.command("evaluate")
 @click.argument("losses", nargs=-1, metavar="LOSS...")
-@click.option("--task", type=click.Choice(list(TASKS)), help="Task (default: the config's, else mnist).")
+@click.option("--task", type=click.Choice(list(BUILTIN_TASKS)),
+              help="A built-in task (default: the config's, else mnist); a custom one comes with --config.")
 @click.option("--steps", type=click.IntRange(min=1), help="SGD steps of each training (default: the config's).")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Trainings per loss, with seeds 0..K-1: the same seeds for every loss (paired).")
