@@ -229,3 +229,30 @@ def test_the_worker_refuses_another_file_or_another_architecture(tmp_path: Path)
         r = subprocess.run([sys.executable, "-m", "worker", str(tmp_path / "s.json"), "--out",
                             str(tmp_path / "o.json")], capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == code and message in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("preprocess", ["standardize", "none"])
+def test_float_images_with_channels_train_under_each_preprocess(tmp_path: Path, preprocess: str) -> None:
+    """(N, H, W, C) float32 images, not uint8: the worker keeps them float32, preprocesses them as asked."""
+    import subprocess
+    import sys
+
+    from worker.lossexpr.infix import parse
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(5.0, 2.0, (300, 6, 6, 2)).astype(np.float32)
+    for i, c in enumerate(y):
+        x[i, 2 * c:2 * c + 2, :, 0] += 20.0
+    data = tmp_path / "float.npz"
+    np.savez(data, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
+    spec = {"glo_worker_spec": 1, "task": "custom", "data_path": str(data), "model": "glo_test_models:small_cnn",
+            "preprocess": preprocess, "steps": 30, "batch_size": 32, "learning_rate": 0.05, "validation_size": 60,
+            "class_reduction": "sum", "test_accuracy": True,
+            "candidates": [{"id": "ce", "tree": parse("x * log(y)").to_json()}]}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "worker", str(tmp_path / "s.json"), "--out", str(tmp_path / "o.json")],
+                       capture_output=True, text=True, env=env_with(models_dir(tmp_path)), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (result,) = json.loads((tmp_path / "o.json").read_text())["results"]
+    assert result["status"] == "ok" and result["fitness"] > 0.6, result
