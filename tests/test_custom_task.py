@@ -135,11 +135,11 @@ def test_glo_evaluate_on_a_custom_task(tmp_path: Path) -> None:
     data, models = three_class(tmp_path / "three.npz"), models_dir(tmp_path)
     cfg = custom_config(tmp_path / "c.toml", data, "glo_test_models:small_cnn")
     db = tmp_path / "e.db"
-    r = glo("evaluate", "ce", "-square(x - y)", "--config", str(cfg), "--repeats", "2", "--db", str(db), "--json",
+    r = glo("evaluate", "ce", "(y - x) / sqrt(y)", "--config", str(cfg), "--repeats", "2", "--db", str(db), "--json",
             "--no-progress", env=env_with(models), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["loss"]: row for row in json.loads(r.stdout)["summary"]}
-    assert rows["ce"]["n"] == 2 and rows["-square(x - y)"]["n"] == 2
+    assert rows["ce"]["n"] == 2 and rows["(y - x) / sqrt(y)"]["n"] == 2
 
 
 def bad_npz(path: Path, **arrays: np.ndarray) -> Path:
