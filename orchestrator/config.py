@@ -23,17 +23,18 @@ from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import EvaluateConfig
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import (
+    CUSTOM_FIELDS,
     CUSTOM_TASK,
     DEFAULT_FUSE,
     EPSILON_GRADIENT_DEFAULT,
     EPSILON_GRADIENT_LEGACY,
     EPSILON_GRADIENTS,
     PREPROCESSES,
-    SHA256_PATTERN,
     TASKS,
     CandidateSpec,
     WorkerSpec,
     model_name_problem,
+    sha256_problem,
 )
 
 
@@ -93,7 +94,7 @@ class TaskConfig:
             out["curve_interval"] = self.curve_interval
         if self.device_class:
             out["device_class"] = self.device_class
-        for key in ("model", "preprocess", "data_sha256", "model_fingerprint"):  # a custom task's identity
+        for key in CUSTOM_FIELDS:  # a custom task's model and identity
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -273,9 +274,8 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
 def _custom_fields(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
     """[task]'s model/preprocess/data_sha256/model_fingerprint, checked: a custom task needs data_path and
     model; the paper's tasks take none of them."""
-    keys = ("model", "preprocess", "data_sha256", "model_fingerprint")
     if name != CUSTOM_TASK:
-        given = [k for k in keys if t.get(k) is not None]
+        given = [k for k in CUSTOM_FIELDS if t.get(k) is not None]
         if given:
             raise ConfigError(f"task.{given[0]}: only for task.name = \"custom\" (a model and data of your own), "
                               f"not {name!r}")
@@ -290,8 +290,8 @@ def _custom_fields(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
     out = {"model": t["model"], "preprocess": _choice("task.preprocess", t.get("preprocess", "scale"), PREPROCESSES)}
     for key in ("data_sha256", "model_fingerprint"):
         value = t.get(key)
-        if value is not None and not (isinstance(value, str) and SHA256_PATTERN.fullmatch(value)):
-            raise ConfigError(f"task.{key}: must be 64 lower-case hex digits, got {value!r}")
+        if value is not None and (problem := sha256_problem(value)) is not None:
+            raise ConfigError(f"task.{key}: {problem}")
         out[key] = value
     return out
 

@@ -75,7 +75,7 @@ class TaskData:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-    num_classes: int = 10  # the softmax's width: the task's (TASK_CLASSES), or a custom file's largest label + 1
+    num_classes: int  # the softmax's width: the task's (TASK_CLASSES), or a custom file's largest label + 1
 
 
 @dataclass(frozen=True)

@@ -88,12 +88,21 @@ PREPROCESSES = ("scale", "standardize", "none")
 #: follow from it (worker/usermodel.py).
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+#: The spec's (and [task]'s) fields that only a custom task has: its model, preprocessing and identity
+CUSTOM_FIELDS = ("model", "preprocess", "data_sha256", "model_fingerprint")
 
 
 def model_name_problem(name: object) -> str | None:
     """Why `name` is not a usable `module:function` model name, or None."""
     if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
         return f"must be 'package.module:function' (identifiers only), got {name!r}"
+    return None
+
+
+def sha256_problem(value: object) -> str | None:
+    """Why `value` is not a sha256 hex digest (data_sha256, model_fingerprint), or None."""
+    if not isinstance(value, str) or not SHA256_PATTERN.fullmatch(value):
+        return f"must be 64 lower-case hex digits, got {value!r}"
     return None
 
 EXIT_OK = 0
@@ -190,9 +199,7 @@ class WorkerSpec:
             **({"fuse": self.fuse} if self.fuse is not None else {}),
             **({"epsilon_gradient": self.epsilon_gradient}
                if self.epsilon_gradient != EPSILON_GRADIENT_LEGACY else {}),
-            **{k: v for k, v in (("model", self.model), ("preprocess", self.preprocess),
-                                 ("data_sha256", self.data_sha256), ("model_fingerprint", self.model_fingerprint))
-               if v is not None},
+            **{k: getattr(self, k) for k in CUSTOM_FIELDS if getattr(self, k) is not None},
         }
 
     def spec_hash(self) -> str:
@@ -209,8 +216,7 @@ class WorkerSpec:
         known = {
             "glo_worker_spec", "task", "steps", "batch_size", "learning_rate", "seed", "validation_size",
             "train_subset", "data_path", "test_accuracy", "curve_interval", "epsilon", "class_reduction",
-            "epsilon_gradient", "candidates", "train_fraction", "fuse", "model", "preprocess", "data_sha256",
-            "model_fingerprint",
+            "epsilon_gradient", "candidates", "train_fraction", "fuse", *CUSTOM_FIELDS,
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -259,7 +265,7 @@ class WorkerSpec:
                                      or not 0.0 < float(fraction) <= 1.0):
             raise SpecError(f"train_fraction: must be a number in (0, 1], got {fraction!r}")
 
-        custom = {k: data.get(k) for k in ("model", "preprocess", "data_sha256", "model_fingerprint")}
+        custom = {k: data.get(k) for k in CUSTOM_FIELDS}
         if task == CUSTOM_TASK:
             if not data_path:
                 raise SpecError("data_path: task 'custom' needs the data file's path")
@@ -270,9 +276,8 @@ class WorkerSpec:
             if custom["preprocess"] not in PREPROCESSES:
                 raise SpecError(f"preprocess: must be one of {', '.join(PREPROCESSES)}, got {custom['preprocess']!r}")
             for key in ("data_sha256", "model_fingerprint"):
-                if custom[key] is not None and not (isinstance(custom[key], str)
-                                                    and SHA256_PATTERN.fullmatch(custom[key])):
-                    raise SpecError(f"{key}: must be 64 lower-case hex digits, got {custom[key]!r}")
+                if custom[key] is not None and (problem := sha256_problem(custom[key])) is not None:
+                    raise SpecError(f"{key}: {problem}")
             if isinstance(data.get("fuse"), int) and data["fuse"] > 1:
                 raise SpecError(f"fuse: {data['fuse']} -- a custom model trains one candidate at a time (fused "
                                 "training knows only the paper's layer kinds); use fuse = 1")

@@ -213,11 +213,7 @@ class Trainer:
 
     def extra(self) -> dict[str, object]:
         """The result fields every candidate of this trainer shares (a fused group's add theirs)."""
-        out: dict[str, object] = {"xla": self.jit, "deterministic": self.deterministic,
-                                  "data_source": self.data.source}
-        if self.spec.model is not None:  # what the cache key's fingerprint is checked against (worker/usermodel.py)
-            out["model"] = self.spec.model
-        return out
+        return {"xla": self.jit, "deterministic": self.deterministic, "data_source": self.data.source}
 
 
 def run_spec(spec: WorkerSpec, data: TaskData, out_path: str | os.PathLike[str],
