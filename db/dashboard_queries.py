@@ -37,6 +37,7 @@ from db.fastread import (
     quantile,
     run_kind,
     snapshot,
+    steady_progress,
     trainings_per_budget,
 )
 from db.migrations import SCHEMA_VERSION
@@ -302,6 +303,7 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
         "evaluations_per_hour": p["evaluations_per_hour"], "eta_seconds": p["eta_seconds"],
         "elapsed_seconds": p["elapsed_seconds"],
         "jobs": {k: int(v) for k, v in jobs.items()},
+        "steady": steady_progress(con, rid, config),
     }
     if detail:
         out["config"] = config

@@ -68,6 +68,22 @@ BEST_SQL = ("SELECT c.run_id || '/' || " + _BEST_GROUP + " AS uid, avg(coalesce(
             "ORDER BY steps DESC, fitness DESC, min(c.seq)")
 
 
+#: A steady-state search's discovery trainings settled so far (its budget is search.ga.max_trainings).
+DISCOVERY_TRAININGS_SQL = ("SELECT count(*) FROM candidates WHERE run_id = ? AND phase = 'discovery' "
+                           "AND status IN ('evaluated', 'cached', 'failed')")
+
+
+def steady_progress(con: Any, run_id: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A steady-state search's progress in trainings, {"mode", "trainings", "max_trainings"} (None for a
+    generational search or an evaluation, whose progress is the generation): what `glo status`, db.queries
+    and the dashboard show instead of a generation number."""
+    ga = config.get("search", {}).get("ga", {}) if isinstance(config, dict) else {}
+    if ga.get("mode") != "steady-state" or run_kind(config) != "search":
+        return None
+    done = con.execute(DISCOVERY_TRAININGS_SQL, (run_id,)).fetchone()[0]
+    return {"mode": "steady-state", "trainings": int(done or 0), "max_trainings": int(ga.get("max_trainings", 0))}
+
+
 def generation0(row: tuple[int, int], config: dict[str, Any]) -> dict[str, Any] | None:
     """GENERATION0_SQL's row as `glo status` reports it (None for a run without a discovery phase)."""
     members, untrainable = int(row[0] or 0), int(row[1] or 0)
@@ -102,6 +118,8 @@ def _expected_search(config: dict[str, Any]) -> int:
     elites = int(ga.get("elites", 6))
     top_k, iters = int(cma.get("top_k", 1)), int(cma.get("iterations", 50))
     popsize = cma.get("popsize") or 4 + int(3 * math.log(6))  # ~6 coefficients
+    if ga.get("mode") == "steady-state":  # its budget, promotions included, is exact
+        return int(ga.get("max_trainings", pop * gens)) + top_k * iters * int(popsize)
     promoted = 0  # [search.fidelity]: at most the promoted fraction of each rung's members, per generation,
     fidelity = search.get("fidelity")  # each trained on fidelity.seeds seeds
     if fidelity:
@@ -282,4 +300,5 @@ def read_status(con: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
         "warning": no_result_warning(run["status"], evaluations, best_json),
         "generation0": generation0(tuple(gen0), config),
         "trainings_per_budget": per_budget,
+        "steady": steady_progress(con, rid, config),
     }

@@ -49,6 +49,7 @@ class Status:
     warning: str | None = None  # a finished run with no usable result (db.fastread.no_result_warning)
     generation0: dict[str, Any] | None = None  # members of generation 0 and how many could train
     trainings_per_budget: list[dict[str, int]] = field(default_factory=list)  # [{"steps", "trainings"}] per rung
+    steady: dict[str, Any] | None = None  # a steady-state search's trainings and budget (db.fastread.steady_progress)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,11 @@ $GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker cr
 $GLO_FAKE_WORKER_CORRUPT substrings whose candidates make it leave a corrupt result file.
 $GLO_FAKE_WORKER_ZERO=1 trains every candidate to fitness 0 (a task on which nothing learns).
 
+For the pool-utilisation bench (tests/bench/bench_pool.py): $GLO_FAKE_WORKER_TIMES =
+"MEDIAN:SIGMA:P:FACTOR" sleeps a lognormal time per candidate (median MEDIAN s, sigma SIGMA; with
+probability P a straggler that takes FACTOR x MEDIAN s instead), drawn from a hash of the candidate so a rerun sleeps the
+same; $GLO_FAKE_WORKER_TARGET = an infix makes the fitness search_synthetic's (closeness to that loss).
+
 Faults that strike once (the cluster tests' "a bad node, then a good one"): $GLO_FAKE_WORKER_BADNODE
 and $GLO_FAKE_WORKER_NORESULT name infix substrings; the first job holding such a candidate exits
 "bad node" (75, recorded in the result file like the real worker does) or exits 0 without writing any
@@ -17,6 +22,7 @@ result file.  Which faults have struck is remembered as files in $GLO_FAKE_WORKE
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -60,6 +66,27 @@ def _test_measures(spec, fit: float, salt: int) -> tuple[float | None, dict]:  #
     return test, extra
 
 
+def job_seconds(candidate_id: str, infix: str) -> float | None:
+    """$GLO_FAKE_WORKER_TIMES' heavy-tailed time for one candidate (None when unset)."""
+    times = os.environ.get("GLO_FAKE_WORKER_TIMES")
+    if not times:
+        return None
+    median, sigma, p, factor = (float(v) for v in times.split(":"))
+    rng = np.random.default_rng(int(hashlib.sha256(f"{candidate_id} {infix}".encode()).hexdigest()[:12], 16))
+    t = median * math.exp(sigma * rng.standard_normal())
+    return median * factor if rng.random() < p else t
+
+
+def _synthetic_fitness():  # type: ignore[no-untyped-def]
+    target = os.environ.get("GLO_FAKE_WORKER_TARGET")
+    if not target:
+        return None
+    from tests.bench.search_synthetic import make_fitness
+    from worker.lossexpr import parse
+
+    return make_fitness(parse(target))
+
+
 def _strike_once(fault: str, infixes: list[str]) -> bool:
     """True the first time a job holds a candidate matching $GLO_FAKE_WORKER_<fault> (then never again)."""
     wanted = [w for w in os.environ.get(f"GLO_FAKE_WORKER_{fault}", "").split(";") if w]
@@ -90,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     corrupt = [s for s in os.environ.get("GLO_FAKE_WORKER_CORRUPT", "").split(";") if s]
     results: list[CandidateResult] = []
     infixes = [to_infix(c.tree) for c in spec.candidates]
+    synthetic = _synthetic_fitness()
     if _strike_once("BADNODE", infixes):
         print("glo-worker: bad node: fake: this machine cannot train", file=sys.stderr)
         record_exit(args.out, spec.spec_hash(), EXIT_BAD_NODE, "bad node: fake: this machine cannot train")
@@ -108,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(c in infix for c in corrupt):
             Path(args.out).write_text('{"glo_worker_result": 1, "results": [tru')
             return 0
-        time.sleep(sleep)
-        status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
+        pause = job_seconds(cand.id, infix)
+        time.sleep(sleep if pause is None else pause)
+        if synthetic is not None:
+            status, fit = "ok", synthetic(cand.tree)
+        else:
+            status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
         test, extra = _test_measures(spec, fit, len(infix))
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
                                        wall_seconds=sleep, train_seconds=sleep, device="fake",

@@ -303,3 +303,35 @@ def test_a_custom_model_and_data_set_train_on_the_pool(condor_pool: Pool, tmp_pa
                                                                                    for b in budgets)
     assert max(f for (f,) in rows(db, "select fitness from evaluations")) > 0.6
     assert count(db, "select count(*) from jobs where run_id = 'custom'") >= 2
+
+
+def test_a_steady_state_search_on_the_pool(condor_pool: Pool, tmp_path: Path) -> None:
+    """search.ga.mode = "steady-state" (issue 21) on the pool: at least 30 trainings with no generation
+    barrier (never more outstanding than max_in_flight), and `glo status` and the dashboard's run JSON show
+    the progress in trainings."""
+    from tests.browser import Dashboard
+
+    work = condor_pool.jobs_dir("steady")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, population=8, generations=1, per_job=1,
+                        sleep=0.3)
+    cfg.write_text(cfg.read_text().replace("[search.ga]\n", '[search.ga]\nmode = "steady-state"\n'
+                                           "max_trainings = 32\nmax_in_flight = 4\n", 1))
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "steady", env=glo_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    discovery = count(db, "select count(*) from candidates where run_id = 'steady' and phase = 'discovery' "
+                          "and status in ('evaluated', 'cached')")
+    assert discovery == 32
+    assert count(db, "select count(*) from candidates where run_id = 'steady' and status = 'evaluated'") >= 30
+    assert {h for (h,) in rows(db, "select distinct substr(search_id, 1, 1) from candidates "
+                                   "where phase = 'discovery'")} == {"s"}
+    st = json.loads(glo("status", "steady", "--db", str(db), "--json").stdout)
+    assert st["status"] == "finished" and st["steady"] == {"mode": "steady-state", "trainings": 32,
+                                                           "max_trainings": 32}
+    assert "32 of 32 discovery trainings" in glo("status", "steady", "--db", str(db)).stdout
+    with Dashboard(db) as server:
+        import urllib.request
+
+        with urllib.request.urlopen(server.url + "api/run?id=steady", timeout=30) as resp:
+            run = json.loads(resp.read())
+    assert run["steady"] == st["steady"]

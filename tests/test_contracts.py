@@ -14,6 +14,7 @@ from orchestrator.backends.local import LocalBackend
 from orchestrator.search.candidate import AskTell
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.search import Search
+from orchestrator.search.steady import SteadyStateSearch
 
 SCHEDULER = (Path(__file__).resolve().parents[1] / "orchestrator" / "run" / "scheduler.py").read_text()
 
@@ -34,7 +35,7 @@ def test_the_scheduler_calls_only_what_asktell_declares() -> None:
     assert "getattr(self.search" not in SCHEDULER
 
 
-@pytest.mark.parametrize("impl", [Search, EvaluationPlan])
+@pytest.mark.parametrize("impl", [Search, SteadyStateSearch, EvaluationPlan])
 def test_each_search_implements_all_of_asktell(impl: type) -> None:
     missing = {n for n in declared(AskTell) if not hasattr(impl, n)}
     assert not missing, missing

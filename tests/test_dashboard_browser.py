@@ -168,3 +168,24 @@ def test_held_job_reachable_by_clicking_and_screenshots(browser: Any, tmp_path: 
         assert errors == [], errors
     for name in ("runs", "run", "candidate", "job"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_a_steady_state_run_shows_its_progress_in_trainings(browser: Any, tmp_path: Path) -> None:
+    """Issue 21: a steady-state run has no generations to count; its run page and the run list say
+    'N of M' discovery trainings instead."""
+    from tests.orch_helpers import glo
+
+    db = tmp_path / "steady.db"
+    cfg = write_config(tmp_path / "c.toml", population=6, generations=1, cma_iterations=1, per_job=1, in_flight=2)
+    cfg.write_text(cfg.read_text().replace("[search.ga]\n", '[search.ga]\nmode = "steady-state"\n'
+                                           "max_trainings = 12\nmax_in_flight = 3\n", 1))
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "steady")
+    assert r.returncode == 0, r.stderr
+    with Dashboard(db) as server:
+        browser.get(server.url)
+        wait_for(lambda: "12 of 12 trainings" in text(browser, "tr[data-run=steady]"), what="the run list's trainings")
+        click(browser, "a.run-link")
+        wait_for(lambda: "12 of 12" in text(browser, "#count-phase"), what="the run page's trainings")
+        assert "steady-state" in text(browser, "#count-phase")
+        assert console_errors(browser) == []
+        browser.get("about:blank")

@@ -245,7 +245,12 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     if st.warning:
         table.add_row("[bold red]WARNING[/]", f"[bold red]{escape(st.warning)}[/]")
     table.add_row("task", st.task)
-    table.add_row("phase / generation", f"{st.phase} / {st.generation}")
+    steady = getattr(st, "steady", None)
+    if steady:  # no generations: progress is trainings against the budget
+        table.add_row("phase / trainings", f"{st.phase} / {steady['trainings']} of {steady['max_trainings']} "
+                      "discovery trainings (steady-state)")
+    else:
+        table.add_row("phase / generation", f"{st.phase} / {st.generation}")
     table.add_row("evaluations", f"{e['done']} trained, {e['running']} in flight, {e['failed']} failed, "
                   f"{e['cached']} cache hits, {e['resolved']} resolved by the search"
                   + (f" ({e['filtered']} rejected by the zero-training filter)" if e.get("filtered") else ""))

@@ -47,7 +47,7 @@ from orchestrator.run.cachekey import RememberedKeys, eval_key
 from orchestrator.run.lock import pid_alive
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
-from orchestrator.search.search import Search
+from orchestrator.search.modes import new_search, search_from_state
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.coefficients import pruned_coefficients
 from worker.spec import STATUS_ERROR, CandidateResult, CandidateSpec, SpecError, load_spec
@@ -596,9 +596,9 @@ class Scheduler:
             self.search = (EvaluationPlan(self.config.evaluate) if state is None
                            else EvaluationPlan.import_state(state))
         elif state is None:
-            self.search = Search(self.config.search, key_fn=self.keys, screen=self._screen())
+            self.search = new_search(self.config.search, key_fn=self.keys, screen=self._screen())
         else:
-            self.search = Search.import_state(state, key_fn=self.keys, screen=self._screen())
+            self.search = search_from_state(state, key_fn=self.keys, screen=self._screen())
             self._resolved_seen = len(self.search.resolved_without_training())
         untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
         for row in untold:

@@ -41,6 +41,22 @@ INIT_MODES = ("valid", "paper")
 #: Unset, it follows `init`: `init = "paper"` is the paper's GA throughout.
 OFFSPRING_MODES = ("valid", "paper")
 
+#: How discovery proceeds: "generational" (the paper's GA: a generation is bred once all its results are in)
+#: or "steady-state" (no barrier: whenever fewer than `max_in_flight` candidates are outstanding one child is
+#: bred from the current population, and each arriving result replaces a member -- regularized evolution,
+#: Real et al. 2019, asynchronous as in ASHA).
+MODES = ("generational", "steady-state")
+#: Which member an arriving result replaces in steady-state mode: the oldest (regularized/aging evolution:
+#: a lucky fitness cannot stay forever) or the worst by (rung, fitness).  Elites are never replaced.
+REPLACEMENTS = ("oldest", "worst")
+#: How steady-state mode picks parents.  "tournament" (the default, as in regularized evolution): the best of
+#: `tournament_size` members drawn at random -- pressure from rank, not from the size of fitness gaps, which
+#: matters here because trainable losses crowd into a narrow band of accuracies (0.95-0.98 on MNIST) where
+#: the paper's roulette is almost uniform.  "roulette": the paper's fitness-proportional choice.
+SELECTIONS = ("tournament", "roulette")
+#: The steady-state-only GA settings (None in generational mode, and then not stored).
+STEADY_FIELDS = ("max_trainings", "max_in_flight", "replacement", "selection", "tournament_size")
+
 #: The value a stored search config written before `ga.offspring` existed resumes with: the paper's rule.
 OFFSPRING_LEGACY = "paper"
 
@@ -90,6 +106,8 @@ class GAConfig:
     `offspring` (ours, see `OFFSPRING_MODES`; unset follows `init`): with the paper's rule most children
     of a small population are untrainable or repeats -- three `make demo` runs (population 8) trained 1,
     0 and 0 of their 6 second-generation children -- so "valid" redraws those.
+    `mode` (ours, see `MODES`): "steady-state" drops the generation barrier (`orchestrator.search.steady`);
+    its settings (`STEADY_FIELDS`) are refused in generational mode and filled in by `_check_mode`.
     """
 
     population_size: int = 80
@@ -108,6 +126,12 @@ class GAConfig:
     offspring: str | None = None
     seed_losses: tuple[str, ...] = ()
     zero_training_filter: bool = True
+    mode: str = "generational"
+    max_trainings: int | None = None
+    max_in_flight: int | None = None
+    replacement: str | None = None
+    selection: str | None = None
+    tournament_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.node_weights, Mapping):
@@ -160,6 +184,36 @@ class GAConfig:
                               f"{self.population_size}")
         for i, text in enumerate(self.seed_losses):
             seed_loss_tree(text, f"ga.seed_losses[{i}]")
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        """Steady-state's settings, defaults filled in: `max_trainings` = population_size x generations (the
+        same number of trainings a generational run of this size would hand out, about), `max_in_flight` =
+        population_size, replacement "oldest", selection "tournament" of 4 (at most the population)."""
+        if self.mode not in MODES:
+            raise ConfigError(f"ga.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "generational":
+            given = [f"ga.{name}" for name in STEADY_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: only for ga.mode = \"steady-state\" (this is generational)")
+            return
+        defaults = {"max_trainings": self.population_size * self.generations, "max_in_flight": self.population_size,
+                    "replacement": "oldest", "selection": "tournament",
+                    "tournament_size": min(4, self.population_size)}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        for name in ("max_trainings", "max_in_flight", "tournament_size"):
+            _num(f"ga.{name}", getattr(self, name), integer=True)
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ga.{name} must be at least 1, got {getattr(self, name)}")
+        if self.tournament_size > self.population_size:
+            raise ConfigError(f"ga.tournament_size must be at most population_size ({self.population_size}), "
+                              f"got {self.tournament_size}")
+        if self.replacement not in REPLACEMENTS:
+            raise ConfigError(f"ga.replacement must be one of {', '.join(REPLACEMENTS)}, got {self.replacement!r}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"ga.selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
 
     def weights(self) -> dict[str, float]:
         return {e: float(w) for e, w in self.node_weights}
@@ -301,6 +355,11 @@ class SearchConfig:
         ga = {f.name: getattr(self.ga, f.name) for f in fields(GAConfig)}
         ga["node_weights"] = dict(self.ga.node_weights)
         ga["seed_losses"] = list(self.ga.seed_losses)
+        for name in STEADY_FIELDS:  # TOML has no null: a generational run stores what it stored before
+            if ga[name] is None:
+                del ga[name]
+        if ga["mode"] == "generational":
+            del ga["mode"]
         cma = {f.name: getattr(self.cma, f.name) for f in fields(CMAConfig)}
         cma["options"] = dict(self.cma.options)
         if cma["popsize"] is None:

@@ -82,28 +82,69 @@ def breed(
     refused = 0  # children refused for the slot being filled
     while len(out) < size:
         i, j = roulette(rng, fitnesses), roulette(rng, fitnesses)
-        crossed = rng.random() < cfg.crossover_prob
-        if counter is not None:
-            counter.record("crossover", crossed)
-        pair: list[tuple[Node, str, tuple[int, ...], bool]]
-        if crossed:
-            a, b = crossover(rng, trees[i], trees[j])
-            ca, cb = not within_cap(a, cfg), not within_cap(b, cfg)
-            pair = [
-                (trees[i] if ca else a, "mutation" if ca else "crossover", (i,) if ca else (i, j), ca),
-                (trees[j] if cb else b, "mutation" if cb else "crossover", (j,) if cb else (j, i), cb),
-            ]
-        else:
-            pair = [(trees[i], "mutation", (i,), False), (trees[j], "mutation", (j,), False)]
-        for tree, origin, parents, capped in pair:
+        for tree, origin, parents, capped in _pair(rng, trees, i, j, cfg, counter):
             if len(out) >= size:
                 break  # odd number of children to make: the last pair's second child is dropped
-            mutated, ops = mutate(rng, tree, prims, cfg, counter)
-            if ops and not within_cap(mutated, cfg):
-                mutated, ops, capped = tree, [], True
-            if accept is not None and refused + 1 < MAX_CHILD_DRAWS and not accept(mutated):
+            kid = _mutated(rng, tree, origin, parents, capped, cfg, prims, counter)
+            if accept is not None and refused + 1 < MAX_CHILD_DRAWS and not accept(kid.tree):
                 refused += 1
                 continue
             refused = 0
-            out.append(Offspring(mutated, origin, parents, tuple(ops), capped))
+            out.append(kid)
     return out
+
+
+def tournament(rng: random.Random, scores: list[tuple[int, float]], size: int) -> int:
+    """The best of `size` members drawn without replacement (ties: the lower index, i.e. the older)."""
+    drawn = rng.sample(range(len(scores)), min(size, len(scores)))
+    return min(drawn, key=lambda i: (-scores[i][0], -scores[i][1], i))
+
+
+def breed_one(
+    rng: random.Random,
+    trees: list[Node],
+    select: Callable[[], int],
+    cfg: GAConfig,
+    prims: Primitives,
+    counter: OpCounter | None = None,
+    accept: Callable[[Node], bool] | None = None,
+) -> Offspring:
+    """One child for steady-state evolution: the paper's operators on two parents that `select` picks.
+
+    As in `breed`, with `crossover_prob` the parents swap subtrees, else the first is copied; the first
+    child of the pair is mutated and capped (the second is dropped: one freed slot, one child).  `accept`
+    refuses a child and the slot is bred again from new parents, up to `MAX_CHILD_DRAWS` children (then
+    the last one is returned anyway)."""
+    for draw in range(MAX_CHILD_DRAWS):
+        i, j = select(), select()
+        tree, origin, parents, capped = _pair(rng, trees, i, j, cfg, counter)[0]
+        kid = _mutated(rng, tree, origin, parents, capped, cfg, prims, counter)
+        if accept is None or draw + 1 == MAX_CHILD_DRAWS or accept(kid.tree):
+            return kid
+    raise AssertionError("unreachable")
+
+
+def _pair(rng: random.Random, trees: list[Node], i: int, j: int, cfg: GAConfig,
+          counter: OpCounter | None) -> list[tuple[Node, str, tuple[int, ...], bool]]:
+    """Two children before mutation: with `crossover_prob` swap random subtrees (a child over the cap
+    reverts to its parent, DEAP's staticLimit), else copies of the parents."""
+    crossed = rng.random() < cfg.crossover_prob
+    if counter is not None:
+        counter.record("crossover", crossed)
+    if not crossed:
+        return [(trees[i], "mutation", (i,), False), (trees[j], "mutation", (j,), False)]
+    a, b = crossover(rng, trees[i], trees[j])
+    ca, cb = not within_cap(a, cfg), not within_cap(b, cfg)
+    return [
+        (trees[i] if ca else a, "mutation" if ca else "crossover", (i,) if ca else (i, j), ca),
+        (trees[j] if cb else b, "mutation" if cb else "crossover", (j,) if cb else (j, i), cb),
+    ]
+
+
+def _mutated(rng: random.Random, tree: Node, origin: str, parents: tuple[int, ...], capped: bool, cfg: GAConfig,
+             prims: Primitives, counter: OpCounter | None) -> Offspring:
+    """The child after mutation; over the cap it reverts to its pre-mutation tree."""
+    mutated, ops = mutate(rng, tree, prims, cfg, counter)
+    if ops and not within_cap(mutated, cfg):
+        mutated, ops, capped = tree, [], True
+    return Offspring(mutated, origin, parents, tuple(ops), capped)

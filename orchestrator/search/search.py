@@ -642,8 +642,12 @@ class Search:
 
 
 def _ask_order(candidate_id: str) -> tuple[int, ...]:
-    """Hand-out order from an id: discovery `g<gen>-<i>[-r<rung>]` before CMA-ES `c<k>-<iteration>-<j>`."""
+    """Hand-out order from an id: discovery `g<gen>-<i>[-r<rung>]` (or steady-state `s<n>...`) before CMA-ES
+    `c<k>-<iteration>-<j>`."""
     if candidate_id.startswith("g"):
         g, i, rung, k = _parse_discovery_id(candidate_id)
         return (0, g, rung, i, k) if k else (0, g, rung, i)
+    if candidate_id.startswith("s"):  # steady-state: s<n>[-r<rung>[-s<k>]] (orchestrator.search.steady)
+        n, _, rest = candidate_id[1:].partition("-")
+        return (0, int(n), *(int(p[1:]) for p in rest.split("-") if p))
     return (1, *(int(part) for part in candidate_id[1:].split("-")))

@@ -302,7 +302,7 @@ async function runsPage() {
           td([h("a", { href: runHref(r.run_id), class: "run-link" }, r.run_id), kindBadge(r), r.name ? h("div", { class: "muted small" }, r.name) : null]),
           td(r.task), td(r.backend),
           td(badge(r.status)),
-          td(`${r.phase} / ${r.generation}`, "nowrap"),
+          td(r.steady ? `${r.phase} / ${fmtNum(r.steady.trainings)} of ${fmtNum(r.steady.max_trainings)} trainings` : `${r.phase} / ${r.generation}`, "nowrap"),
           td(fmtNum(e.done), "num"), td(fmtNum(e.running), "num"), td(fmtNum(e.failed), "num"), td(fmtNum(e.cached), "num"),
           td(r.best ? [h("b", {}, fmtFit(r.best.fitness)), " ", h("a", { href: candHref(r.best.candidate_id) }, formula(r.best.short, r.best.infix))] : "-"),
           td(fmtRate(r.evaluations_per_hour), "num"), td(fmtSecs(r.eta_seconds), "num"),
@@ -344,7 +344,9 @@ function runCounts(r) {
     : `${fmtNum(r.settled)} of about ${fmtNum(r.expected_evaluations)} candidates settled`;
   return card("Progress",
     h("div", { class: "stats", id: "counts" },
-      stat("phase / generation", `${r.phase} / ${r.generation}`, "count-phase"),
+      r.steady
+        ? stat("phase / trainings", `${r.phase} / ${fmtNum(r.steady.trainings)} of ${fmtNum(r.steady.max_trainings)} (steady-state)`, "count-phase")
+        : stat("phase / generation", `${r.phase} / ${r.generation}`, "count-phase"),
       stat("trained", fmtNum(e.done), "count-done"),
       stat("in flight", fmtNum(e.running), "count-running"),
       stat("failed", fmtNum(e.failed), "count-failed"),
@@ -454,7 +456,7 @@ async function runPage(id) {
     const meta = document.getElementById("db-path");
     if (!meta.textContent) getJSON("/api/meta").then((m) => { meta.textContent = m.db; }).catch(() => {});
     sections.set("header", { r: [r.run_id, r.name, r.status, r.message, r.task, r.backend, r.created_at, r.finished_at, r.kind], d: (r.scheduler || {}).died }, () => runHeader(r));
-    sections.set("counts", { e: r.evaluations, b: r.best, p: r.phase, g: r.generation, s: r.scheduler, rate: r.evaluations_per_hour && Math.round(r.evaluations_per_hour), eta: Math.round(r.eta_seconds || 0), el: Math.round(r.elapsed_seconds), x: r.expected_evaluations, st: r.settled, g0: r.generation0, tb: r.trainings_per_budget }, () => runCounts(r));
+    sections.set("counts", { e: r.evaluations, b: r.best, p: r.phase, g: r.generation, s: r.scheduler, rate: r.evaluations_per_hour && Math.round(r.evaluations_per_hour), eta: Math.round(r.eta_seconds || 0), el: Math.round(r.elapsed_seconds), x: r.expected_evaluations, st: r.settled, g0: r.generation0, tb: r.trainings_per_budget, ss: r.steady }, () => runCounts(r));
     if (r.kind === "evaluation") sections.set("evaluation", r.evaluation, evaluationResultsCard);
     else {
       sections.set("charts", r.generations, (g) => h("div", { class: "grid2" },
