@@ -1,4 +1,5 @@
-"""One generation of the paper's GA: elitism, roulette-wheel selection, crossover, mutation, cap.
+"""One generation of the paper's GA (elitism, roulette-wheel selection, crossover, mutation, cap), and one
+child at a time for steady-state evolution (`breed_one`, with roulette or `tournament` parents).
 
 Pure: the next generation is a function of the current trees, their fitnesses, the config and
 the `random.Random` state.  Invalid trees (no x or no y) are bred like any other; they simply

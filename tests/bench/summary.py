@@ -74,6 +74,13 @@ def render(res: dict[str, Any], load_before: str | None = None) -> str:
         if "ratio_ours_vs_deap" in d:
             rows.append(("breeding (crossover + mutations) ours / DEAP gp, per child",
                          f"{d['ratio_ours_vs_deap']} ({d['us_per_child_ours']} vs {d['us_per_child_deap']} us)", "-", "-"))
+    for r in (res.get("pool") or {}).get("rows", []):
+        steady = r["mode"] == "steady-state"
+        rows.append((f"pool utilisation, {r['mode']}, S = {r['slots']} ({r['trainings']} trainings, "
+                     f"{r['wall_seconds']} s)", f"{100 * r['utilisation']:.1f} % (until the last submission "
+                     f"{100 * r['utilisation_until_last_submission']:.1f} %)",
+                     ">= 95 % at S = 32" if steady and r["slots"] == 32 else "-",
+                     _goal(r["utilisation"], 0.95, smaller_is_better=False) if steady and r["slots"] == 32 else "-"))
     lines += ["| measure | value | goal | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     secs = {k: v.get("bench_seconds") for k, v in res.items() if isinstance(v, dict)}
