@@ -181,6 +181,8 @@ def test_a_steady_state_run_shows_its_progress_in_trainings(browser: Any, tmp_pa
                                            "max_trainings = 12\nmax_in_flight = 3\n", 1))
     r = glo("run", str(cfg), "--db", str(db), "--run-id", "steady")
     assert r.returncode == 0, r.stderr
+    browser.get("about:blank")
+    console_errors(browser)  # forget what pages of earlier tests logged (a stopped server's refused polls)
     with Dashboard(db) as server:
         browser.get(server.url)
         wait_for(lambda: "12 of 12 trainings" in text(browser, "tr[data-run=steady]"), what="the run list's trainings")
