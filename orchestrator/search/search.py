@@ -168,12 +168,16 @@ class Search:
     def _start(self) -> None:
         if self._fresh:
             self._fresh = False
-            trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key,
-                                          admissible=lambda t: self.rejection(t) is None)
-            self._init = counts.to_json()
-            pop = [Candidate(f"g0-{i}", t, origin, 0) for i, (t, origin) in enumerate(trees)]
+            pop = [Candidate(f"g0-{i}", t, origin, 0) for i, (t, origin) in enumerate(self._initial_trees())]
             self._set_generation(pop, {})
             self._advance()
+
+    def _initial_trees(self) -> list[tuple[Node, str]]:
+        """Generation 0's (tree, origin) pairs (`initial.initial_trees`), counting how they were drawn."""
+        trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key,
+                                      admissible=lambda t: self.rejection(t) is None)
+        self._init = counts.to_json()
+        return trees
 
     def key(self, tree: Node) -> str:
         """The canonical key used for in-generation deduplication (cached per tree)."""

@@ -42,7 +42,7 @@ from typing import Any
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed_one, roulette, tournament
-from orchestrator.search.search import ASKED, DONE, KeyFn, ScreenFn, Search, promoted_id
+from orchestrator.search.search import ASKED, DONE, KeyFn, ScreenFn, Search, promoted_id, sanitize
 from worker.lossexpr.infix import to_infix
 from worker.lossexpr.onehot import is_trainable
 
@@ -94,12 +94,7 @@ class SteadyStateSearch(Search):
     def _start(self) -> None:
         if self._fresh:
             self._fresh = False
-            from orchestrator.search.initial import initial_trees
-
-            trees, counts = initial_trees(self._rng, self._prims, self.config.ga, self.key,
-                                          admissible=lambda t: self.rejection(t) is None)
-            self._init = counts.to_json()
-            for tree, origin in trees:
+            for tree, origin in self._initial_trees():
                 cand = self._member(tree, origin, ())
                 if cand is not None:
                     self._queue.append(cand)
@@ -309,8 +304,6 @@ class SteadyStateSearch(Search):
             raise AlreadyToldError(f"candidate {cid} was already told (or resolved without training)")
         if status != ASKED:
             raise UnknownCandidateError(cid)
-        from orchestrator.search.search import sanitize
-
         f = sanitize(fitness)
         if not math.isfinite(float(fitness)):
             self._stats["nonfinite"] += 1
