@@ -327,12 +327,9 @@ class SteadyStateSearch(Search):
 
     # -- views -----------------------------------------------------------------------------------
     def rung(self, cand: Candidate) -> int:
-        fid = self.config.fidelity
-        if fid is None:
-            return 0
-        if cand.id.startswith("c"):
-            return fid.cma
-        return parse_steady_id(cand.id)[1]
+        if self.config.fidelity is not None and cand.id.startswith("s"):
+            return parse_steady_id(cand.id)[1]
+        return super().rung(cand)  # no fidelity, or a CMA-ES sample
 
     def task_overrides(self, candidate_id: str) -> dict[str, Any]:
         fid = self.config.fidelity
