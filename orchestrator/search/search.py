@@ -378,21 +378,29 @@ class Search:
     def _close_generation(self) -> None:
         scores = [self.score(c) for c in self._population]
         fits = [self._fitness[c.id] for c in self._population]  # rung 0 (an elite: what it carries)
-        best_i = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        entry_h = {"generation": self._generation, "best": scores[best_i][1], "mean": sum(fits) / len(fits),
-                   "best_id": self._population[best_i].id, "best_tree": to_infix(self._population[best_i].tree)}
-        if self.config.fidelity is not None:
-            entry_h["best_rung"] = scores[best_i][0]
-        self._history.append(entry_h)
+        self._history.append(self._history_row(self._population, scores, fits, self._generation))
         for cand, (rung, f) in zip(self._population, scores):
             if not is_trainable(cand.tree) or cand.id not in self._keys:  # invalid, or rejected by the filter
                 continue
-            key = self._keys[cand.id]
-            entry = self._archive.get(key)
-            if entry is None:
-                self._archive[key] = {"fitness": f, "rung": rung, "candidate": cand, "order": len(self._archive)}
-            elif (rung, f) > (entry.get("rung", 0), entry["fitness"]):
-                entry["fitness"], entry["rung"], entry["candidate"] = f, rung, cand
+            self._archive_best(self._keys[cand.id], rung, f, cand)
+
+    def _history_row(self, members: list[Candidate], scores: list[tuple[int, float]], fits: list[float],
+                     generation: int) -> dict[str, Any]:
+        """One history entry: the best member by (rung, fitness) (ties: the first) and the mean rung-0 fitness."""
+        best_i = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        row: dict[str, Any] = {"generation": generation, "best": scores[best_i][1], "mean": sum(fits) / len(fits),
+                               "best_id": members[best_i].id, "best_tree": to_infix(members[best_i].tree)}
+        if self.config.fidelity is not None:
+            row["best_rung"] = scores[best_i][0]
+        return row
+
+    def _archive_best(self, key: str, rung: int, fitness: float, cand: Candidate) -> None:
+        """Keep, per canonical key, the candidate with the highest (rung, fitness); the first seen sets the order."""
+        entry = self._archive.get(key)
+        if entry is None:
+            self._archive[key] = {"fitness": fitness, "rung": rung, "candidate": cand, "order": len(self._archive)}
+        elif (rung, fitness) > (entry.get("rung", 0), entry["fitness"]):
+            entry["fitness"], entry["rung"], entry["candidate"] = fitness, rung, cand
 
     def _start_cma(self) -> None:
         """CMA-ES on the top-k distinct valid trees of discovery (ties: first seen first)."""

@@ -43,7 +43,6 @@ from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCa
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed_one, roulette, tournament
 from orchestrator.search.search import ASKED, DONE, KeyFn, ScreenFn, Search, promoted_id, sanitize
-from worker.lossexpr.infix import to_infix
 from worker.lossexpr.onehot import is_trainable
 
 #: Children that could not train in a row (with `ga.offspring = "paper"`, or the last of `MAX_CHILD_DRAWS`
@@ -212,13 +211,7 @@ class SteadyStateSearch(Search):
     def _complete_at(self, mid: str, rung: int) -> None:
         """A member's fitness at `rung` is complete: archive it, and queue promotions ASHA's way."""
         f = self._fitness_at(mid, rung)
-        key = self._keys[mid]
-        entry = self._archive.get(key)
-        if entry is None:
-            self._archive[key] = {"fitness": f, "rung": rung, "candidate": self._cands[mid],
-                                  "order": len(self._archive)}
-        elif (rung, f) > (entry.get("rung", 0), entry["fitness"]):
-            entry["fitness"], entry["rung"], entry["candidate"] = f, rung, self._cands[mid]
+        self._archive_best(self._keys[mid], rung, f, self._cands[mid])
         fid = self.config.fidelity
         if fid is None:
             return
@@ -256,15 +249,10 @@ class SteadyStateSearch(Search):
         """Per population_size results told (and at the end of discovery): best and mean of the population."""
         if not self._members:
             return
-        scores = [self.score(m) for m in self._members]
-        best_i = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        entry: dict[str, Any] = {"generation": len(self._history), "trainings": len(self._tells),
-                                 "best": scores[best_i][1],
-                                 "mean": sum(self._fitness[m] for m in self._members) / len(self._members),
-                                 "best_id": self._members[best_i], "best_tree": to_infix(self._cands[self._members[best_i]].tree)}
-        if self.config.fidelity is not None:
-            entry["best_rung"] = scores[best_i][0]
-        self._history.append(entry)
+        members = [self._cands[m] for m in self._members]
+        row = self._history_row(members, [self.score(m) for m in self._members],
+                                [self._fitness[m] for m in self._members], len(self._history))
+        self._history.append({**row, "trainings": len(self._tells)})
 
     # -- AskTell ---------------------------------------------------------------------------------
     def ask(self) -> list[Candidate]:
