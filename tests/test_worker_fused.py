@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, from_dict
-from orchestrator.run.scheduler import job_size
+from orchestrator.run.scheduler import job_size, job_sizes
 from tests.orch_helpers import glo, glo_env, write_config
 from worker.lossexpr import named_loss, parse
 from worker.spec import SpecError, WorkerSpec
@@ -339,6 +339,25 @@ def test_backend_fuse_setting_and_job_sizes():
     assert from_dict(from_dict({"backend": {"fuse": 4}}).to_dict()).backend.fuse == 4  # stored snapshot
     assert job_size(1, None) == 1 and job_size(3, None) == 3
     assert job_size(1, 4) == 4 and job_size(4, 4) == 4 and job_size(6, 4) == 8 and job_size(16, 8) == 16
+
+
+def test_jobs_of_a_round_are_as_even_as_whole_fused_groups_allow():
+    """A generation waits for its slowest job: 6 candidates at 4 per job go as 3 + 3, not 4 + 2; fused
+    groups stay whole, the one partial group last; never more jobs than candidates_per_job requires."""
+    assert job_sizes(0, 4, None) == []
+    assert job_sizes(6, 4, None) == [3, 3] and job_sizes(8, 4, None) == [4, 4] and job_sizes(9, 4, None) == [3, 3, 3]
+    assert job_sizes(7, 4, 1) == [4, 3] and job_sizes(3, 4, None) == [3] and job_sizes(5, 1, None) == [1] * 5
+    assert job_sizes(22, 4, 4) == [4, 4, 4, 4, 4, 2]  # per job = K: one group each, the partial one last
+    assert job_sizes(34, 16, 4) == [12, 12, 10] and job_sizes(20, 8, 4) == [8, 8, 4]
+    for n in range(1, 60):
+        for per_job in (1, 2, 3, 4, 7, 16):
+            for k in (None, 1, 2, 4, 8):
+                sizes = job_sizes(n, per_job, k)
+                width = k or 1
+                assert sum(sizes) == n and min(sizes) >= 1, (n, per_job, k, sizes)
+                assert len(sizes) == -(-n // job_size(per_job, k)), (n, per_job, k, sizes)
+                assert all(s % width == 0 for s in sizes[:-1]) and max(sizes) <= job_size(per_job, k)
+                assert max(sizes[:-1] or sizes) - min(sizes[:-1] or sizes) <= width, (n, per_job, k, sizes)
 
 
 def test_auto_fuse_sizes_jobs_for_the_device_the_jobs_will_run_on():

@@ -63,6 +63,23 @@ def job_size(candidates_per_job: int, fuse_width: int | None) -> int:
     return -(-candidates_per_job // k) * k
 
 
+def job_sizes(n: int, candidates_per_job: int, fuse_width: int | None) -> list[int]:
+    """How `n` candidates of one training setting are cut into jobs: as few jobs as `job_size` allows, their
+    sizes as even as whole fused groups allow (the one partial group last).
+
+    Why even: a generation waits for its slowest job, so 6 candidates at 4 per job as 4 + 2 keep one
+    worker busy for two candidates' time while the other idles; 3 + 3 end together.  Each candidate
+    trains the same wherever it sits in a job (its own seed and model), so only the wall time changes."""
+    if n <= 0:
+        return []
+    k = fuse_width or 1
+    jobs = -(-n // job_size(candidates_per_job, fuse_width))
+    groups = -(-n // k)  # fused groups, the last one partial when k does not divide n
+    sizes = [k * (groups // jobs + (1 if i < groups % jobs else 0)) for i in range(jobs)]
+    sizes[-1] -= k * groups - n
+    return sizes
+
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
@@ -316,7 +333,6 @@ class Scheduler:
         return False
 
     def _plan_jobs(self, rows: list[CandidateRow]) -> None:
-        per_job = job_size(self.config.backend.candidates_per_job, self.config.backend.fuse_width)
         seen: dict[str, CandidateRow] = {}
         for row in rows:  # two equal losses asked together: train one, the other follows
             if row.eval_key in seen:
@@ -328,8 +344,10 @@ class Scheduler:
             task = self._task_for(row.search_id)
             groups.setdefault(json.dumps(task.budget() | {"seed": task.seed}, sort_keys=True), []).append(row)
         for unique in groups.values():
-            for i in range(0, len(unique), per_job):
-                batch = unique[i:i + per_job]
+            start = 0
+            for size in job_sizes(len(unique), self.config.backend.candidates_per_job,
+                                  self.config.backend.fuse_width):
+                batch, start = unique[start:start + size], start + size
                 job = self.store.create_job(self.run_id, self.config.backend.kind, [r.uid for r in batch])
                 self._track_job(job)
                 self.ready.append(job.id)
