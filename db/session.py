@@ -37,7 +37,21 @@ class Database:
     path: Path
     engine: Engine
     write_engine: Engine
+    #: The write connection's engine without BEGIN IMMEDIATE: reads on that one connection (`read_on_writer`).
+    solo_engine: Engine | None = None
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _reads_on_writer: bool = field(default=False, repr=False)
+
+    def read_on_writer(self) -> None:
+        """From now on this process's reads take the write connection too (under its lock, with a plain
+        BEGIN) instead of opening and configuring a connection per read.
+
+        For the scheduler: it reads between its writes all the time (a cache lookup and a remembered key
+        per candidate, a job per event), one thread at a time, and a fresh connection with its pragmas costs
+        more than those small reads.  Other processes (`glo status`, the dashboard) keep reading at once
+        beside it: WAL lets them."""
+        if self.solo_engine is not None:
+            self._reads_on_writer = True
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
@@ -45,8 +59,10 @@ class Database:
         errors into StorageError so that callers handle one exception family.  Write transactions
         take the write connection's lock (threads of one process queue here, other processes at
         SQLite's own lock)."""
-        with self._write_lock if write else nullcontext():
-            session = Session(self.write_engine if write else self.engine, expire_on_commit=False)
+        solo = self._reads_on_writer and not write
+        with self._write_lock if write or solo else nullcontext():
+            engine = self.write_engine if write else self.solo_engine if solo else self.engine
+            session = Session(engine, expire_on_commit=False)
             try:
                 yield session
                 if write:
@@ -98,4 +114,5 @@ def open_db(path: str | os.PathLike[str] | None = None, *, create: bool = False)
     except BaseException:
         engine.dispose()
         raise
-    return Database(path=p, engine=engine, write_engine=writer(make_engine(p, single_connection=True)))
+    solo = make_engine(p, single_connection=True)
+    return Database(path=p, engine=engine, write_engine=writer(solo), solo_engine=solo)

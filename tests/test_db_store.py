@@ -111,6 +111,44 @@ def test_unknown_run(store: Store) -> None:
         store.get_run("nope")
 
 
+def test_the_scheduler_reads_on_its_write_connection(tmp_path: Path) -> None:
+    """After read_on_writer() (the scheduler's Database) reads open no connection of their own: they take the
+    write connection, see what was just written, and threads still take turns; another Database on the same
+    file keeps reading beside it (WAL), and a Database that never asked reads as before."""
+    import threading
+
+    from sqlalchemy import event, text
+
+    db = open_db(tmp_path / "r.db", create=True)
+    with db.session(write=True) as s:
+        s.execute(text("CREATE TABLE t (i INTEGER)"))
+    reader_opened: list[object] = []
+    event.listen(db.engine, "connect", lambda conn, _rec: reader_opened.append(conn))
+    with db.session() as s:  # before: a connection per read
+        s.execute(text("SELECT count(*) FROM t")).one()
+    assert len(reader_opened) == 1
+    db.read_on_writer()
+
+    def work(n: int) -> None:
+        for i in range(30):
+            with db.session(write=True) as s:
+                s.execute(text("INSERT INTO t VALUES (:i)"), {"i": n * 100 + i})
+            with db.session() as s:
+                assert s.execute(text("SELECT count(*) FROM t WHERE i = :i"), {"i": n * 100 + i}).scalar() == 1
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reader_opened) == 1  # no further reader connection
+    other = open_db(tmp_path / "r.db")
+    with db.session() as s, other.session() as o:
+        assert s.execute(text("SELECT count(*) FROM t")).scalar() == o.execute(text("SELECT count(*) FROM t")).scalar() == 90
+    other.dispose()
+    db.dispose()
+
+
 def test_writes_share_one_connection_and_threads_take_turns(tmp_path: Path) -> None:
     """The write engine keeps one connection for the Database's life (opening one per transaction was the
     scheduler's main cost); a lock keeps two threads' transactions from interleaving on it."""

@@ -128,6 +128,7 @@ class Scheduler:
     def __init__(self, db: Database, run_id: str, config: GloConfig, *, backend: Backend | None = None,
                  work_root: Path | None = None, show_progress: bool | None = None) -> None:
         self.db = db
+        db.read_on_writer()  # the one writer reads between its writes: no connection per read
         self.store = Store(db)
         self.keys = RememberedKeys(self.store)  # canonical keys, fixed per tree within this database
         self.run_id = run_id
