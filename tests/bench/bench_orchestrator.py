@@ -18,7 +18,13 @@
   with DEAP's own tree slicing), time per child, as a ratio (DEAP is a bench-only dependency: skipped
   when it does not import).
 
-Knobs: GLO_BENCH_DB_SIZES (default "1000,100000"), GLO_BENCH_ORCH_GENERATIONS (default 4, population 80),
+Each size runs two workloads (`WORKLOADS`): today's defaults, and the paper's GA (the workload the goal was
+set on); each row splits the wall time into the search's own ask/tell (breeding, and under the defaults the
+draws, filter verdicts and keys of every redrawn tree: `search_ms_per_candidate`, `filter_seconds`) and the
+rest, the orchestrator's path (`orchestrator_ms_per_candidate`: scheduler, store, cache, jobs).
+
+Knobs: GLO_BENCH_DB_SIZES (default "1000,100000"), GLO_BENCH_ORCH_WORKLOADS (default "default,paper"),
+GLO_BENCH_ORCH_GENERATIONS (default 4, population 80),
 GLO_BENCH_STATUS_REPEATS (default 5), GLO_BENCH_BREED_ROUNDS (default 20), GLO_BENCH_PROFILE=1 (cProfile
 the 100,000 run: top functions in the JSON).
 """
@@ -30,6 +36,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -120,13 +127,47 @@ class NoopBackend:
         return {"backend": self.name, "jobs": self.jobs}
 
 
-def per_candidate(db_path: Path, generations: int, profile: bool = False) -> dict:
+#: The search's settings per workload: "default" is today's defaults (generation 0 and every child drawn
+#: trainable, screened by the zero-training filter and new to the run); "paper" is the paper's GA (random
+#: trees, most of them untrainable and settled without a job; no filter) -- the workload issue 19's goal
+#: was set on, where the search itself costs little and the orchestrator's own path is what is measured.
+WORKLOADS: dict[str, dict] = {"default": {}, "paper": {"init": "paper", "zero_training_filter": False}}
+
+
+class _Stopwatch:
+    """Seconds spent inside wrapped callables (outermost calls only, so nested ones are not counted twice)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth: dict[str, int] = {}
+
+    def wrap(self, label: str, fn):  # type: ignore[no-untyped-def]
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            depth = self._depth.get(label, 0)
+            self._depth[label] = depth + 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth[label] = depth
+                if depth == 0:
+                    self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
+
+        return timed
+
+
+def per_candidate(db_path: Path, generations: int, profile: bool = False, workload: str = "default") -> dict:
+    """One run on `db_path`: wall time per handed-out candidate, and how it splits between the search's own
+    work (ask/tell: breeding, and under the default workload the draws, trainability checks, filter verdicts
+    and canonical keys of every redrawn tree) and the orchestrator's (scheduler, store, cache, jobs)."""
     from db.session import open_db
     from orchestrator.config import from_dict
     from orchestrator.run.scheduler import Scheduler
+    from orchestrator.search import filters
+    from orchestrator.search.search import Search as BaseSearch
 
     cfg = from_dict({"run": {"name": "bench", "seed": 3}, "task": {"steps": 2000},
-                     "search": {"ga": {"population_size": 80, "generations": generations},
+                     "search": {"ga": {"population_size": 80, "generations": generations, **WORKLOADS[workload]},
                                 "cma": {"top_k": 1, "iterations": 2}},
                      "backend": {"max_in_flight": 1000, "candidates_per_job": 4}})
     from worker.lossexpr import parse
@@ -142,10 +183,17 @@ def per_candidate(db_path: Path, generations: int, profile: bool = False) -> dic
     from worker.lossexpr import canonical
 
     t0 = time.perf_counter()
-    Search(cfg.search, key_fn=canonical_key,
-           screen=screen_for(cfg.task.epsilon, cfg.task.class_reduction, cfg.task.epsilon_gradient)).ask()
+    screen = (screen_for(cfg.task.epsilon, cfg.task.class_reduction, cfg.task.epsilon_gradient)
+              if cfg.search.ga.zero_training_filter else None)
+    Search(cfg.search, key_fn=canonical_key, screen=screen).ask()
     gen0 = time.perf_counter() - t0
     canonical._cache.clear()
+    watch = _Stopwatch()
+    originals = {name: getattr(BaseSearch, name) for name in ("ask", "tell", "_start")}  # _start: generation 0
+    original_check = filters.check
+    for name, fn in originals.items():
+        setattr(BaseSearch, name, watch.wrap("search", fn))
+    filters.check = watch.wrap("filter", original_check)
     db = open_db(db_path, create=True)
     try:
         sched = Scheduler.create(db, cfg, run_id="bench", show_progress=False)
@@ -168,11 +216,19 @@ def per_candidate(db_path: Path, generations: int, profile: bool = False) -> dic
         con.close()
     finally:
         db.dispose()
-    out = {"status": status, "candidates": handed, "trained": trained, "jobs": backend.jobs,
+        for name, fn in originals.items():
+            setattr(BaseSearch, name, fn)
+        filters.check = original_check
+    search_s = watch.seconds.get("search", 0.0)
+    per = 1e3 / max(handed, 1)
+    out = {"workload": workload, "status": status, "candidates": handed, "trained": trained, "jobs": backend.jobs,
            "key_helper_start_seconds": round(helper_start, 2),
-           "wall_seconds": round(wall, 2), "ms_per_candidate": round(1e3 * wall / max(handed, 1), 3),
+           "wall_seconds": round(wall, 2), "ms_per_candidate": round(per * wall, 3),
            "generation0_seconds": round(gen0, 2),
-           "ms_per_candidate_besides_generation0": round(1e3 * max(wall - gen0, 0.0) / max(handed, 1), 3)}
+           "ms_per_candidate_besides_generation0": round(per * max(wall - gen0, 0.0), 3),
+           "search_seconds": round(search_s, 2), "filter_seconds": round(watch.seconds.get("filter", 0.0), 2),
+           "search_ms_per_candidate": round(per * search_s, 3),
+           "orchestrator_ms_per_candidate": round(per * max(wall - search_s, 0.0), 3)}
     if prof is not None:
         import io
         import pstats
@@ -325,6 +381,10 @@ def breeding_vs_deap(rounds: int) -> dict:
 def run() -> dict:
     sizes = [int(s) for s in os.environ.get("GLO_BENCH_DB_SIZES", "1000,100000").split(",") if s.strip()]
     gens = _env_int("GLO_BENCH_ORCH_GENERATIONS", 4)
+    workloads = [w.strip() for w in os.environ.get("GLO_BENCH_ORCH_WORKLOADS", "default,paper").split(",") if w.strip()]
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"GLO_BENCH_ORCH_WORKLOADS: unknown {sorted(unknown)} (known: {sorted(WORKLOADS)})")
     out: dict = {"goal_ms_per_candidate": 5.0, "per_candidate": {}, "glo_status": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -333,9 +393,15 @@ def run() -> dict:
             fill_db(db, n)
             fill_s = time.perf_counter() - t0
             profile = os.environ.get("GLO_BENCH_PROFILE") == "1" and n == max(sizes)
-            out["per_candidate"][str(n)] = {"evaluations_in_db": n, "fill_seconds": round(fill_s, 1),
-                                           **per_candidate(db, gens, profile)}
-            out["glo_status"][str(n)] = glo_status(db, _env_int("GLO_BENCH_STATUS_REPEATS", 5))
+            for workload in workloads:
+                copy = Path(tmp) / f"history-{n}-{workload}.db"
+                shutil.copyfile(db, copy)  # each workload starts from the same history
+                row = {"evaluations_in_db": n, "fill_seconds": round(fill_s, 1),
+                       **per_candidate(copy, gens, profile, workload)}
+                out["per_candidate"][str(n) if workload == "default" else f"{n} {workload}"] = row
+            # on the database with the bench's run in it (the first workload's)
+            status_db = Path(tmp) / f"history-{n}-{workloads[0]}.db"
+            out["glo_status"][str(n)] = glo_status(status_db, _env_int("GLO_BENCH_STATUS_REPEATS", 5))
     out["breeding_vs_deap"] = breeding_vs_deap(_env_int("GLO_BENCH_BREED_ROUNDS", 20))
     return out
 
