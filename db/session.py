@@ -41,6 +41,7 @@ class Database:
     solo_engine: Engine | None = None
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _reads_on_writer: bool = field(default=False, repr=False)
+    _lock_owner: int | None = field(default=None, repr=False)  # the thread inside a transaction on the one connection
 
     def read_on_writer(self) -> None:
         """From now on this process's reads take the write connection too (under its lock, with a plain
@@ -59,10 +60,14 @@ class Database:
         errors into StorageError so that callers handle one exception family.  Write transactions
         take the write connection's lock (threads of one process queue here, other processes at
         SQLite's own lock)."""
-        solo = self._reads_on_writer and not write
+        # a read inside this thread's own transaction on the one connection (never done today) falls back to
+        # a connection of its own rather than waiting for a lock its own thread holds
+        solo = self._reads_on_writer and not write and self._lock_owner != threading.get_ident()
         with self._write_lock if write or solo else nullcontext():
             engine = self.write_engine if write else self.solo_engine if solo else self.engine
             session = Session(engine, expire_on_commit=False)
+            if write or solo:
+                self._lock_owner = threading.get_ident()
             try:
                 yield session
                 if write:
@@ -77,6 +82,8 @@ class Database:
                 raise
             finally:
                 session.close()
+                if write or solo:
+                    self._lock_owner = None
 
     def dispose(self) -> None:
         self.engine.dispose()

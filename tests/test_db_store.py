@@ -142,9 +142,21 @@ def test_the_scheduler_reads_on_its_write_connection(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(reader_opened) == 1  # no further reader connection
+
+    def nested() -> None:  # a read inside the same thread's write: its own connection, not a wait on itself
+        with db.session(write=True) as s:
+            s.execute(text("INSERT INTO t VALUES (-1)"))
+            with db.session() as r:
+                r.execute(text("SELECT count(*) FROM t")).scalar()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "a read inside a write waited for its own thread's lock"
+    assert len(reader_opened) == 2
     other = open_db(tmp_path / "r.db")
     with db.session() as s, other.session() as o:
-        assert s.execute(text("SELECT count(*) FROM t")).scalar() == o.execute(text("SELECT count(*) FROM t")).scalar() == 90
+        assert s.execute(text("SELECT count(*) FROM t")).scalar() == o.execute(text("SELECT count(*) FROM t")).scalar() == 91
     other.dispose()
     db.dispose()
 
