@@ -24,6 +24,9 @@ from db.session import Database
 from db.snapshots import CandidateRow, EvaluationRow, JobRow, RunRow
 
 SEARCH_STATE_VERSION = 1
+#: Values per SQL IN list / multi-row insert (SQLite's default limit on bound parameters is 32,766; an insert
+#: row binds 3).
+_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -222,17 +225,36 @@ class Store:
     # -- canonical keys ----------------------------------------------------------------------------
     def canonical_key_of(self, tree_sha: str) -> str | None:
         """The key remembered for this exact tree, if any (see models.CanonicalKey)."""
+        return self.canonical_keys_of([tree_sha]).get(tree_sha)
+
+    def canonical_keys_of(self, tree_shas: Iterable[str]) -> dict[str, str]:
+        """The keys remembered for those of these trees that have one, in one read."""
+        shas = list(dict.fromkeys(tree_shas))
+        out: dict[str, str] = {}
         with self.db.session() as s:
-            row = s.get(models.CanonicalKey, tree_sha)
-            return row.canonical_key if row else None
+            for i in range(0, len(shas), _IN_CHUNK):
+                out.update(s.execute(select(models.CanonicalKey.tree_sha, models.CanonicalKey.canonical_key).where(
+                    models.CanonicalKey.tree_sha.in_(shas[i:i + _IN_CHUNK]))).all())
+        return out
 
     def remember_canonical_key(self, tree_sha: str, canonical_key: str) -> str:
         """Store the key unless one is already there; returns the stored one (first writer wins)."""
+        return self.remember_canonical_keys({tree_sha: canonical_key})[tree_sha]
+
+    def remember_canonical_keys(self, keys: dict[str, str]) -> dict[str, str]:
+        """`remember_canonical_key` for many trees in one transaction; returns what is stored for each."""
+        now = time.time()
+        shas = list(keys)
+        stored: dict[str, str] = {}
         with self.db.session(write=True) as s:
-            s.execute(sqlite_insert(models.CanonicalKey)
-                      .values(tree_sha=tree_sha, canonical_key=canonical_key, created_at=time.time())
-                      .on_conflict_do_nothing(index_elements=["tree_sha"]))
-            return s.get(models.CanonicalKey, tree_sha).canonical_key
+            for i in range(0, len(shas), _IN_CHUNK):
+                chunk = shas[i:i + _IN_CHUNK]
+                s.execute(sqlite_insert(models.CanonicalKey)
+                          .values([{"tree_sha": sha, "canonical_key": keys[sha], "created_at": now} for sha in chunk])
+                          .on_conflict_do_nothing(index_elements=["tree_sha"]))
+                stored.update(s.execute(select(models.CanonicalKey.tree_sha, models.CanonicalKey.canonical_key).where(
+                    models.CanonicalKey.tree_sha.in_(chunk))).all())
+        return stored
 
     def lookup_cache(self, eval_key: str) -> EvaluationRow | None:
         with self.db.session() as s:

@@ -56,6 +56,51 @@ def test_remember_is_first_writer_wins(tmp_path: Path) -> None:
     assert store.canonical_key_of("abc") == "s1:one"
 
 
+def test_a_batch_is_settled_at_once_with_the_same_keys(tmp_path: Path) -> None:
+    """prefetch: the remembered keys read at once, the rest computed (with this instance's compute) and
+    remembered in one write; then every call is a memo hit giving what one-at-a-time calls would have."""
+    from sqlalchemy import event
+
+    path = tmp_path / "b.db"
+    trees = [parse(t) for t in ("x * log(y)", "log(y) - x / y", "x * x * log(y)", "square(x - y)")]
+    first = RememberedKeys(Store(open_db(path, create=True)), counting("s2:kept")[0])
+    assert first(trees[1]) == "s2:kept"  # remembered before the batch
+    db = open_db(path, create=True)
+    writes: list[object] = []
+    event.listen(db.write_engine.engine, "commit", lambda conn: writes.append(conn))
+    compute, calls = counting("s2:new")
+    keys = RememberedKeys(Store(db), compute)
+    keys.prefetch(trees + [trees[0]])
+    assert sorted(map(str, calls)) == sorted(map(str, [trees[0], trees[2], trees[3]]))  # each missing tree once
+    assert len(writes) == 1
+    assert [keys(t) for t in trees] == ["s2:new", "s2:kept", "s2:new", "s2:new"] and len(calls) == 3
+    keys.prefetch(trees)  # all known: nothing computed, nothing written
+    assert len(calls) == 3 and len(writes) == 1
+    later, later_calls = counting("t1:other")
+    assert [RememberedKeys(Store(open_db(path, create=True)), later)(t) for t in trees] == [keys(t) for t in trees]
+    assert later_calls == []
+
+
+def test_parallel_keys_equal_one_at_a_time() -> None:
+    """canonical_keys shares a batch among the helper processes: the same keys as canonical_key one by one."""
+    import random
+
+    from orchestrator.search import GAConfig
+    from orchestrator.search.operators import Primitives, random_tree
+    from worker.lossexpr import canonical
+
+    cfg = GAConfig()
+    rng = random.Random(11)
+    trees = [random_tree(rng, Primitives(cfg.weights()), 3) for _ in range(40)]
+    canonical.clear_cache()
+    together = canonical.canonical_keys(trees)
+    canonical.clear_cache()
+    assert together == [canonical.canonical_key(t) for t in trees]
+    assert len(set(together)) > 10
+    if canonical.POOL_SIZE > 1:  # every helper took a share
+        assert all(server._proc is not None for server in canonical._SERVERS)
+
+
 def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     store = Store(open_db(path, create=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import TaskConfig
@@ -22,6 +22,13 @@ def canonical(tree: Node) -> str:
     return canonical_key(tree)
 
 
+def canonical_many(trees: Sequence[Node]) -> list[str]:
+    """`canonical` of each tree, computed on the key helpers in parallel (`canonical.canonical_keys`)."""
+    from worker.lossexpr.canonical import canonical_keys
+
+    return canonical_keys(trees)
+
+
 def tree_sha(tree: Node) -> str:
     """sha256 of the tree's JSON with sorted keys: identity of an exact tree, coefficients included."""
     text = json.dumps(tree.to_json(), sort_keys=True, separators=(",", ":"))
@@ -35,9 +42,13 @@ class RememberedKeys:
     run, a resumed one, another run on the same file -- returns it, even if the time-bounded
     symbolic step would now answer differently.  Used as the search's key_fn and for the cache."""
 
-    def __init__(self, store: "Store", compute: Callable[[Node], str] = canonical) -> None:
+    def __init__(self, store: "Store", compute: Callable[[Node], str] = canonical,
+                 compute_many: Callable[[Sequence[Node]], list[str]] | None = None) -> None:
         self._store = store
         self._compute = compute
+        # a batch is computed in parallel by the default key; any other `compute` one tree at a time
+        self._compute_many = compute_many or (canonical_many if compute is canonical
+                                              else (lambda trees: [compute(t) for t in trees]))
         self._memo: dict[str, str] = {}
 
     def __call__(self, tree: Node) -> str:
@@ -49,6 +60,25 @@ class RememberedKeys:
                 key = self._store.remember_canonical_key(sha, self._compute(tree))
             self._memo[sha] = key
         return key
+
+    def prefetch(self, trees: Sequence[Node]) -> None:
+        """Settle the keys of a batch at once -- one read for the remembered ones, the rest computed in
+        parallel and remembered in one write -- so that the calls that follow are memo hits.  The same keys
+        as calling one tree at a time (first writer wins as there); only the wall time changes."""
+        todo: dict[str, Node] = {}
+        for tree in trees:
+            sha = tree_sha(tree)
+            if sha not in self._memo:
+                todo.setdefault(sha, tree)
+        if not todo:
+            return
+        stored = self._store.canonical_keys_of(todo)
+        self._memo.update(stored)
+        missing = [(sha, tree) for sha, tree in todo.items() if sha not in stored]
+        if missing:
+            computed = self._compute_many([tree for _, tree in missing])
+            self._memo.update(self._store.remember_canonical_keys(
+                {sha: key for (sha, _), key in zip(missing, computed)}))
 
 
 def eval_key(canonical_key: str, task: TaskConfig) -> str:

@@ -306,6 +306,7 @@ class Scheduler:
         saved without the rows of what it counts as asked would leave a resume waiting on
         candidates it never heard of."""
         assert self.search is not None
+        self.keys.prefetch([c.tree for c in asked])  # the batch's keys in parallel, then memo hits below
         news = [self._new_candidate(c) for c in asked]
         rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
                                        generation=self.search.generation, phase=self.search.phase,
@@ -366,6 +367,7 @@ class Scheduler:
         fresh = self.search.resolved_without_training(self._resolved_seen)
         self._resolved_seen += len(fresh)
         self.progress.resolved += len(fresh)
+        self.keys.prefetch([r.candidate.tree for r in fresh])
         return [NewResolution(self._new_candidate(r.candidate), r.fitness,
                               r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")) for r in fresh]
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError  # noqa: F401 (re-exported)
 from orchestrator.search.cma_phase import CMAPhase, StateError
@@ -45,6 +45,17 @@ from worker.lossexpr.tree import Node
 STATE_VERSION = 1
 
 KeyFn = Callable[[Node], str]
+
+
+@runtime_checkable
+class BatchKeyFn(Protocol):
+    """A key function that can also settle a batch of trees at once (the scheduler's remembered keys,
+    computed on several helper processes): the search hands it a generation's trees before keying them
+    one by one, which then only reads what the batch settled."""
+
+    def __call__(self, tree: Node) -> str: ...
+
+    def prefetch(self, trees: Sequence[Node]) -> None: ...
 #: A zero-training filter (`filters.screen_for`): None when the tree may train, else the reason it may not.
 ScreenFn = Callable[[Node], "str | None"]
 
@@ -191,6 +202,15 @@ class Search:
             self._key_cache[tree] = k
         return self._key_cache[tree]
 
+    def _prefetch_keys(self, trees: list[Node]) -> None:
+        """Let a batch-capable key function settle these trees' keys at once (wall time only: `key` gives
+        the same keys either way, and a failure here just leaves them to `key`)."""
+        if len(trees) > 1 and isinstance(self._key_fn, BatchKeyFn):
+            try:
+                self._key_fn.prefetch(trees)
+            except Exception:  # noqa: BLE001 - `key` computes (or falls back) one tree at a time
+                pass
+
     def rejection(self, tree: Node) -> str | None:
         """The zero-training filter's reason for rejecting a trainable tree (None: it may train; cached)."""
         if self._screen is None:
@@ -211,6 +231,8 @@ class Search:
         self._reached = dict(self._elite_rung)
         self._promoted, self._rung_now = [], 0
         old_cache, self._key_cache = self._key_cache, {}
+        self._prefetch_keys([c.tree for c in pop if c.id not in elite_fitness and c.tree not in old_cache
+                             and is_trainable(c.tree) and self.rejection(c.tree) is None])
         first: dict[str, str] = {}
         for cand in pop:
             if cand.id in elite_fitness:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from worker.lossexpr import keycheck, structural
@@ -44,15 +45,16 @@ _cache: OrderedDict[Node, str] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def canonical_key(tree: Node, timeout: float = 5.0) -> str:
-    """The canonical key of `tree` (see the module docstring); never takes much over `timeout`."""
+def canonical_key(tree: Node, timeout: float = 5.0, server: "_SymbolicServer | None" = None) -> str:
+    """The canonical key of `tree` (see the module docstring); never takes much over `timeout`.
+    `server`: which helper process computes it (the first one unless `canonical_keys` shares them out)."""
     with _cache_lock:
         if tree in _cache:
             _cache.move_to_end(tree)
             return _cache[tree]
     key = None
     if tree.size() <= SYMPY_MAX_NODES:
-        key = _SERVER.key(tree, timeout)
+        key = (server or _SERVER).key(tree, timeout)
     if key is None:
         key = structural_key(tree)
     with _cache_lock:
@@ -60,6 +62,31 @@ def canonical_key(tree: Node, timeout: float = 5.0) -> str:
         if len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return key
+
+
+def canonical_keys(trees: Sequence[Node], timeout: float = 5.0) -> list[str]:
+    """`canonical_key` of each tree, the ones not yet memoized computed by up to `POOL_SIZE` helper processes
+    at once (a thread each, waiting on its process): a generation's keys in about 1/POOL_SIZE of the time.
+
+    Why: each key is a few ms of sympy in the helper while the caller waits; a search or a scheduler that
+    has a whole batch of trees in hand can keep every core busy instead.  Each tree's key is the same
+    whichever process computes it (the same deterministic pipeline), so only the wall time changes."""
+    with _cache_lock:
+        todo = [t for t in dict.fromkeys(trees) if t not in _cache and t.size() <= SYMPY_MAX_NODES]
+    if len(todo) > 1 and len(_SERVERS) > 1:
+        shares = [(server, todo[i::len(_SERVERS)]) for i, server in enumerate(_SERVERS)]
+        workers = [threading.Thread(target=_compute_share, args=(share, timeout, server), name="glo-canonical-key",
+                                    daemon=True) for server, share in shares if share]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return [canonical_key(t, timeout) for t in trees]
+
+
+def _compute_share(trees: list[Node], timeout: float, server: "_SymbolicServer") -> None:
+    for tree in trees:
+        canonical_key(tree, timeout, server)
 
 
 def structural_key(tree: Node) -> str:
@@ -175,7 +202,12 @@ class _SymbolicServer:
         self._buf = b""
 
 
-_SERVER = _SymbolicServer()
-atexit.register(_SERVER.stop)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_SERVER.forget)
+#: Helper processes `canonical_keys` shares a batch among: one per core, at most two (the caller's own
+#: work and the machine's other processes want the rest); a process starts on its first key.
+POOL_SIZE = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+_SERVERS = [_SymbolicServer() for _ in range(POOL_SIZE)]
+_SERVER = _SERVERS[0]
+for _server in _SERVERS:
+    atexit.register(_server.stop)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_server.forget)
