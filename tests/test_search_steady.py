@@ -309,3 +309,46 @@ def test_kill9_and_resume_give_the_uninterrupted_population(tmp_path: Path):
     r = glo("run", "--resume", "k", "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert _population(db, "k") == _population(ref_db, "ref")
+
+
+def test_a_crash_after_refilling_but_before_the_told_marks_resumes_to_the_uninterrupted_population(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The scheduler submits the jobs a batch of results made room for before it writes those results' told
+    marks (one state save fewer before a freed slot is refilled).  A crash in that window leaves results the
+    saved state has absorbed but the rows do not mark as told: the resume tells them again, the search
+    refuses (AlreadyToldError), and the run ends as the uninterrupted one does (one job at a time, so the
+    order of results is the same)."""
+    import sqlite3
+
+    from db.store import Store
+    from orchestrator.config import load_config
+    from orchestrator.run.runner import run_search
+
+    cfg = _steady_config(tmp_path / "s.toml")
+    ref_db = tmp_path / "ref.db"
+    assert glo("run", str(cfg), "--db", str(ref_db), "--run-id", "ref").returncode == 0
+    for key, value in glo_env().items():
+        if key.startswith("GLO_FAKE_WORKER"):
+            monkeypatch.setenv(key, value)
+    original = Store.mark_told
+    calls = []
+
+    def crashing(self, run_id, uids, state, resolved=()):
+        calls.append(len(uids))
+        if len(calls) == 6:
+            raise RuntimeError("crash between the refill and the told marks")
+        return original(self, run_id, uids, state, resolved)
+
+    monkeypatch.setattr(Store, "mark_told", crashing)
+    db = tmp_path / "c.db"
+    with pytest.raises(RuntimeError, match="crash between"):
+        run_search(db, config=load_config(cfg), run_id="c", show_progress=False)
+    con = sqlite3.connect(db)
+    state = json.loads(con.execute("select state_json from search_states where run_id = 'c'").fetchone()[0])
+    unmarked = [sid for (sid,) in con.execute("select search_id from candidates where run_id = 'c' and "
+                                              "status = 'evaluated' and told = 0")]
+    con.close()
+    assert unmarked and all(state["status"][sid] == "done" for sid in unmarked)  # the window was hit
+    monkeypatch.setattr(Store, "mark_told", original)
+    assert run_search(db, resume="c", show_progress=False)[1] == "finished"
+    assert _population(db, "c") == _population(ref_db, "ref")
