@@ -19,7 +19,7 @@ each generation's jobs, then the barrier), so `utilisation_of_job_time / ideal.u
 orchestrator keeps of what the job-time distribution allows.
 
 Knobs (environment): GLO_BENCH_POOL_SLOTS ("8,32"), GLO_BENCH_POOL_GENERATIONS (the generational run's
-length; 36 by default: 506 trainings), GLO_BENCH_POOL_MODES ("generational,steady-state"; steady-state
+length; 30 by default: about 420 trainings), GLO_BENCH_POOL_MODES ("generational,steady-state"; steady-state
 alone takes GLO_BENCH_POOL_TRAININGS, else what the generational run would train), GLO_BENCH_POOL_MEDIAN_S
 (3).  The job-time distribution is the issue's; change the median only for both modes together.
 
@@ -50,7 +50,7 @@ MEDIAN_S = float(os.environ.get("GLO_BENCH_POOL_MEDIAN_S", "3.0"))
 SIGMA, STRAGGLER_P, STRAGGLER_X = 1.0, 0.02, 10.0
 TIMES = f"{MEDIAN_S}:{SIGMA}:{STRAGGLER_P}:{STRAGGLER_X}"
 POPULATION, ELITES = 16, 2
-GENERATIONS = int(os.environ.get("GLO_BENCH_POOL_GENERATIONS", "36"))
+GENERATIONS = int(os.environ.get("GLO_BENCH_POOL_GENERATIONS", "30"))
 SLOTS = tuple(int(v) for v in os.environ.get("GLO_BENCH_POOL_SLOTS", "8,32").split(","))  # e.g. "32" to rerun one
 MODES = tuple(m.strip() for m in os.environ.get("GLO_BENCH_POOL_MODES", "generational,steady-state").split(","))
 #: steady-state's budget when it runs without the generational run: what that run would train (elites are
