@@ -69,8 +69,13 @@ def _test_measures(spec, fit: float, salt: int) -> tuple[float | None, dict]:  #
 def job_seconds(candidate_id: str, infix: str) -> float | None:
     """$GLO_FAKE_WORKER_TIMES' heavy-tailed time for one candidate (None when unset)."""
     times = os.environ.get("GLO_FAKE_WORKER_TIMES")
-    if not times:
-        return None
+    return None if not times else draw_seconds(candidate_id, infix, times)
+
+
+def draw_seconds(candidate_id: str, infix: str, times: str) -> float:
+    """The sleep of one candidate under "MEDIAN:SIGMA:P:FACTOR": a pure function of the candidate, so that
+    the pool bench can tell afterwards how much of each job was the job itself (its sleep) and how much
+    was start-up and dispatch."""
     median, sigma, p, factor = (float(v) for v in times.split(":"))
     rng = np.random.default_rng(int(hashlib.sha256(f"{candidate_id} {infix}".encode()).hexdigest()[:12], 16))
     t = median * math.exp(sigma * rng.standard_normal())

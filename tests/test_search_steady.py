@@ -17,6 +17,7 @@ from orchestrator.search.steady import parse_steady_id
 from tests import search_golden
 from tests.orch_helpers import glo, glo_env, glo_popen, scalar, write_config
 from worker.lossexpr import to_infix
+from worker.lossexpr.onehot import is_trainable
 
 GOLDEN = Path(__file__).parent / "golden" / "search" / "generational.json"
 
@@ -76,10 +77,12 @@ def test_never_more_than_max_in_flight_outstanding(in_flight: int, fid):
     assert st["trainings"] == 40 and st["mode"] == "steady-state" and st["phase"] == "done"
 
 
+@pytest.mark.parametrize("in_flight", [6, 16])  # 16 > the population of 10: further initial trees in the state
 @pytest.mark.parametrize("fid", [None, FidelityConfig(steps=(300,), promote_fraction=0.25, seeds=2)])
 @pytest.mark.parametrize("cut", [0, 7, 23, 39])
-def test_resume_at_any_point_gives_the_uninterrupted_run_given_the_same_order_of_results(cut: int, fid):
-    cfg = steady(max_trainings=36, fidelity=fid)
+def test_resume_at_any_point_gives_the_uninterrupted_run_given_the_same_order_of_results(cut: int, fid,
+                                                                                        in_flight: int):
+    cfg = steady(max_trainings=36, fidelity=fid, in_flight=in_flight)
     ref = Driver(new_search(cfg, key_fn=to_infix), seed=11)
     ref.run()
     d = Driver(new_search(cfg, key_fn=to_infix), seed=11)
@@ -90,6 +93,58 @@ def test_resume_at_any_point_gives_the_uninterrupted_run_given_the_same_order_of
     d.run()
     assert final(d.search) == final(ref.search)
     assert d.search.export_state()["steady"]["tells"] == ref.search.export_state()["steady"]["tells"]
+
+
+def test_a_pool_larger_than_the_population_is_filled_at_once_with_further_initial_trees():
+    """max_in_flight 25 > population 10: the first ask fills all 25 slots; the first 10 are generation 0
+    exactly as with max_in_flight 10, the other 15 initial trees of canonical forms not handed out yet."""
+    small = new_search(steady(in_flight=10), key_fn=to_infix).ask()
+    s = new_search(steady(in_flight=25), key_fn=to_infix)
+    first = s.ask()
+    assert len(first) == 25 and len(s.outstanding()) == 25
+    assert [(c.id, to_infix(c.tree), c.origin) for c in first[:10]] == [(c.id, to_infix(c.tree), c.origin)
+                                                                        for c in small]
+    assert [c.id for c in first[10:]] == [f"s{n}" for n in range(10, 25)]
+    assert {c.origin for c in first[10:]} == {"init"} and not any(c.parents for c in first)
+    assert all(is_trainable(c.tree) for c in first)
+    assert len({to_infix(c.tree) for c in first}) == 25  # distinct canonical keys (key_fn = to_infix here)
+    st = s.stats()
+    assert st["further_initial"] == 15 and st["trainings"] == 25
+    assert s.ask() == []  # all slots full: nothing more until a result is in
+
+
+def test_further_initial_trees_join_the_population_and_breeding_starts_at_two_members():
+    s = new_search(steady(population=10, in_flight=25), key_fn=to_infix)
+    first = s.ask()
+    s.tell(first[0].id, search_golden.fitness(first[0].tree))
+    (again,) = s.ask()  # one member told: still nothing to breed from, so one more initial tree
+    assert again.id == "s25" and again.origin == "init" and not again.parents
+    s.tell(first[20].id, search_golden.fitness(first[20].tree))  # a further initial tree's result: a member
+    assert [c.id for c, _ in s.population()] == ["s0", "s20"]
+    (child,) = s.ask()
+    assert child.origin != "init" and set(child.parents) <= {"s0", "s20"}
+    for c in first[1:20] + first[21:] + [again, child]:
+        s.tell(c.id, search_golden.fitness(c.tree))
+    members = [c.id for c, _ in s.population()]
+    assert len(members) == 10 and "s26" in members and s.stats()["replaced"] == 27 - 10  # 27 told
+
+
+def test_with_the_papers_init_an_untrainable_further_initial_tree_is_resolved_and_joins_nothing():
+    """init = "paper": generation 0's untrainable members join (as the paper has them); a further
+    initial tree that cannot train is resolved with fitness 0, spends no budget and joins nothing."""
+    # two seed losses and one paper draw: at most one untrainable member joins at once, so no child is bred
+    s = new_search(steady(population=3, in_flight=12, init="paper", seed_losses=("x * log(y)", "(x - y) * (x - y)")),
+                   key_fn=to_infix)
+    joined = [c.id for c, _ in s.population()]
+    assert len(joined) <= 1
+    out = s.ask()
+    assert len(out) == 12 and all(is_trainable(c.tree) for c in out)
+    assert len({to_infix(c.tree) for c in out}) == 12
+    st = s.stats()
+    resolved = {r.candidate.id for r in s.resolved_without_training()}
+    assert st["further_initial_drawn"] > st["further_initial"] > 0 and st["trainings"] == 12
+    assert len(resolved) == st["invalid"] + st.get("filtered", 0) > len(joined)
+    assert [c.id for c, _ in s.population()] == joined  # untrainable further initial trees joined nothing
 
 
 def test_another_order_of_results_is_another_search_and_both_are_complete():
@@ -254,3 +309,46 @@ def test_kill9_and_resume_give_the_uninterrupted_population(tmp_path: Path):
     r = glo("run", "--resume", "k", "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert _population(db, "k") == _population(ref_db, "ref")
+
+
+def test_a_crash_after_refilling_but_before_the_told_marks_resumes_to_the_uninterrupted_population(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The scheduler submits the jobs a batch of results made room for before it writes those results' told
+    marks (one state save fewer before a freed slot is refilled).  A crash in that window leaves results the
+    saved state has absorbed but the rows do not mark as told: the resume tells them again, the search
+    refuses (AlreadyToldError), and the run ends as the uninterrupted one does (one job at a time, so the
+    order of results is the same)."""
+    import sqlite3
+
+    from db.store import Store
+    from orchestrator.config import load_config
+    from orchestrator.run.runner import run_search
+
+    cfg = _steady_config(tmp_path / "s.toml")
+    ref_db = tmp_path / "ref.db"
+    assert glo("run", str(cfg), "--db", str(ref_db), "--run-id", "ref").returncode == 0
+    for key, value in glo_env().items():
+        if key.startswith("GLO_FAKE_WORKER"):
+            monkeypatch.setenv(key, value)
+    original = Store.mark_told
+    calls = []
+
+    def crashing(self, run_id, uids, state, resolved=()):
+        calls.append(len(uids))
+        if len(calls) == 6:
+            raise RuntimeError("crash between the refill and the told marks")
+        return original(self, run_id, uids, state, resolved)
+
+    monkeypatch.setattr(Store, "mark_told", crashing)
+    db = tmp_path / "c.db"
+    with pytest.raises(RuntimeError, match="crash between"):
+        run_search(db, config=load_config(cfg), run_id="c", show_progress=False)
+    con = sqlite3.connect(db)
+    state = json.loads(con.execute("select state_json from search_states where run_id = 'c'").fetchone()[0])
+    unmarked = [sid for (sid,) in con.execute("select search_id from candidates where run_id = 'c' and "
+                                              "status = 'evaluated' and told = 0")]
+    con.close()
+    assert unmarked and all(state["status"][sid] == "done" for sid in unmarked)  # the window was hit
+    monkeypatch.setattr(Store, "mark_told", original)
+    assert run_search(db, resume="c", show_progress=False)[1] == "finished"
+    assert _population(db, "c") == _population(ref_db, "ref")

@@ -8,7 +8,10 @@ One asyncio loop, one writer.  The order of writes is what makes any crash recov
    transaction that first saves a state counting it as settled;
 2. a job is marked submitted (with its backend id) before the backend may report on it;
 3. a result is stored in the fitness cache before the search is told;
-4. after each batch of tells, the search state and the `told` marks are saved together.
+4. after each batch of tells, the search state and the `told` marks are saved together -- unless the
+   tells made the search ask for more: then the asked candidates' transaction (1.) saves the state that
+   absorbed the tells, their jobs are submitted, and the marks follow (a result stored but not marked is
+   told again on resume, and the search answers AlreadyToldError, which the scheduler absorbs).
 
 A saved state is therefore never ahead of the rows: no candidate it counts as asked or settled
 is missing from the database or left pending there.
@@ -229,18 +232,27 @@ class Scheduler:
         assert self.search is not None
         last_poll = time.monotonic()
         while True:
-            self._tell_pending()
-            if self.search.finished:
-                return self._finish()
-            if self.stop_requested.is_set():
+            told = self._tell_search()
+            if self.search.finished or self.stop_requested.is_set():
+                self._save_told(told)
+                if self.search.finished:
+                    return self._finish()
                 while not self.events.empty():  # results that already arrived are kept
                     await self._handle_event(self.events.get_nowait())
                 self._tell_pending()
                 return self._stopped()
             asked = self.search.ask()
             if asked:
+                # The asked candidates' transaction saves the state that absorbed `told` too, so the slots
+                # these results freed are refilled before the told marks are written: one state save fewer
+                # between a result and the next submission (a steady-state run's whole state, megabytes
+                # late in a long run).  A crash in between leaves results stored but unmarked; the resume
+                # tells them again and the search answers AlreadyToldError, which _tell_search absorbs.
                 self._handle_asked(asked)
+                await self._submit_ready()
+                self._save_told(told)
                 continue
+            self._save_told(told)
             self._record_resolved()
             await self._settle_limbo()
             await self._submit_ready()
@@ -382,8 +394,20 @@ class Scheduler:
     # -- telling -----------------------------------------------------------------------------------
     def _tell_pending(self) -> None:
         """Tell every stored-but-untold result, then save the state with the told marks."""
-        if not self.to_tell:
+        self._save_told(self._tell_search())
+
+    def _save_told(self, told: list[str]) -> None:
+        """Save the search state with these told marks (and what the tells made the search settle itself)."""
+        if not told:
             return
+        assert self.search is not None
+        self.store.mark_told(self.run_id, told, self.search.export_state(), resolved=self._fresh_resolutions())
+        self._update_progress()
+
+    def _tell_search(self) -> list[str]:
+        """Tell the search every stored-but-untold result; the uids told (their marks: `_save_told`)."""
+        if not self.to_tell:
+            return []
         assert self.search is not None
         told: list[str] = []
         for uid, fitness in list(self.to_tell.items()):
@@ -399,8 +423,7 @@ class Scheduler:
                 self.progress.best = fitness
                 self.progress.best_infix = row.infix if row else ""
         self.to_tell.clear()
-        self.store.mark_told(self.run_id, told, self.search.export_state(), resolved=self._fresh_resolutions())
-        self._update_progress()
+        return told
 
     # -- jobs --------------------------------------------------------------------------------------
     def _request(self, job: JobRow, attempt: int) -> JobRequest | None:

@@ -12,6 +12,11 @@ AAAI 2019) run asynchronously like ASHA (Li et al., 2020):
   far (at least two): parents by tournament (default) or the paper's roulette, the paper's crossover and
   mutation (`ga.breed_one`), and with `ga.offspring = "valid"` a child that cannot train or whose
   canonical form the run has already handed out is redrawn;
+* a free slot that nothing above can fill -- generation 0 is all out and fewer than two results are in,
+  as on a pool with more slots than the population -- gets a further initial tree, drawn as generation
+  0's are (`initial.draw_initial_tree`: the valid or the paper's init) with a canonical form not yet
+  handed out; it joins the population when its result arrives, like any member.  Without it, a pool of
+  32 slots and a population of 16 would leave 16 slots idle until two results are in;
 * each arriving rung-0 result joins the population (a child that cannot train, with `offspring =
   "paper"`, is resolved with fitness 0 and recorded but joins nothing: in a steady state such children
   would otherwise evict trained members one by one); once it holds more than `population_size` members,
@@ -42,6 +47,7 @@ from typing import Any
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed_one, roulette, tournament
+from orchestrator.search.initial import MAX_DUPLICATE_REDRAWS, InitCounts, draw_initial_tree
 from orchestrator.search.search import ASKED, DONE, KeyFn, ScreenFn, Search, promoted_id, sanitize
 from worker.lossexpr.onehot import is_trainable
 
@@ -88,18 +94,50 @@ class SteadyStateSearch(Search):
         self._promoted_to: set[str] = set()  # promotion ids queued (member-r<rung>)
         self._seen: set[str] = set()  # canonical keys handed out (ga.offspring = "valid" redraws these)
         self._untrainable_run = 0
+        self._trainable_memo: dict[Any, bool] = {}  # is_trainable per tree, for further initial draws (a cache)
 
     # -- generation 0 ----------------------------------------------------------------------------
     def _start(self) -> None:
         if self._fresh:
             self._fresh = False
             for tree, origin in self._initial_trees():
-                cand = self._member(tree, origin, ())
+                cand = self._member(tree, origin, (), generation_zero=True)
                 if cand is not None:
                     self._queue.append(cand)
 
-    def _member(self, tree: Any, origin: str, parents: tuple[str, ...], ops: tuple[str, ...] = ()) -> Candidate | None:
-        """A new member `s<n>`; one that cannot train is resolved at once (fitness 0) and None is returned."""
+    def _further_initial(self) -> Candidate | None:
+        """One more initial tree for a slot that generation 0 and breeding cannot fill yet (None: it could not
+        train, `ga.init = "paper"`, and was resolved with fitness 0; like such a child it joins nothing).
+
+        Drawn as generation 0's `init` members are; a trainable draw whose canonical form the run already
+        handed out is drawn again (up to `initial.MAX_DUPLICATE_REDRAWS` times, as generation 0 does), so
+        no slot trains a loss that is already training or trained."""
+        ga = self.config.ga
+        counts = InitCounts()
+        def admissible(tree: Any) -> bool:
+            return self.rejection(tree) is None
+
+        tree = draw_initial_tree(self._rng, self._prims, ga, counts, admissible, self._trainable_memo)
+        for _ in range(MAX_DUPLICATE_REDRAWS):
+            if not (is_trainable(tree) and admissible(tree)) or self.key(tree) not in self._seen:
+                break
+            counts.rejected_duplicate += 1
+            tree = draw_initial_tree(self._rng, self._prims, ga, counts, admissible, self._trainable_memo)
+        for name, n in (("further_initial_drawn", counts.drawn),
+                        ("further_initial_redrawn", counts.rejected_duplicate)):
+            self._stats[name] = self._stats.get(name, 0) + n
+        cand = self._member(tree, "init", ())
+        if cand is not None:
+            self._stats["further_initial"] = self._stats.get("further_initial", 0) + 1
+        return cand
+
+    def _member(self, tree: Any, origin: str, parents: tuple[str, ...], ops: tuple[str, ...] = (),
+                generation_zero: bool = False) -> Candidate | None:
+        """A new member `s<n>`; one that cannot train is resolved at once (fitness 0) and None is returned.
+
+        An untrainable member of generation 0 still joins the population (the paper's generation 0 holds
+        them); any other (a child, a further initial tree) joins nothing, or a steady state would evict
+        trained members with such zeros one by one."""
         n = self._born
         self._born += 1
         cand = Candidate(f"s{n}", tree, origin, n // self.config.ga.population_size, parents, ops=ops)
@@ -117,7 +155,7 @@ class SteadyStateSearch(Search):
             return cand
         self._untrainable_run += 1
         self._resolve(cand, 0.0, reason)
-        if origin in ("init", "seed"):  # generation 0 as the paper has it, untrainable members included;
+        if generation_zero:  # generation 0 as the paper has it, untrainable members included;
             self._join(cand.id)  # a child that cannot train is recorded but replaces no trained member
         return None
 
@@ -161,15 +199,14 @@ class SteadyStateSearch(Search):
         return self._member(kid.tree, kid.origin, tuple(members[p] for p in kid.parents), kid.ops)
 
     def _next(self) -> Candidate | None:
-        """What to hand out in a free slot: a promotion, then generation 0, then a new child."""
+        """What to hand out in a free slot: a promotion, then generation 0, then a new child, or while
+        fewer than two members are told (nothing to breed from yet) a further initial tree."""
         if self._promo_queue:
             return self._promo_queue.pop(0)
         while self._queue or self._untrainable_run < MAX_UNTRAINABLE_IN_A_ROW:
             if self._queue:
                 return self._queue.pop(0)
-            if len(self._members) < 2:
-                return None
-            cand = self._child()
+            cand = self._child() if len(self._members) >= 2 else self._further_initial()
             if cand is not None:
                 return cand
         return None

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-from orchestrator.search import GAConfig, Search, SearchConfig
 from worker.lossexpr import Node, parse, to_infix
 from worker.lossexpr.numeric import evaluate
 
@@ -36,6 +35,10 @@ def make_fitness(target: Node):
 
 
 def run(target_text: str, seed: int, generations: int, population: int = 80) -> dict:
+    # imported here, not at the top: orchestrator.search pulls in `cma` (scipy, matplotlib: ~1.6 s of CPU),
+    # and tests/fake_worker.py imports make_fitness in every job of the pool bench
+    from orchestrator.search import GAConfig, Search, SearchConfig
+
     target = parse(target_text)
     fitness = make_fitness(target)
     cfg = SearchConfig(seed=seed, ga=GAConfig(population_size=population, generations=generations))
