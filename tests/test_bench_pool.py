@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.bench_pool import _idle_between, ideal_generational, ideal_steady
+from tests.bench.bench_pool import _idle_between, ideal_generational, ideal_steady, replay_budgets
 from tests.fake_worker import draw_seconds
 
 
@@ -38,3 +38,10 @@ def test_the_fake_workers_job_time_is_a_pure_function_of_the_candidate():
     times = [draw_seconds(f"s{n}", "x * y", "3:1:0.02:10") for n in range(2000)]
     assert sum(t == 30.0 for t in times) == pytest.approx(40, abs=20)  # 2 % stragglers at 10 x the median
     assert sorted(times)[1000] == pytest.approx(3.0, rel=0.15)  # the median
+
+
+def test_the_replay_of_a_budget_is_bounded_and_a_longer_budget_drains_a_smaller_share():
+    short, long = replay_budgets([64, 2048], slots=32, orders=3)
+    for r in (short, long):
+        assert 0 < r["utilisation"] <= 1 and 0 < r["drain_share"] < 1 and r["slots"] == 32
+    assert long["drain_share"] < short["drain_share"] and long["utilisation"] > short["utilisation"]

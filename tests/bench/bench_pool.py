@@ -23,7 +23,8 @@ length; 30 by default: about 420 trainings), GLO_BENCH_POOL_MODES ("generational
 alone takes GLO_BENCH_POOL_TRAININGS, else what the generational run would train), GLO_BENCH_POOL_MEDIAN_S
 (3).  The job-time distribution is the issue's; change the median only for both modes together.
 
-    .venv/bin/python -m tests.bench --only pool          # about 40 min on 2 cores; PNG in out/bench_pool.png
+    .venv/bin/python -m tests.bench --only pool          # about 25 min on 2 cores; PNG in out/bench_pool.png
+    .venv/bin/python -m tests.bench.bench_pool --replay 1000,3000,5000   # the zero-overhead bound per budget
 """
 
 from __future__ import annotations
@@ -232,5 +233,23 @@ def run() -> dict[str, Any]:
                       for r in rows]}
 
 
+def replay_budgets(counts: list[int], slots: int = 32, orders: int = 20) -> list[dict[str, float]]:
+    """No `glo run`: for each budget, `orders` draws of that many job times from the bench's distribution
+    (tests/fake_worker.draw_seconds on made-up ids) replayed with no overhead (`ideal_steady`).  What the
+    distribution alone allows a steady-state run of that budget: its mean utilisation and drain share."""
+    out = []
+    for n in counts:
+        runs = [ideal_steady([draw_seconds(f"replay{k}-{i}", "", TIMES) for i in range(n)], slots)
+                for k in range(orders)]
+        out.append({"trainings": n, "slots": slots, "orders": orders,
+                    "utilisation": round(sum(r["utilisation"] for r in runs) / orders, 4),
+                    "drain_share": round(sum(r["drain_seconds"] / r["wall_seconds"] for r in runs) / orders, 4),
+                    "wall_seconds": round(sum(r["wall_seconds"] for r in runs) / orders, 1)})
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=1))
+    if sys.argv[1:2] == ["--replay"]:  # e.g. --replay 1000,3000,5000: the zero-overhead bound, in seconds of CPU
+        print(json.dumps(replay_budgets([int(v) for v in sys.argv[2].split(",")]), indent=1))
+    else:
+        print(json.dumps(run(), indent=1))
