@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,9 @@ def test_a_batch_is_settled_at_once_with_the_same_keys(tmp_path: Path) -> None:
 
 
 def test_parallel_keys_equal_one_at_a_time() -> None:
-    """canonical_keys shares a batch among the helper processes: the same keys as canonical_key one by one."""
+    """canonical_keys shares a batch among the helper processes: the same keys as canonical_key one by one.
+    The further helpers start on a batch of PARALLEL_FROM uncached trees (computed by the running one) and
+    share from the next batch on."""
     import random
 
     from orchestrator.search import GAConfig
@@ -91,14 +95,28 @@ def test_parallel_keys_equal_one_at_a_time() -> None:
 
     cfg = GAConfig()
     rng = random.Random(11)
-    trees = [random_tree(rng, Primitives(cfg.weights()), 3) for _ in range(40)]
+    distinct: dict[Node, None] = {}
+    while len(distinct) < max(40, canonical.PARALLEL_FROM):
+        distinct[random_tree(rng, Primitives(cfg.weights()), 3)] = None
+    trees = list(distinct)
     canonical.clear_cache()
-    together = canonical.canonical_keys(trees)
+    first = canonical.canonical_keys(trees)
+    assert all(server.started() for server in canonical._SERVERS)
     canonical.clear_cache()
-    assert together == [canonical.canonical_key(t) for t in trees]
+    together = canonical.canonical_keys(trees)  # shared among every helper now
+    canonical.clear_cache()
+    assert first == together == [canonical.canonical_key(t) for t in trees]
     assert len(set(together)) > 10
-    if canonical.POOL_SIZE > 1:  # every helper took a share
-        assert all(server._proc is not None for server in canonical._SERVERS)
+
+
+def test_a_small_batch_starts_no_further_key_helper() -> None:
+    """A small run (a test, make demo) never pays for a second helper's start-up."""
+    code = ("from worker.lossexpr import canonical, parse\n"
+            "canonical.canonical_keys([parse(t) for t in ('x * log(y)', 'x * y', 'log(y) - x / y')])\n"
+            "print(sum(s.started() for s in canonical._SERVERS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    assert out == "1"
 
 
 def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:

@@ -171,11 +171,12 @@ def per_candidate(db_path: Path, generations: int, profile: bool = False, worklo
                                 "cma": {"top_k": 1, "iterations": 2}},
                      "backend": {"max_in_flight": 1000, "candidates_per_job": 4}})
     from worker.lossexpr import parse
-    from worker.lossexpr.canonical import canonical_key, canonical_keys
+    from worker.lossexpr.canonical import canonical_key, canonical_keys, start_helpers
 
     t0 = time.perf_counter()
     # the symbolic helper processes (one per core, at most two) start once per scheduler: timed apart
-    canonical_keys([parse("x * log(y) + 3"), parse("x * log(y) + 2")])
+    start_helpers()
+    canonical_keys([parse("x * log(y) + 3"), parse("x * log(y) + 2")])  # one key each: every helper ready
     helper_start = time.perf_counter() - t0
     # Generation 0 on its own (the valid init's draws, canonical keys and filter verdicts), timed apart and
     # then forgotten (the key cache emptied) so that the run below starts as cold as a real one.

@@ -40,6 +40,8 @@ SYMPY_MAX_NODES = 64
 #: How long the child may take to import sympy before it is presumed broken.
 STARTUP_TIMEOUT = 60.0
 CACHE_SIZE = 65_536
+#: Uncached trees in one `canonical_keys` batch from which the further helper processes are started.
+PARALLEL_FROM = 32
 
 _cache: OrderedDict[Node, str] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -73,8 +75,15 @@ def canonical_keys(trees: Sequence[Node], timeout: float = 5.0) -> list[str]:
     whichever process computes it (the same deterministic pipeline), so only the wall time changes."""
     with _cache_lock:
         todo = [t for t in dict.fromkeys(trees) if t not in _cache and t.size() <= SYMPY_MAX_NODES]
-    if len(todo) > 1 and len(_SERVERS) > 1:
-        shares = [(server, todo[i::len(_SERVERS)]) for i, server in enumerate(_SERVERS)]
+    helpers = [server for server in _SERVERS if server.started()]
+    if len(todo) >= PARALLEL_FROM and len(helpers) < len(_SERVERS):
+        # A helper's start (importing sympy, ~0.5 s) costs more than it saves on a small batch: the others
+        # start in the background on the first large one, which the running helper computes, and share
+        # from the next batch on.  Small runs (tests, make demo) never start them.
+        for server in _SERVERS:
+            server.start_in_background()
+    if len(todo) > 1 and len(helpers) > 1:
+        shares = [(server, todo[i::len(helpers)]) for i, server in enumerate(helpers)]
         workers = [threading.Thread(target=_compute_share, args=(share, timeout, server), name="glo-canonical-key",
                                     daemon=True) for server, share in shares if share]
         for w in workers:
@@ -82,6 +91,13 @@ def canonical_keys(trees: Sequence[Node], timeout: float = 5.0) -> list[str]:
         for w in workers:
             w.join()
     return [canonical_key(t, timeout) for t in trees]
+
+
+def start_helpers() -> None:
+    """Start every helper process now, not on the first large batch (for a caller that times their start-up
+    apart, like `make bench`)."""
+    for server in _SERVERS:
+        server.start_in_background()
 
 
 def _compute_share(trees: list[Node], timeout: float, server: "_SymbolicServer") -> None:
@@ -129,6 +145,16 @@ class _SymbolicServer:
         )
         self._ready = False
         self._buf = b""
+
+    def started(self) -> bool:
+        """A child is running (or starting): it can take keys without a start-up on the caller's time."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start_in_background(self) -> None:
+        """Start the child now (its sympy import runs while the caller goes on); its first key waits for it."""
+        with self._lock:
+            if not self._broken and not self.started():
+                self._start()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -203,7 +229,8 @@ class _SymbolicServer:
 
 
 #: Helper processes `canonical_keys` shares a batch among: one per core, at most two (the caller's own
-#: work and the machine's other processes want the rest); a process starts on its first key.
+#: work and the machine's other processes want the rest); the first starts on the first key, the others
+#: once a batch of `PARALLEL_FROM` uncached trees shows that the run is large enough to pay for them.
 POOL_SIZE = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
 _SERVERS = [_SymbolicServer() for _ in range(POOL_SIZE)]
 _SERVER = _SERVERS[0]
