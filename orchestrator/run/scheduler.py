@@ -83,7 +83,6 @@ def job_sizes(n: int, candidates_per_job: int, fuse_width: int | None) -> list[i
     return sizes
 
 
-
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
 

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from worker.cores import usable_cores
 from worker.lossexpr import keycheck, structural
 from worker.lossexpr.infix import to_infix
 from worker.lossexpr.tree import Node
@@ -80,8 +81,7 @@ def canonical_keys(trees: Sequence[Node], timeout: float = 5.0) -> list[str]:
         # A helper's start (importing sympy, ~0.5 s) costs more than it saves on a small batch: the others
         # start in the background on the first large one, which the running helper computes, and share
         # from the next batch on.  Small runs (tests, make demo) never start them.
-        for server in _SERVERS:
-            server.start_in_background()
+        start_helpers()
     if len(todo) > 1 and len(helpers) > 1:
         shares = [(server, todo[i::len(helpers)]) for i, server in enumerate(helpers)]
         workers = [threading.Thread(target=_compute_share, args=(share, timeout, server), name="glo-canonical-key",
@@ -231,7 +231,7 @@ class _SymbolicServer:
 #: Helper processes `canonical_keys` shares a batch among: one per core, at most two (the caller's own
 #: work and the machine's other processes want the rest); the first starts on the first key, the others
 #: once a batch of `PARALLEL_FROM` uncached trees shows that the run is large enough to pay for them.
-POOL_SIZE = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+POOL_SIZE = max(1, min(2, usable_cores()))
 _SERVERS = [_SymbolicServer() for _ in range(POOL_SIZE)]
 _SERVER = _SERVERS[0]
 for _server in _SERVERS:
