@@ -105,7 +105,9 @@ def test_every_backend_reads_exit_codes_one_way() -> None:
 
 def test_local_workers_share_the_cores_instead_of_each_taking_all(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each local worker's TensorFlow gets cores // max_in_flight threads (at least 1); what the user set stays."""
+    """Each local worker's TensorFlow gets cores // (jobs the backend has at its start, up to max_in_flight)
+    threads, at least 1: two jobs submitted together share the cores, a job alone keeps them all; what the
+    user set stays."""
     from orchestrator.backends.local import THREAD_VARIABLES, worker_environment
 
     cores = len(os.sched_getaffinity(0))
@@ -121,13 +123,21 @@ def test_local_workers_share_the_cores_instead_of_each_taking_all(tmp_path: Path
     backend = LocalBackend(BackendConfig(worker_command=(sys.executable, "-c", probe), max_in_flight=2), events,
                            tmp_path)
 
-    async def go() -> JobEvent:
-        await backend.submit(JobRequest(1, 1, spec("x * log(y)"), tmp_path / "job"))
-        while (ev := await asyncio.wait_for(events.get(), 60)).kind != "finished":
-            pass
-        return ev
+    async def go(jobs: list[int]) -> None:
+        await backend.submit_many([JobRequest(j, 1, spec("x * log(y)"), tmp_path / f"job{j}") for j in jobs])
+        finished = 0
+        while finished < len(jobs):
+            ev = await asyncio.wait_for(events.get(), 60)
+            if ev.kind == "finished":
+                assert ev.error  # the probe writes no result file a worker would
+                finished += 1
 
-    ev = asyncio.run(go())
-    assert ev.error  # the probe writes no result file a worker would
+    async def both() -> None:
+        await go([1])
+        assert (tmp_path / "job1" / "result.json").read_text() == f"{cores} {cores}"  # alone: every core
+        await go([2, 3])  # two submitted together: each shares the cores with the other
+
+    asyncio.run(both())
     want = str(max(1, cores // 2))
-    assert (tmp_path / "job" / "result.json").read_text() == f"{want} {want}"
+    for j in (2, 3):
+        assert (tmp_path / f"job{j}" / "result.json").read_text() == f"{want} {want}"

@@ -34,15 +34,18 @@ def _worker_message(text: str) -> str:
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
-def worker_environment(max_in_flight: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a local worker: this machine's cores shared among the `max_in_flight` workers.
+def worker_environment(workers: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local worker: this machine's cores shared among the `workers` that run at once.
 
     Why: each TensorFlow process sizes its thread pools to every core, so two workers on two cores run
     four busy threads that preempt each other; one thread each trains the paper's MNIST network ~8 %
-    faster here (13.6 -> 14.6 steps/s per worker, two at once).  What the user set is kept."""
+    faster here (13.6 -> 14.6 steps/s per worker, two at once).  The backend counts the jobs it has at a
+    job's start (up to max_in_flight), not max_in_flight itself: a job alone keeps every core (sizing by
+    max_in_flight slowed a lone job's training, e.g. one custom-task test 77.6 -> 88.7 s).  What the user
+    set is kept."""
     env = dict(os.environ if base is None else base)
     for name in THREAD_VARIABLES:
-        env.setdefault(name, str(max(1, usable_cores() // max(1, max_in_flight))))
+        env.setdefault(name, str(max(1, usable_cores() // max(1, workers))))
     return env
 
 
@@ -82,7 +85,8 @@ class LocalBackend:
             fatal = False
             runner = asyncio.create_task(run_async(
                 self.command(job), cwd=job.work_dir, timeout=self.config.timeout_s,
-                env=worker_environment(self.config.max_in_flight),
+                # the jobs this backend has now (running or waiting for a slot; this one included) share the cores
+                env=worker_environment(min(self.config.max_in_flight, len(self._tasks))),
                 stdout_path=job.work_dir / "stdout", stderr_path=job.work_dir / "stderr", started=started,
             ))
             await asyncio.wait([runner, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
