@@ -61,10 +61,15 @@ def render(res: dict[str, Any], load_before: str | None = None) -> str:
         for n, r in o.get("per_candidate", {}).items():
             size, _, workload = n.partition(" ")
             label = f"per candidate, {int(size):,} evaluations in the DB, {r.get('workload', workload or 'default')} search"
-            split = (f"; search {r['search_ms_per_candidate']} ms, orchestrator {r['orchestrator_ms_per_candidate']} ms"
-                     if "search_ms_per_candidate" in r else "")
-            rows.append((label, f"{r['ms_per_candidate']} ms ({r['candidates']} candidates{split})", "<= 5 ms",
-                         _goal(r["ms_per_candidate"], 5.0)))
+            if "orchestrator_ms_per_candidate" not in r:  # an older JSON: the whole wall time only
+                rows.append((label, f"{r['ms_per_candidate']} ms ({r['candidates']} candidates)", "<= 5 ms",
+                             _goal(r["ms_per_candidate"], 5.0)))
+                continue
+            # The goal (issue 19) is the orchestrator's own path; the search's ask/tell is shown beside it.
+            runs = f", median of {r['runs']} runs" if r.get("runs", 1) > 1 else ""
+            rows.append((label, f"orchestrator {r['orchestrator_ms_per_candidate']} ms (search "
+                         f"{r['search_ms_per_candidate']} ms, all {r['ms_per_candidate']} ms; {r['candidates']} "
+                         f"candidates{runs})", "<= 5 ms", _goal(r["orchestrator_ms_per_candidate"], 5.0)))
         for n, r in o.get("glo_status", {}).items():
             if "error" in r:
                 rows.append((f"`glo status` process, {int(n):,} evaluations", r["error"][:60], "<= 300 ms", "-"))
