@@ -42,6 +42,7 @@ class Database:
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _reads_on_writer: bool = field(default=False, repr=False)
     _lock_owner: int | None = field(default=None, repr=False)  # the thread inside a transaction on the one connection
+    _batch: Session | None = field(default=None, repr=False)  # the open `batch` transaction (its thread: _lock_owner)
 
     def read_on_writer(self) -> None:
         """From now on this process's reads take the write connection too (under its lock, with a plain
@@ -55,11 +56,37 @@ class Database:
             self._reads_on_writer = True
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every transaction this thread opens inside the block (reads and writes) one write transaction,
+        committed when the block ends -- or, on any error, rolled back whole and the error raised.
+
+        For the scheduler: handling one event or one batch of asked candidates is a handful of small writes
+        (a job's transitions, its results, its candidates' marks), and a commit each cost more than the rows
+        (`make bench`'s orchestrator cost).  All of them land together, which a resume already expects of
+        each step (write ahead of the backend and of the tell).  A block must not await: other threads of
+        the process queue for the one connection meanwhile.  Nested blocks join the outer one."""
+        if self._batch is not None and self._lock_owner == threading.get_ident():
+            yield
+            return
+        with self.session(write=True) as s:
+            self._batch = s
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """One transaction: commits on success, rolls back on any error, and turns database
         errors into StorageError so that callers handle one exception family.  Write transactions
         take the write connection's lock (threads of one process queue here, other processes at
-        SQLite's own lock)."""
+        SQLite's own lock).  Inside this thread's `batch` block: that block's transaction."""
+        if self._batch is not None and self._lock_owner == threading.get_ident():
+            try:
+                yield self._batch
+            except SQLAlchemyError as exc:
+                raise _translate(exc, self.path) from exc
+            return
         # a read inside this thread's own transaction on the one connection (never done today) falls back to
         # a connection of its own rather than waiting for a lock its own thread holds
         solo = self._reads_on_writer and not write and self._lock_owner != threading.get_ident()

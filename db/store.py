@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,14 @@ def candidate_uid(run_id: str, search_id: str) -> str:
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: each job's candidates by (id, created_at): a job's candidate list never changes after `create_job`,
+        #: and reading it back on every transition was a query per job event (created_at tells a job from
+        #: one that reuses the id of a job whose creation was rolled back)
+        self._uids_of_job: dict[tuple[int, float], tuple[str, ...]] = {}
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The calls made inside the block (this thread) as one transaction (`Database.batch`)."""
+        return self.db.batch()
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, name: str, config: dict[str, Any], seed: int, task: str, backend: str,
@@ -166,13 +175,12 @@ class Store:
         stores them again, so they must never be left pending).
         """
         now = time.time()
-        out: list[CandidateRow] = []
         with self.db.session(write=True) as s:
             next_seq = self._next_seq(s, run_id)
-            for c in cands:
-                row, next_seq = self._add_candidate(s, run_id, c, next_seq, now)
-                out.append(CandidateRow.of(row))
+            rows, next_seq = self._add_candidates(s, run_id, list(cands), next_seq, now)
             self._add_resolved(s, run_id, resolved, next_seq, now)
+            s.flush()
+            out = [CandidateRow.of(row) for row in rows]
             self._save_state(s, run_id, state)
             values: dict[str, Any] = {"updated_at": now}
             if generation is not None:
@@ -188,29 +196,39 @@ class Store:
             models.Candidate.run_id == run_id)).scalar() or 0) + 1
 
     @staticmethod
-    def _add_candidate(s: Any, run_id: str, c: NewCandidate, next_seq: int,
-                       now: float) -> tuple[models.Candidate, int]:
-        """(the candidate's row, the next free seq): an existing row is kept as it is."""
-        uid = candidate_uid(run_id, c.search_id)
-        row = s.get(models.Candidate, uid)
-        if row is None:
-            row = models.Candidate(
-                uid=uid, run_id=run_id, search_id=c.search_id, seq=next_seq,
-                tree_json=json.dumps(c.tree_json, sort_keys=True), infix=c.infix,
-                coefficients_json=json.dumps(c.coefficients), canonical_key=c.canonical_key,
-                eval_key=c.eval_key, generation=c.generation, phase=c.phase, origin=c.origin,
-                parents_json=json.dumps(list(c.parents)), status="pending", told=False, created_at=now,
-            )
-            next_seq += 1
-            s.add(row)
-        s.flush()
-        return row, next_seq
+    def _add_candidates(s: Any, run_id: str, cands: list[NewCandidate], next_seq: int,
+                        now: float) -> tuple[list[models.Candidate], int]:
+        """(each candidate's row, the next free seq): rows already stored are kept as they are, the others
+        added in order.  One read for the batch and no flush per row: a generation is hundreds of rows, and
+        a get + flush each was most of the scheduler's time per candidate (issue 19's bench)."""
+        uids = [candidate_uid(run_id, c.search_id) for c in cands]
+        existing: dict[str, models.Candidate] = {}
+        unique = list(dict.fromkeys(uids))
+        for i in range(0, len(unique), _IN_CHUNK):
+            existing.update((row.uid, row) for row in s.scalars(select(models.Candidate).where(
+                models.Candidate.uid.in_(unique[i:i + _IN_CHUNK]))))
+        rows: list[models.Candidate] = []
+        for uid, c in zip(uids, cands):
+            row = existing.get(uid)
+            if row is None:
+                row = existing[uid] = models.Candidate(
+                    uid=uid, run_id=run_id, search_id=c.search_id, seq=next_seq,
+                    tree_json=json.dumps(c.tree_json, sort_keys=True), infix=c.infix,
+                    coefficients_json=json.dumps(c.coefficients), canonical_key=c.canonical_key,
+                    eval_key=c.eval_key, generation=c.generation, phase=c.phase, origin=c.origin,
+                    parents_json=json.dumps(list(c.parents)), status="pending", told=False, created_at=now,
+                )
+                next_seq += 1
+                s.add(row)
+            rows.append(row)
+        return rows, next_seq
 
     def _add_resolved(self, s: Any, run_id: str, resolved: Iterable[NewResolution], next_seq: int,
                       now: float) -> None:
         """Rows for candidates the search settled itself: resolved, with their reason, told."""
-        for r in resolved:
-            row, next_seq = self._add_candidate(s, run_id, r.candidate, next_seq, now)
+        resolved = list(resolved)
+        rows, _ = self._add_candidates(s, run_id, [r.candidate for r in resolved], next_seq, now)
+        for row, r in zip(rows, resolved):
             if row.status == "pending":
                 row.status, row.fitness, row.error, row.resolved_at = "resolved", r.fitness, r.reason, now
             row.told = True
@@ -270,29 +288,48 @@ class Store:
     def store_result(self, uids: list[str], ev: NewEvaluation, run_id: str) -> EvaluationRow:
         """Insert the evaluation into the cache (or reuse an identical one) and resolve every
         candidate waiting on it -- before the search hears of it."""
+        return self.store_results([(uids, ev)], run_id)[0]
+
+    def store_results(self, results: list[tuple[list[str], NewEvaluation]], run_id: str) -> list[EvaluationRow]:
+        """`store_result` for each (candidates, evaluation) of a finished job, in one transaction: a job's
+        results arrive together, and a commit each cost more than the rows."""
         now = time.time()
+        out: list[EvaluationRow] = []
         with self.db.session(write=True) as s:
-            e = s.scalars(select(models.Evaluation).where(models.Evaluation.eval_key == ev.eval_key)).first()
-            if e is None:
-                e = models.Evaluation(
-                    eval_key=ev.eval_key, canonical_key=ev.canonical_key,
-                    coefficients_json=json.dumps(ev.coefficients), task=ev.task,
-                    budget_json=json.dumps(ev.budget, sort_keys=True), steps=int(ev.budget.get("steps", 0)),
-                    seed_policy=ev.seed_policy, status=ev.status, fitness=ev.fitness,
-                    metrics_json=json.dumps(ev.metrics, sort_keys=True), wall_seconds=ev.wall_seconds,
-                    train_seconds=ev.train_seconds, eval_seconds=ev.eval_seconds, device=ev.device,
-                    run_id=run_id, candidate_uid=uids[0] if uids else None, created_at=now,
-                )
-                s.add(e)
-                try:
-                    s.flush()
-                except IntegrityError as exc:  # only one writer per run; two runs on one file may race
-                    raise StorageError(f"evaluation {ev.eval_key[:12]} stored twice concurrently") from exc
-            for uid in uids:
-                c = self._cand(s, uid)
-                if c.status == "pending":
-                    c.status, c.fitness, c.evaluation_id, c.resolved_at = "evaluated", e.fitness, e.id, now
-            return EvaluationRow.of(e)
+            keys = list(dict.fromkeys(ev.eval_key for _, ev in results))
+            known: dict[str, models.Evaluation] = {}
+            for i in range(0, len(keys), _IN_CHUNK):
+                known.update((e.eval_key, e) for e in s.scalars(select(models.Evaluation).where(
+                    models.Evaluation.eval_key.in_(keys[i:i + _IN_CHUNK]))))
+            all_uids = list(dict.fromkeys(uid for uids, _ in results for uid in uids))
+            for i in range(0, len(all_uids), _IN_CHUNK):  # the candidates into the identity map, one read
+                s.scalars(select(models.Candidate).where(models.Candidate.uid.in_(all_uids[i:i + _IN_CHUNK]))).all()
+            stored: list[tuple[list[str], models.Evaluation]] = []
+            for uids, ev in results:
+                e = known.get(ev.eval_key)
+                if e is None:
+                    e = known[ev.eval_key] = models.Evaluation(
+                        eval_key=ev.eval_key, canonical_key=ev.canonical_key,
+                        coefficients_json=json.dumps(ev.coefficients), task=ev.task,
+                        budget_json=json.dumps(ev.budget, sort_keys=True), steps=int(ev.budget.get("steps", 0)),
+                        seed_policy=ev.seed_policy, status=ev.status, fitness=ev.fitness,
+                        metrics_json=json.dumps(ev.metrics, sort_keys=True), wall_seconds=ev.wall_seconds,
+                        train_seconds=ev.train_seconds, eval_seconds=ev.eval_seconds, device=ev.device,
+                        run_id=run_id, candidate_uid=uids[0] if uids else None, created_at=now,
+                    )
+                    s.add(e)
+                stored.append((uids, e))
+            try:
+                s.flush()  # the new evaluations' ids
+            except IntegrityError as exc:  # only one writer per run; two runs on one file may race
+                raise StorageError(f"evaluation {stored[0][1].eval_key[:12]}... stored twice concurrently") from exc
+            for uids, e in stored:
+                for uid in uids:
+                    c = self._cand(s, uid)
+                    if c.status == "pending":
+                        c.status, c.fitness, c.evaluation_id, c.resolved_at = "evaluated", e.fitness, e.id, now
+                out.append(EvaluationRow.of(e))
+        return out
 
     def mark_failed(self, uids: list[str], reason: str) -> None:
         """Gave up on these candidates: they are told 0.0 and not cached (the failure may be transient)."""
@@ -362,7 +399,7 @@ class Store:
             self._set_fields(job, fields, "transition_job")
             self._record_attempt(s, job, previous, new_state, {**fields, **attempt_fields}, now)
             s.flush()
-            return JobRow.of(job, self._job_uids(s, job_id))
+            return JobRow.of(job, self._job_uids(s, job))
 
     @staticmethod
     def _record_attempt(s: Any, job: models.Job, previous: str, new_state: str | None, fields: dict[str, Any],
@@ -415,7 +452,7 @@ class Store:
             job.updated_at = now
             self._record_attempt(s, job, job.state, None, {**fields, **attempt_fields}, now)
             s.flush()
-            return JobRow.of(job, self._job_uids(s, job_id))
+            return JobRow.of(job, self._job_uids(s, job))
 
     @staticmethod
     def _set_fields(job: models.Job, fields: dict[str, Any], caller: str) -> None:
@@ -427,10 +464,13 @@ class Store:
                 raise ValueError(f"{caller}: unknown field {key!r}")
             setattr(job, key, value)
 
-    @staticmethod
-    def _job_uids(s: Any, job_id: int) -> tuple[str, ...]:
-        return tuple(s.scalars(select(models.JobCandidate.candidate_uid).where(
-            models.JobCandidate.job_id == job_id).order_by(models.JobCandidate.candidate_uid)))
+    def _job_uids(self, s: Any, job: models.Job) -> tuple[str, ...]:
+        uids = self._uids_of_job.get((job.id, job.created_at))
+        if uids is None:
+            uids = self._uids_of_job[(job.id, job.created_at)] = tuple(s.scalars(
+                select(models.JobCandidate.candidate_uid).where(models.JobCandidate.job_id == job.id)
+                .order_by(models.JobCandidate.candidate_uid)))
+        return uids
 
     def attempts(self, job_id: int) -> list[dict[str, Any]]:
         """The job's attempts, oldest first (db.fastread.attempt_json of each row)."""
@@ -444,4 +484,4 @@ class Store:
             q = select(models.Job).where(models.Job.run_id == run_id)
             if states is not None:
                 q = q.where(models.Job.state.in_(list(states)))
-            return [JobRow.of(j, self._job_uids(s, j.id)) for j in s.scalars(q.order_by(models.Job.id))]
+            return [JobRow.of(j, self._job_uids(s, j)) for j in s.scalars(q.order_by(models.Job.id))]

@@ -102,6 +102,49 @@ def test_cache_result_then_told(store: Store) -> None:
         ("r1/g0-0", 0.9, "mnist", 10), ("r1/g0-1", 0.9, "mnist", 10)]
 
 
+def test_a_jobs_results_in_one_call(store: Store) -> None:
+    """store_results: several evaluations in one transaction, each resolving its candidates; an evaluation
+    already stored (or twice in the batch) is reused, not inserted again."""
+    store.record_asked("r1", [cand("g0-0"), cand("g0-1", "k2"), cand("g0-2", "k2"), cand("g0-3", "k3")], {})
+    store.store_result(["r1/g0-3"], evaluation("k3", 0.3), "r1")
+    evs = store.store_results([(["r1/g0-0"], evaluation("k1", 0.5)), (["r1/g0-1", "r1/g0-2"], evaluation("k2", 0.7)),
+                               (["r1/g0-3"], evaluation("k3", 0.9))], "r1")
+    assert [e.fitness for e in evs] == [0.5, 0.7, 0.3]  # k3 was there first
+    assert [(r.status, r.fitness, r.evaluation_id) for r in store.candidates("r1")] == [
+        ("evaluated", 0.5, evs[0].id), ("evaluated", 0.7, evs[1].id), ("evaluated", 0.7, evs[1].id),
+        ("evaluated", 0.3, evs[2].id)]
+    con = sqlite3.connect(store.db.path)
+    assert con.execute("select eval_key, fitness from evaluations order by id").fetchall() == [
+        ("k3", 0.3), ("k1", 0.5), ("k2", 0.7)]
+
+
+def test_a_batch_is_one_transaction(store: Store) -> None:
+    """Store.batch: the calls inside see each other's writes, another connection sees none of them until the
+    block ends, then all of them; an error inside rolls every one back and is raised; nested blocks join."""
+    store.record_asked("r1", [cand("g0-0")], {"n": 0})
+    outside = sqlite3.connect(store.db.path)
+    with store.batch():
+        store.record_asked("r1", [cand("g0-1", "k2")], {"n": 1})
+        job = store.create_job("r1", "local", ["r1/g0-1"])
+        with store.batch():
+            store.transition_job(job.id, "submitted")
+        assert store.load_search_state("r1") == {"n": 1} and store.jobs("r1")[0].state == "submitted"
+        assert outside.execute("select count(*) from candidates").fetchone()[0] == 1  # not yet committed
+    assert outside.execute("select count(*) from candidates").fetchone()[0] == 2
+    assert outside.execute("select state from jobs").fetchall() == [("submitted",)]
+    with pytest.raises(IllegalTransitionError):
+        with store.batch():
+            store.record_asked("r1", [cand("g0-2", "k3")], {"n": 2})
+            store.store_result(["r1/g0-2"], evaluation("k3"), "r1")
+            store.transition_job(job.id, "queued", expect=["running"])
+    assert outside.execute("select count(*) from candidates").fetchone()[0] == 2
+    assert outside.execute("select count(*) from evaluations").fetchone()[0] == 0
+    assert store.load_search_state("r1") == {"n": 1}
+    with store.batch():  # the connection is usable again after the rollback
+        store.record_asked("r1", [cand("g0-2", "k3")], {"n": 3})
+    assert outside.execute("select count(*) from candidates").fetchone()[0] == 3
+
+
 def test_config_key_order_survives(store: Store) -> None:
     assert list(store.get_run("r1").config) == ["b", "a"]  # the search's weights depend on order
 

@@ -158,6 +158,29 @@ def test_a_run_remembers_the_key_of_every_candidate(tmp_path: Path) -> None:
         assert remembered[tree_sha(Node.from_json(json.loads(tree_json)))] == key
 
 
+def test_a_tree_that_cannot_train_gets_its_infix_key_and_is_not_remembered(tmp_path: Path) -> None:
+    """Under the paper's random init most trees lack x or y: settled at 0 untrained, no fitness of theirs is
+    ever cached, so they get ``t0:`` + infix (no sympy) and no remembered key; every other candidate's key is
+    the remembered one."""
+    cfg = write_config(tmp_path / "c.toml", population=24, generations=2, cma_iterations=1)
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "r", "--set", "search.ga.init=paper",
+            "--set", "search.ga.zero_training_filter=false")
+    assert r.returncode in (0, 4), r.stderr
+    con = sqlite3.connect(db)
+    remembered = dict(con.execute("select tree_sha, canonical_key from canonical_keys"))
+    rows = con.execute("select tree_json, infix, canonical_key, status, error from candidates where run_id = 'r'"
+                       ).fetchall()
+    invalid = [row for row in rows if row[3] == "resolved" and row[4] == "invalid"]
+    assert invalid and len(invalid) < len(rows)
+    for tree_json, infix, key, status, error in rows:
+        sha = tree_sha(Node.from_json(json.loads(tree_json)))
+        if (status, error) == ("resolved", "invalid"):
+            assert key == "t0:" + infix and sha not in remembered
+        else:
+            assert remembered[sha] == key
+
+
 def test_a_version_2_file_gets_the_job_columns_of_version_3_even_from_a_reader(tmp_path: Path) -> None:
     """Schema v3 adds hold code, host, evictions, releases and bad nodes to jobs: a reader (glo status,
     glo show) opening a v2 file upgrades it, the rows stay, and the job_states view shows the new columns."""

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import TaskConfig
-from worker.lossexpr import Node
+from worker.lossexpr import Node, to_infix
 
 if TYPE_CHECKING:
     from db.store import Store
@@ -33,6 +33,16 @@ def tree_sha(tree: Node) -> str:
     """sha256 of the tree's JSON with sorted keys: identity of an exact tree, coefficients included."""
     text = json.dumps(tree.to_json(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def untrained_key(tree: Node) -> str:
+    """The key stored for a candidate settled untrained because its tree cannot train (it lacks x or y, or
+    the zero-training filter rejected it): ``t0:`` + its infix, the canonical key's cheapest sound form.
+
+    Why not the symbolic key: no fitness of such a tree is ever cached or looked up, so its few ms of
+    sympy would buy nothing -- and under the paper's random initialisation most trees are like this.  Not
+    remembered in `canonical_keys` either: a later run that may train the tree computes its real key then."""
+    return "t0:" + to_infix(tree)
 
 
 class RememberedKeys:

@@ -46,7 +46,7 @@ from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, Jo
 from orchestrator.backends.base import Backend
 from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.errors import SchedulerError
-from orchestrator.run.cachekey import RememberedKeys, eval_key
+from orchestrator.run.cachekey import RememberedKeys, eval_key, untrained_key
 from orchestrator.run.lock import pid_alive
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
@@ -300,8 +300,9 @@ class Scheduler:
             overrides["seed"] = overrides.get("seed", self.config.task.seed) + int(overrides.pop("seed_offset"))
         return replace(self.config.task, **overrides)
 
-    def _new_candidate(self, cand: Candidate) -> NewCandidate:
-        ck = self.keys(cand.tree)
+    def _new_candidate(self, cand: Candidate, cannot_train: bool = False) -> NewCandidate:
+        """The row of a handed-out candidate; `cannot_train`: settled untrained as untrainable (`untrained_key`)."""
+        ck = untrained_key(cand.tree) if cannot_train else self.keys(cand.tree)
         return NewCandidate(
             search_id=cand.id, tree_json=cand.tree.to_json(), infix=to_infix(cand.tree),
             coefficients=pruned_coefficients(cand.tree), canonical_key=ck,
@@ -319,18 +320,19 @@ class Scheduler:
         assert self.search is not None
         self.keys.prefetch([c.tree for c in asked])  # the batch's keys in parallel, then memo hits below
         news = [self._new_candidate(c) for c in asked]
-        rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
-                                       generation=self.search.generation, phase=self.search.phase,
-                                       resolved=self._fresh_resolutions())
-        to_train: list[CandidateRow] = []
-        for row in rows:
-            self.outstanding[row.uid] = row
-            if row.status != "pending":
-                self.to_tell[row.uid] = float(row.fitness or 0.0)
-                continue
-            if not self._try_cache(row):
-                to_train.append(row)
-        self._plan_jobs(to_train)
+        with self.store.batch():  # the candidates, their cache hits and their jobs: one transaction
+            rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
+                                           generation=self.search.generation, phase=self.search.phase,
+                                           resolved=self._fresh_resolutions())
+            to_train: list[CandidateRow] = []
+            for row in rows:
+                self.outstanding[row.uid] = row
+                if row.status != "pending":
+                    self.to_tell[row.uid] = float(row.fitness or 0.0)
+                    continue
+                if not self._try_cache(row):
+                    to_train.append(row)
+            self._plan_jobs(to_train)
 
     def _try_cache(self, row: CandidateRow) -> bool:
         """A cache hit is told at once and never trained; a key already training gets a follower."""
@@ -378,8 +380,8 @@ class Scheduler:
         fresh = self.search.resolved_without_training(self._resolved_seen)
         self._resolved_seen += len(fresh)
         self.progress.resolved += len(fresh)
-        self.keys.prefetch([r.candidate.tree for r in fresh])
-        return [NewResolution(self._new_candidate(r.candidate), r.fitness,
+        self.keys.prefetch([r.candidate.tree for r in fresh if not r.cannot_train])
+        return [NewResolution(self._new_candidate(r.candidate, r.cannot_train), r.fitness,
                               r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")) for r in fresh]
 
     def _record_resolved(self) -> None:
@@ -457,15 +459,16 @@ class Scheduler:
         is stored as soon as the backend answers."""
         limit = self.config.backend.max_in_flight
         batch: list[JobRequest] = []
-        while self.ready and len(self.running) + len(batch) < limit and not self.stop_requested.is_set():
-            job_id = self.ready.popleft()
-            job = self.jobs[job_id]
-            req = self._request(job, job.attempts + 1)
-            if req is None:  # every candidate already settled (e.g. by the cache)
-                self._finish_job(job, "done")
-                continue
-            self.jobs[job_id] = self.store.transition_job(job_id, "submitted", work_dir=str(req.work_dir))
-            batch.append(req)
+        with self.store.batch():  # every job marked submitted in one transaction, before the backend sees any
+            while self.ready and len(self.running) + len(batch) < limit and not self.stop_requested.is_set():
+                job_id = self.ready.popleft()
+                job = self.jobs[job_id]
+                req = self._request(job, job.attempts + 1)
+                if req is None:  # every candidate already settled (e.g. by the cache)
+                    self._finish_job(job, "done")
+                    continue
+                self.jobs[job_id] = self.store.transition_job(job_id, "submitted", work_dir=str(req.work_dir))
+                batch.append(req)
         if not batch:
             return
         try:
@@ -481,9 +484,10 @@ class Scheduler:
         except BackendError as exc:
             raise SchedulerError(f"the {self.config.backend.kind} backend could not submit: {exc}\n"
                                  f"(fix the cause, then: glo run --resume {self.run_id})") from None
-        for req, backend_id in zip(batch, backend_ids):
-            self.jobs[req.job_id] = self.store.set_job_fields(req.job_id, backend_job_id=backend_id)
-            self.running.add(req.job_id)
+        with self.store.batch():
+            for req, backend_id in zip(batch, backend_ids):
+                self.jobs[req.job_id] = self.store.set_job_fields(req.job_id, backend_job_id=backend_id)
+                self.running.add(req.job_id)
 
     async def _settle_limbo(self) -> None:
         """Ask the backend about jobs whose submission had no answer: found -> followed, never submitted
@@ -527,33 +531,41 @@ class Scheduler:
             elif fields:
                 self.jobs[job.id] = self.store.set_job_fields(job.id, **fields)
             return
+        with self.store.batch():  # the job's record, its results and its end: one transaction
+            fatal = self._job_finished(job, ev, fields)
+        if fatal is not None:  # raised once the requeue above is stored
+            raise SchedulerError(f"job {job.id}: {fatal}\n(fix the cause, then: glo run --resume {self.run_id})")
+
+    def _job_finished(self, job: JobRow, ev: JobEvent, fields: dict[str, Any]) -> str | None:
+        """A job's "finished" event: its results stored (write ahead of the tell), then done, retried or failed.
+        Returns the error of a fatal event (the job is queued again and the run must stop), else None."""
         if fields:
             self.jobs[job.id] = job = self.store.set_job_fields(job.id, **fields)
         # finished: store every result first (write ahead of the tell)
         self.running.discard(job.id)
         errors: list[str] = []
         by_id = {r.candidate_id: r for r in ev.results}
+        answered: list[tuple[CandidateRow, CandidateResult]] = []
         for uid in job.candidate_uids:
             row = self.outstanding.get(uid)
-            if row is None or row.status != "pending":
-                continue
-            res = by_id.get(row.search_id)
-            if res is None:
-                continue
+            if row is not None and row.status == "pending" and row.search_id in by_id:
+                answered.append((row, by_id[row.search_id]))
+        stored = self._store([(row, res) for row, res in answered if res.status != STATUS_ERROR])
+        for row, res in answered:  # settled in the job's order, as the search will be told
             if res.status == STATUS_ERROR:
                 errors.append(f"{row.search_id}: {res.error}")
-                self._fail([uid], f"worker error: {res.error}")
+                self._fail([row.uid], f"worker error: {res.error}")
             else:
-                self._store(row, res)
+                self._settle_stored(row, *stored[row.uid])
         remaining = [u for u in job.candidate_uids
                      if u in self.outstanding and self.outstanding[u].status == "pending"]
         if not remaining:
             self._finish_job(job, "done", "; ".join(errors))
-            return
+            return None
         error = ev.error or "worker finished without results for some candidates"
         if ev.fatal:
             self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
-            raise SchedulerError(f"job {job.id}: {error}\n(fix the cause, then: glo run --resume {self.run_id})")
+            return error
         if job.attempts < self.config.backend.max_attempts:
             log.warning("job %s attempt %s: %s -- retrying", job.id, job.attempts, error)
             self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
@@ -562,6 +574,7 @@ class Scheduler:
             log.error("job %s failed after %s attempts: %s", job.id, job.attempts, error)
             self._fail(remaining, f"failed after {job.attempts} attempt(s): {error}")
             self._finish_job(job, "failed", error)
+        return None
 
     @staticmethod
     def _event_fields(job: JobRow, ev: JobEvent) -> dict[str, Any]:
@@ -592,24 +605,34 @@ class Scheduler:
             if jid == job.id:
                 del self.job_of_key[key]
 
-    def _store(self, row: CandidateRow, res: CandidateResult) -> None:
-        t = self._task_for(row.search_id)
-        waiting = self.followers.pop(row.eval_key, [])
-        uids = [row.uid] + [u for u in waiting if u in self.outstanding]
-        metrics = {k: v for k, v in {
-            "validation_accuracy": res.validation_accuracy, "test_accuracy": res.test_accuracy,
-            "final_train_loss": res.final_train_loss, "nonfinite_step": res.nonfinite_step, "curve": res.curve,
-            "tensorflow_version": res.tensorflow_version, "extra": res.extra or None,
-        }.items() if v is not None}
-        ev = self.store.store_result(uids, NewEvaluation(
-            eval_key=row.eval_key, canonical_key=row.canonical_key, coefficients=row.coefficients, task=t.name,
-            budget=t.budget(), seed_policy=t.seed_policy(), status=res.status, fitness=float(res.fitness),
-            metrics=metrics, wall_seconds=res.wall_seconds, train_seconds=res.train_seconds,
-            eval_seconds=res.eval_seconds, device=res.device,
-        ), self.run_id)
+    def _store(self, trained: list[tuple[CandidateRow, CandidateResult]]) -> dict[str, tuple[list[str], float]]:
+        """Store a job's results in one transaction (write ahead of the tell): for each trained candidate's uid,
+        the uids its evaluation resolves (it and the followers of its key) and the stored fitness."""
+        if not trained:
+            return {}
+        batch: list[tuple[list[str], NewEvaluation]] = []
+        for row, res in trained:
+            t = self._task_for(row.search_id)
+            waiting = self.followers.pop(row.eval_key, [])
+            metrics = {k: v for k, v in {
+                "validation_accuracy": res.validation_accuracy, "test_accuracy": res.test_accuracy,
+                "final_train_loss": res.final_train_loss, "nonfinite_step": res.nonfinite_step, "curve": res.curve,
+                "tensorflow_version": res.tensorflow_version, "extra": res.extra or None,
+            }.items() if v is not None}
+            batch.append(([row.uid] + [u for u in waiting if u in self.outstanding], NewEvaluation(
+                eval_key=row.eval_key, canonical_key=row.canonical_key, coefficients=row.coefficients, task=t.name,
+                budget=t.budget(), seed_policy=t.seed_policy(), status=res.status, fitness=float(res.fitness),
+                metrics=metrics, wall_seconds=res.wall_seconds, train_seconds=res.train_seconds,
+                eval_seconds=res.eval_seconds, device=res.device,
+            )))
+        evs = self.store.store_results(batch, self.run_id)
+        return {uids[0]: (uids, ev.fitness) for (uids, _), ev in zip(batch, evs)}
+
+    def _settle_stored(self, row: CandidateRow, uids: list[str], fitness: float) -> None:
+        """A stored training: it and its followers settle with its fitness; its key trains no more."""
         self.progress.trained += 1
         for uid in uids:
-            self._settle(uid, "evaluated", ev.fitness)
+            self._settle(uid, "evaluated", fitness)
         self.job_of_key.pop(row.eval_key, None)
 
     def _fail(self, uids: list[str], reason: str) -> None:

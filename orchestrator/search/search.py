@@ -80,12 +80,18 @@ def sanitize(fitness: Any) -> float:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A candidate given a fitness without training, and why (invalid | elite | duplicate)."""
+    """A candidate given a fitness without training, and why (invalid | elite | duplicate | a filter's reason)."""
 
     candidate: Candidate
     fitness: float
     reason: str
     duplicate_of: str | None = None
+
+    @property
+    def cannot_train(self) -> bool:
+        """Settled at 0 because the tree cannot train (invalid, or rejected by the zero-training filter), not
+        given a fitness already known (an elite's, or the one of the duplicate it shares a key with)."""
+        return self.reason not in ("elite", "duplicate")
 
     def to_json(self) -> dict[str, Any]:
         return {"candidate": self.candidate.to_json(), "fitness": self.fitness, "reason": self.reason,
