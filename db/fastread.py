@@ -26,7 +26,7 @@ from urllib.parse import quote
 from db.errors import NotFoundError, StorageError
 from db.paths import resolve_db_path
 
-SCHEMA_VERSION = 4  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
+SCHEMA_VERSION = 5  # = db.migrations.SCHEMA_VERSION (not imported: that module imports SQLAlchemy)
 HELD_JOBS_SHOWN = 20  # how many held jobs `glo status` lists (db.queries and the dashboard use this one too)
 
 

@@ -68,12 +68,20 @@ def _v4(conn: Connection) -> None:
         "ELSE '[]' END FROM jobs WHERE attempts > 0")
 
 
+def _v5(conn: Connection) -> None:
+    """search_log: the search's asks and tells since its state was last saved whole (models.SearchLogEntry)."""
+    from db.models import SearchLogEntry
+
+    SearchLogEntry.__table__.create(conn, checkfirst=True)  # a fresh file got it from _v1's create_all
+
+
 #: (version, description, function).  Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1),
     (2, "canonical_keys: one key per exact tree", _v2),
     (3, "jobs: hold code, host, evictions, releases, bad nodes", _v3),
     (4, "job_attempts: one row per submission of a job", _v4),
+    (5, "search_log: asks and tells between saves of the whole search state", _v5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

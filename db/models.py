@@ -206,3 +206,17 @@ class SearchState(Base):
     seq: Mapped[int] = mapped_column(Integer, default=0)  # bumped on every save
     state_json: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SearchLogEntry(Base):
+    """One ask or tell of the search since its state was last saved whole (schema v5): {"ask": [ids handed
+    out]} or {"tell": id, "fitness": f}, in order.  The scheduler saves the whole state only every so often
+    (its size grows with the run: megabytes after thousands of steady-state trainings) and these small rows in
+    between, in the same transactions as what they did; a resume loads the state and replays the entries
+    after it, which gives the same search exactly (its ask/tell is deterministic given the order of calls).
+    Saving the state deletes the entries it covers."""
+
+    __tablename__ = "search_log"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_json: Mapped[str] = mapped_column(Text)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -140,6 +140,7 @@ class Store:
 
     # -- search state ------------------------------------------------------------------------
     def load_search_state(self, run_id: str) -> dict[str, Any] | None:
+        """The search state as last saved whole (`load_search_log`: the asks and tells since)."""
         with self.db.session() as s:
             row = s.get(models.SearchState, (run_id, "search"))
             if row is None:
@@ -148,6 +149,27 @@ class Store:
                 raise StorageError(f"search state of run {run_id} has version {row.version}, newer than "
                                    f"this GLO's {SEARCH_STATE_VERSION}")
             return json.loads(row.state_json)
+
+    def load_search_log(self, run_id: str) -> list[dict[str, Any]]:
+        """The asks and tells since the state was last saved whole, in order (models.SearchLogEntry)."""
+        with self.db.session() as s:
+            return [json.loads(text) for text in s.scalars(
+                select(models.SearchLogEntry.entry_json).where(models.SearchLogEntry.run_id == run_id)
+                .order_by(models.SearchLogEntry.seq))]
+
+    @staticmethod
+    def _save_search(s: Any, run_id: str, state: dict[str, Any] | None, log: Sequence[dict[str, Any]]) -> None:
+        """Either the whole state (which replaces the log entries it covers) or log entries after it."""
+        if state is not None and log:
+            raise ValueError("save either the whole search state or log entries after it, not both")
+        if state is not None:
+            Store._save_state(s, run_id, state)
+            s.execute(delete(models.SearchLogEntry).where(models.SearchLogEntry.run_id == run_id))
+        elif log:
+            seq = s.execute(select(func.max(models.SearchLogEntry.seq)).where(
+                models.SearchLogEntry.run_id == run_id)).scalar() or 0
+            s.execute(insert(models.SearchLogEntry), [
+                {"run_id": run_id, "seq": seq + i, "entry_json": json.dumps(entry)} for i, entry in enumerate(log, 1)])
 
     @staticmethod
     def _save_state(s: Any, run_id: str, state: dict[str, Any]) -> None:
@@ -163,10 +185,11 @@ class Store:
             row.updated_at = now
 
     # -- candidates ----------------------------------------------------------------------------
-    def record_asked(self, run_id: str, cands: Iterable[NewCandidate], state: dict[str, Any],
+    def record_asked(self, run_id: str, cands: Iterable[NewCandidate], state: dict[str, Any] | None,
                      generation: int | None = None, phase: str | None = None,
-                     resolved: Iterable[NewResolution] = ()) -> list[CandidateRow]:
-        """Store freshly asked candidates together with the search state that handed them out.
+                     resolved: Iterable[NewResolution] = (), log: Sequence[dict[str, Any]] = ()) -> list[CandidateRow]:
+        """Store freshly asked candidates together with the search state that handed them out (whole, or as
+        `log` entries after the last whole state: `_save_search`).
 
         Idempotent: a candidate already stored (a resumed search re-asking what it had asked
         before the crash) keeps its row, so its job or result is reused.  `resolved`: what the
@@ -181,7 +204,7 @@ class Store:
             self._add_resolved(s, run_id, resolved, next_seq, now)
             s.flush()
             out = [CandidateRow.of(row) for row in rows]
-            self._save_state(s, run_id, state)
+            self._save_search(s, run_id, state, log)
             values: dict[str, Any] = {"updated_at": now}
             if generation is not None:
                 values["generation"] = generation
@@ -339,16 +362,16 @@ class Store:
                 if c.status == "pending":
                     c.status, c.fitness, c.error, c.resolved_at = "failed", 0.0, reason[:4000], time.time()
 
-    def mark_told(self, run_id: str, uids: list[str], state: dict[str, Any],
-                  resolved: Iterable[NewResolution] = ()) -> None:
-        """The search absorbed these results: save its state and the marks in one transaction
-        (with `resolved`, what the tells made the search settle itself, as in `record_asked`)."""
+    def mark_told(self, run_id: str, uids: list[str], state: dict[str, Any] | None,
+                  resolved: Iterable[NewResolution] = (), log: Sequence[dict[str, Any]] = ()) -> None:
+        """The search absorbed these results: save its state (whole, or `log` entries) and the marks in one
+        transaction (with `resolved`, what the tells made the search settle itself, as in `record_asked`)."""
         now = time.time()
         with self.db.session(write=True) as s:
             if uids:
                 s.execute(update(models.Candidate).where(models.Candidate.uid.in_(uids)).values(told=True))
             self._add_resolved(s, run_id, resolved, self._next_seq(s, run_id), now)
-            self._save_state(s, run_id, state)
+            self._save_search(s, run_id, state, log)
             s.execute(update(models.Run).where(models.Run.id == run_id).values(updated_at=time.time()))
 
     @staticmethod

@@ -79,3 +79,36 @@ def scalar(db: Path, sql: str) -> int:
         return 0
     finally:
         con.close()
+
+
+def stored_search_state(db: Path, run_id: str) -> dict | None:
+    """The search state a resume would start from: the last whole state with the log entries stored after it
+    replayed (orchestrator.run.searchlog), exported; None before the first save."""
+    from db.session import open_db
+    from db.store import Store
+    from orchestrator.config import from_stored
+    from orchestrator.run.scheduler import Scheduler
+
+    database = open_db(db)
+    try:
+        store = Store(database)
+        if store.load_search_state(run_id) is None:
+            return None
+        sched = Scheduler(database, run_id, from_stored(store.get_run(run_id).config))
+        screen = sched._screen()
+        if screen is not None:  # the filter's verdicts are a fixed function of the tree: kept across calls, so
+            task = sched.config.task  # (a test calling this per commit stays quick); per filter setting:
+            memo = _SCREEN_MEMO.setdefault(repr((task.epsilon, task.class_reduction, task.epsilon_gradient)), {})
+
+            def remembered(tree, _screen=screen, _memo=memo):  # type: ignore[no-untyped-def]
+                if tree not in _memo:
+                    _memo[tree] = _screen(tree)
+                return _memo[tree]
+
+            sched._screen = lambda: remembered  # type: ignore[method-assign]
+        return sched.load_search().export_state()
+    finally:
+        database.dispose()
+
+
+_SCREEN_MEMO: dict[str, dict] = {}

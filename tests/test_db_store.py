@@ -145,6 +145,20 @@ def test_a_batch_is_one_transaction(store: Store) -> None:
     assert outside.execute("select count(*) from candidates").fetchone()[0] == 3
 
 
+def test_the_search_is_saved_whole_or_as_log_entries_after_the_whole_state(store: Store) -> None:
+    """A whole state replaces the log entries it covers; entries come back in order; never both at once."""
+    store.record_asked("r1", [cand("g0-0")], state={"n": 1})
+    store.record_asked("r1", [cand("g0-1", "k2")], state=None, log=[{"tell": "g0-0", "fitness": 0.5}, {"ask": ["a"]}])
+    store.mark_told("r1", ["r1/g0-0"], state=None, log=[{"ask": []}])
+    assert store.load_search_state("r1") == {"n": 1}
+    assert store.load_search_log("r1") == [{"tell": "g0-0", "fitness": 0.5}, {"ask": ["a"]}, {"ask": []}]
+    store.mark_told("r1", [], state={"n": 2})
+    assert store.load_search_state("r1") == {"n": 2} and store.load_search_log("r1") == []
+    with pytest.raises(ValueError, match="not both"):
+        store.mark_told("r1", [], state={"n": 3}, log=[{"ask": []}])
+    assert store.load_search_state("r1") == {"n": 2}
+
+
 def test_config_key_order_survives(store: Store) -> None:
     assert list(store.get_run("r1").config) == ["b", "a"]  # the search's weights depend on order
 

@@ -15,7 +15,6 @@ Deterministic: it inspects every crash point of one run instead of hoping a kill
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,17 +26,16 @@ import pytest
 from db.session import Database
 from orchestrator.config import load_config
 from orchestrator.run.runner import run_search
-from tests.orch_helpers import glo_env, write_config
+from tests.orch_helpers import glo_env, stored_search_state, write_config
 
 
 def violations(db: Path, run_id: str) -> list[str]:
     """What a resume from this exact database would get wrong (empty: nothing)."""
+    state = stored_search_state(db, run_id)  # the last whole state with the log after it replayed
+    if state is None:
+        return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        row = con.execute("select state_json from search_states where run_id = ? and kind = 'search'", (run_id,)).fetchone()
-        if row is None:
-            return []
-        state = json.loads(row[0])
         rows = {sid: (status, bool(told)) for sid, status, told in con.execute(
             "select search_id, status, told from candidates where run_id = ?", (run_id,))}
     finally:
@@ -79,3 +77,30 @@ def test_every_commit_leaves_a_resumable_database(tmp_path: Path, monkeypatch: p
     assert status == "finished"
     assert len(commits) > 50, "the run should have crossed generations and CMA-ES batches"
     assert not problems, "\n".join(problems[:20])
+
+
+def test_a_search_log_that_does_not_replay_stops_the_resume_with_an_error(tmp_path: Path) -> None:
+    """The log's ask entries list the ids they handed out, and the replay checks them: a log the search would
+    not repeat (another GLO's, or a damaged file) is refused by name instead of continuing another search."""
+    import sqlite3
+
+    from db.session import open_db
+    from orchestrator.errors import SchedulerError
+    from orchestrator.run.scheduler import Scheduler
+    from tests.orch_helpers import glo
+
+    cfg = write_config(tmp_path / "c.toml", population=8, generations=2, cma_iterations=1)
+    db = tmp_path / "d.db"
+    assert glo("run", str(cfg), "--db", str(db), "--run-id", "d").returncode == 0
+    assert stored_search_state(db, "d") is not None  # a finished run: whole state, empty log, loads
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("insert into search_log (run_id, seq, entry_json) values ('d', 1, '{\"ask\": [\"g9-0\"]}')")
+    con.close()
+    database = open_db(db)
+    try:
+        sched = Scheduler(database, "d", load_config(cfg))
+        with pytest.raises(SchedulerError, match=r"entry 1 of 1 of the search log handed out \['g9-0'\]"):
+            sched.load_search()
+    finally:
+        database.dispose()

@@ -15,7 +15,7 @@ from orchestrator.search import CMAConfig, GAConfig, SearchConfig, SteadyStateSe
 from orchestrator.search.config import ConfigError, FidelityConfig
 from orchestrator.search.steady import parse_steady_id
 from tests import search_golden
-from tests.orch_helpers import glo, glo_env, glo_popen, scalar, write_config
+from tests.orch_helpers import glo, glo_env, glo_popen, scalar, stored_search_state, write_config
 from worker.lossexpr import to_infix
 from worker.lossexpr.onehot import is_trainable
 
@@ -306,9 +306,14 @@ def test_kill9_and_resume_give_the_uninterrupted_population(tmp_path: Path):
     assert proc.poll() is None, "run finished before the kill point"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the last whole state is older than the kill: the resume replays the asks and tells logged after it
+    assert scalar(db, "select count(*) from search_log where run_id = 'k'") > 0
     r = glo("run", "--resume", "k", "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert _population(db, "k") == _population(ref_db, "ref")
+    # a finished run's state is saved whole (its log emptied), and whole saves were few: not one per result
+    assert scalar(db, "select count(*) from search_log") == scalar(ref_db, "select count(*) from search_log") == 0
+    assert scalar(ref_db, "select seq from search_states where run_id = 'ref'") <= 3
 
 
 def test_a_crash_after_refilling_but_before_the_told_marks_resumes_to_the_uninterrupted_population(
@@ -333,18 +338,20 @@ def test_a_crash_after_refilling_but_before_the_told_marks_resumes_to_the_uninte
     original = Store.mark_told
     calls = []
 
-    def crashing(self, run_id, uids, state, resolved=()):
-        calls.append(len(uids))
-        if len(calls) == 6:
-            raise RuntimeError("crash between the refill and the told marks")
-        return original(self, run_id, uids, state, resolved)
+    def crashing(self, run_id, uids, **kw):
+        if uids:
+            calls.append(len(uids))
+            if len(calls) == 6:
+                raise RuntimeError("crash between the refill and the told marks")
+        return original(self, run_id, uids, **kw)
 
     monkeypatch.setattr(Store, "mark_told", crashing)
     db = tmp_path / "c.db"
     with pytest.raises(RuntimeError, match="crash between"):
         run_search(db, config=load_config(cfg), run_id="c", show_progress=False)
+    state = stored_search_state(db, "c")  # what the resume starts from: the whole state and the log after it
+    assert state is not None
     con = sqlite3.connect(db)
-    state = json.loads(con.execute("select state_json from search_states where run_id = 'c'").fetchone()[0])
     unmarked = [sid for (sid,) in con.execute("select search_id from candidates where run_id = 'c' and "
                                               "status = 'evaluated' and told = 0")]
     con.close()

@@ -477,7 +477,7 @@ def search_data(db: Any, run_id: str) -> dict[str, Any]:
         history: list[dict[str, Any]] = []
         if run.summary_json:
             history = list(json.loads(run.summary_json).get("history") or [])
-        if not history:
+        if not history:  # a running run: its history as of the last whole save of its state (run.searchlog)
             state = s.execute(select(models.SearchState.state_json).where(
                 models.SearchState.run_id == run_id, models.SearchState.kind == "search")).scalar()
             if state:

@@ -48,6 +48,7 @@ from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.errors import SchedulerError
 from orchestrator.run.cachekey import RememberedKeys, eval_key, untrained_key
 from orchestrator.run.lock import pid_alive
+from orchestrator.run.searchlog import ask_entry, replay, tell_entry, whole_save_due
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.modes import new_search, search_from_state
@@ -153,6 +154,12 @@ class Scheduler:
         self._limbo_retry_at = 0.0
         self._limbo_backoff = 5.0
         self._resolved_seen = 0
+        # the search's calls not yet stored, and how many are stored since its state was last saved whole
+        # (None: not yet saved whole) -- orchestrator.run.searchlog
+        self._log: list[dict[str, Any]] = []
+        self._last_entry: dict[str, Any] | None = None
+        self._logged_since: int | None = None
+        self._logged_total = 0
         self.stop_requested = asyncio.Event()
         self.stop_reason = ""
         self.progress = Progress()
@@ -241,6 +248,9 @@ class Scheduler:
                 self._tell_pending()
                 return self._stopped()
             asked = self.search.ask()
+            entry = ask_entry([c.id for c in asked])
+            if entry != self._last_entry:  # an empty ask right after an empty ask changes nothing: not logged
+                self._log_call(entry)
             if asked:
                 # The asked candidates' transaction saves the state that absorbed `told` too, so the slots
                 # these results freed are refilled before the told marks are written: one state save fewer
@@ -321,9 +331,9 @@ class Scheduler:
         self.keys.prefetch([c.tree for c in asked])  # the batch's keys in parallel, then memo hits below
         news = [self._new_candidate(c) for c in asked]
         with self.store.batch():  # the candidates, their cache hits and their jobs: one transaction
-            rows = self.store.record_asked(self.run_id, news, self.search.export_state(),
-                                           generation=self.search.generation, phase=self.search.phase,
-                                           resolved=self._fresh_resolutions())
+            rows = self.store.record_asked(self.run_id, news, generation=self.search.generation,
+                                           phase=self.search.phase, resolved=self._fresh_resolutions(),
+                                           **self._search_save())
             to_train: list[CandidateRow] = []
             for row in rows:
                 self.outstanding[row.uid] = row
@@ -384,13 +394,30 @@ class Scheduler:
         return [NewResolution(self._new_candidate(r.candidate, r.cannot_train), r.fitness,
                               r.reason + (f" of {r.duplicate_of}" if r.duplicate_of else "")) for r in fresh]
 
-    def _record_resolved(self) -> None:
+    def _record_resolved(self, whole: bool = False) -> None:
         """Store what the search settled without training, resolved and told, with the state --
-        one transaction: stored pending, a resume would take them for untrained candidates."""
+        one transaction: stored pending, a resume would take them for untrained candidates.
+        `whole`: save the whole state now (the run ends or stops) even with nothing new."""
         assert self.search is not None
         fresh = self._fresh_resolutions()
-        if fresh:
-            self.store.mark_told(self.run_id, [], self.search.export_state(), resolved=fresh)
+        if fresh or self._log or whole:
+            self.store.mark_told(self.run_id, [], resolved=fresh, **self._search_save(whole))
+
+    def _log_call(self, entry: dict[str, Any]) -> None:
+        self._log.append(entry)
+        self._last_entry = entry
+
+    def _search_save(self, whole: bool = False) -> dict[str, Any]:
+        """What to store of the search with this transaction: its whole state when due (`whole_save_due`) or
+        asked for, else the calls made since the last store as log entries (orchestrator.run.searchlog)."""
+        assert self.search is not None
+        entries, self._log = self._log, []
+        self._logged_total += len(entries)
+        if whole or whole_save_due(self._logged_since, self._logged_total):
+            self._logged_since = 0
+            return {"state": self.search.export_state(), "log": []}
+        self._logged_since = (self._logged_since or 0) + len(entries)
+        return {"state": None, "log": entries}
 
     # -- telling -----------------------------------------------------------------------------------
     def _tell_pending(self) -> None:
@@ -402,7 +429,7 @@ class Scheduler:
         if not told:
             return
         assert self.search is not None
-        self.store.mark_told(self.run_id, told, self.search.export_state(), resolved=self._fresh_resolutions())
+        self.store.mark_told(self.run_id, told, resolved=self._fresh_resolutions(), **self._search_save())
         self._update_progress()
 
     def _tell_search(self) -> list[str]:
@@ -416,6 +443,7 @@ class Scheduler:
             search_id = row.search_id if row else uid.split("/", 1)[1]
             try:
                 self.search.tell(search_id, fitness)
+                self._log_call(tell_entry(search_id, fitness))
             except (UnknownCandidateError, AlreadyToldError) as exc:  # absorbed before a crash: harmless
                 # (only these two: a KeyError from inside the search is a bug and must not be swallowed)
                 log.debug("tell %s skipped: %s", uid, exc)
@@ -655,8 +683,9 @@ class Scheduler:
         self.to_tell[uid] = fitness
 
     # -- recovery ----------------------------------------------------------------------------------
-    async def _recover(self) -> None:
-        """Rebuild the in-memory picture from the database (a no-op for a new run)."""
+    def load_search(self) -> AskTell:
+        """The run's search as stored: a new one for a new run, else the last whole state with the log entries
+        after it replayed (orchestrator.run.searchlog) -- exactly the search the last transaction left."""
         state = self.store.load_search_state(self.run_id)
         if self.config.evaluate is not None:  # `glo evaluate`: a fixed grid of trainings instead of a search
             self.search = (EvaluationPlan(self.config.evaluate) if state is None
@@ -665,7 +694,17 @@ class Scheduler:
             self.search = new_search(self.config.search, key_fn=self.keys, screen=self._screen())
         else:
             self.search = search_from_state(state, key_fn=self.keys, screen=self._screen())
+        if state is not None:
+            entries = self.store.load_search_log(self.run_id)
+            replay(self.search, entries)  # the calls stored after the last whole state
+            self._logged_since, self._logged_total = len(entries), len(entries)
+            self._last_entry = entries[-1] if entries else None
             self._resolved_seen = len(self.search.resolved_without_training())
+        return self.search
+
+    async def _recover(self) -> None:
+        """Rebuild the in-memory picture from the database (a no-op for a new run)."""
+        self.load_search()
         untold = [c for c in self.store.candidates(self.run_id, told=False) if c.status != "resolved"]
         for row in untold:
             self.outstanding[row.uid] = row
@@ -711,7 +750,7 @@ class Scheduler:
     # -- endings -----------------------------------------------------------------------------------
     def _finish(self) -> str:
         assert self.search is not None
-        self._record_resolved()
+        self._record_resolved(whole=True)  # a finished run's stored state is whole (figures, export)
         best = self.search.best()
         summary = {
             "best": None if best is None else {"search_id": best[0].id, "infix": to_infix(best[0].tree),
@@ -730,6 +769,7 @@ class Scheduler:
 
     def _stopped(self) -> str:
         """Stop cleanly: what has already finished is stored; the rest stays recorded for resume."""
+        self._record_resolved(whole=True)
         if self.store.get_run(self.run_id).status == "cancelled":  # `glo cancel` wrote it, then signalled us
             return "cancelled"
         self.store.update_run(self.run_id, status="stopped", message=self.stop_reason)

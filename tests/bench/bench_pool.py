@@ -16,7 +16,9 @@ budget leaves slots idle in any mode).  Inside the busy time, `job_time_share` i
 the scheduler's handling at both ends.  `ideal` replays the same job times in the same order of submission
 with no dispatch or start-up cost (steady-state: a free slot takes the next job at once; generational:
 each generation's jobs, then the barrier), so `utilisation_of_job_time / ideal.utilisation` is what the
-orchestrator keeps of what the job-time distribution allows.
+orchestrator keeps of what the job-time distribution allows.  A steady-state row's `ideal` also replays the
+generational search on its job times (`generational_replayed`): the barrier's figure at a budget too long to
+run generationally here (steady-state alone, GLO_BENCH_POOL_TRAININGS).
 
 Knobs (environment): GLO_BENCH_POOL_SLOTS ("8,32"), GLO_BENCH_POOL_GENERATIONS (the generational run's
 length; 30 by default: about 420 trainings), GLO_BENCH_POOL_MODES ("generational,steady-state"; steady-state
@@ -166,6 +168,11 @@ def _run(work: Path, mode: str, slots: int, max_trainings: int | None) -> dict[s
         ideal = ideal_generational([by_gen[g] for g in sorted(by_gen)], slots)
     else:
         ideal = ideal_steady(job_time, slots)
+        # the generational search on the same job times (its generation 0, then population - elites children
+        # each), replayed with no dispatch cost: its barrier alone, where running it would take hours
+        chunks = [job_time[:POPULATION]] + [job_time[i:i + POPULATION - ELITES]
+                                            for i in range(POPULATION, len(job_time), POPULATION - ELITES)]
+        ideal["generational_replayed"] = ideal_generational(chunks, slots)
     ends = sorted(b for _, b in attempts)
     return {"mode": mode, "slots": slots, "trainings": trained, "cached": cached, "jobs": len(attempts),
             "wall_seconds": round(wall, 1), "busy_slot_seconds": round(busy, 1),
