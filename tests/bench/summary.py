@@ -84,9 +84,12 @@ def render(res: dict[str, Any], load_before: str | None = None) -> str:
                          f"{d['ratio_ours_vs_deap']} ({d['us_per_child_ours']} vs {d['us_per_child_deap']} us)", "-", "-"))
     for r in (res.get("pool") or {}).get("rows", []):
         steady = r["mode"] == "steady-state"
+        replayed = (r.get("ideal") or {}).get("generational_replayed")
+        beside = (f"; generational on the same job times, replayed: {100 * replayed['utilisation']:.1f} %"
+                  if replayed else "")
         rows.append((f"pool utilisation, {r['mode']}, S = {r['slots']} ({r['trainings']} trainings, "
                      f"{r['wall_seconds']} s)", f"{100 * r['utilisation']:.1f} % (until the last submission "
-                     f"{100 * r['utilisation_until_last_submission']:.1f} %)",
+                     f"{100 * r['utilisation_until_last_submission']:.1f} %{beside})",
                      ">= 95 % at S = 32" if steady and r["slots"] == 32 else "-",
                      _goal(r["utilisation"], 0.95, smaller_is_better=False) if steady and r["slots"] == 32 else "-"))
     lines += ["| measure | value | goal | |", "|---|---|---|---|"]
