@@ -48,7 +48,7 @@ from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.errors import SchedulerError
 from orchestrator.run.cachekey import RememberedKeys, eval_key, untrained_key
 from orchestrator.run.lock import pid_alive
-from orchestrator.run.searchlog import ask_entry, replay, tell_entry, whole_save_due
+from orchestrator.run.searchlog import SearchLog
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.modes import new_search, search_from_state
@@ -154,12 +154,7 @@ class Scheduler:
         self._limbo_retry_at = 0.0
         self._limbo_backoff = 5.0
         self._resolved_seen = 0
-        # the search's calls not yet stored, and how many are stored since its state was last saved whole
-        # (None: not yet saved whole) -- orchestrator.run.searchlog
-        self._log: list[dict[str, Any]] = []
-        self._last_entry: dict[str, Any] | None = None
-        self._logged_since: int | None = None
-        self._logged_total = 0
+        self.search_log = SearchLog()  # the search's asks and tells between whole saves of its state
         self.stop_requested = asyncio.Event()
         self.stop_reason = ""
         self.progress = Progress()
@@ -248,9 +243,7 @@ class Scheduler:
                 self._tell_pending()
                 return self._stopped()
             asked = self.search.ask()
-            entry = ask_entry([c.id for c in asked])
-            if entry != self._last_entry:  # an empty ask right after an empty ask changes nothing: not logged
-                self._log_call(entry)
+            self.search_log.asked(asked)
             if asked:
                 # The asked candidates' transaction saves the state that absorbed `told` too, so the slots
                 # these results freed are refilled before the told marks are written: one state save fewer
@@ -333,7 +326,7 @@ class Scheduler:
         with self.store.batch():  # the candidates, their cache hits and their jobs: one transaction
             rows = self.store.record_asked(self.run_id, news, generation=self.search.generation,
                                            phase=self.search.phase, resolved=self._fresh_resolutions(),
-                                           **self._search_save())
+                                           **self.search_log.take(self.search))
             to_train: list[CandidateRow] = []
             for row in rows:
                 self.outstanding[row.uid] = row
@@ -400,24 +393,8 @@ class Scheduler:
         `whole`: save the whole state now (the run ends or stops) even with nothing new."""
         assert self.search is not None
         fresh = self._fresh_resolutions()
-        if fresh or self._log or whole:
-            self.store.mark_told(self.run_id, [], resolved=fresh, **self._search_save(whole))
-
-    def _log_call(self, entry: dict[str, Any]) -> None:
-        self._log.append(entry)
-        self._last_entry = entry
-
-    def _search_save(self, whole: bool = False) -> dict[str, Any]:
-        """What to store of the search with this transaction: its whole state when due (`whole_save_due`) or
-        asked for, else the calls made since the last store as log entries (orchestrator.run.searchlog)."""
-        assert self.search is not None
-        entries, self._log = self._log, []
-        self._logged_total += len(entries)
-        if whole or whole_save_due(self._logged_since, self._logged_total):
-            self._logged_since = 0
-            return {"state": self.search.export_state(), "log": []}
-        self._logged_since = (self._logged_since or 0) + len(entries)
-        return {"state": None, "log": entries}
+        if fresh or self.search_log.pending or whole:
+            self.store.mark_told(self.run_id, [], resolved=fresh, **self.search_log.take(self.search, whole))
 
     # -- telling -----------------------------------------------------------------------------------
     def _tell_pending(self) -> None:
@@ -429,7 +406,8 @@ class Scheduler:
         if not told:
             return
         assert self.search is not None
-        self.store.mark_told(self.run_id, told, resolved=self._fresh_resolutions(), **self._search_save())
+        self.store.mark_told(self.run_id, told, resolved=self._fresh_resolutions(),
+                             **self.search_log.take(self.search))
         self._update_progress()
 
     def _tell_search(self) -> list[str]:
@@ -443,7 +421,7 @@ class Scheduler:
             search_id = row.search_id if row else uid.split("/", 1)[1]
             try:
                 self.search.tell(search_id, fitness)
-                self._log_call(tell_entry(search_id, fitness))
+                self.search_log.told(search_id, fitness)
             except (UnknownCandidateError, AlreadyToldError) as exc:  # absorbed before a crash: harmless
                 # (only these two: a KeyError from inside the search is a bug and must not be swallowed)
                 log.debug("tell %s skipped: %s", uid, exc)
@@ -695,10 +673,7 @@ class Scheduler:
         else:
             self.search = search_from_state(state, key_fn=self.keys, screen=self._screen())
         if state is not None:
-            entries = self.store.load_search_log(self.run_id)
-            replay(self.search, entries)  # the calls stored after the last whole state
-            self._logged_since, self._logged_total = len(entries), len(entries)
-            self._last_entry = entries[-1] if entries else None
+            self.search_log.resumed(self.search, self.store.load_search_log(self.run_id))
             self._resolved_seen = len(self.search.resolved_without_training())
         return self.search
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import SchedulerError
-from orchestrator.search.candidate import AskTell
+from orchestrator.search.candidate import AskTell, Candidate
 
 #: Entries written between two whole saves at least; beyond that, a quarter of the entries logged so far, so
 #: that the whole saves (each the size of the run so far) cost a constant amount per entry on average.
@@ -33,6 +33,53 @@ def ask_entry(ids: list[str]) -> dict[str, Any]:
 
 def tell_entry(candidate_id: str, fitness: float) -> dict[str, Any]:
     return {"tell": candidate_id, "fitness": fitness}
+
+
+class SearchLog:
+    """The scheduler's side of the log: the calls made since the last store, and when to save whole."""
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] = []
+        self._last: dict[str, Any] | None = None
+        self._since: int | None = None  # entries stored since the last whole save (None: not saved whole yet)
+        self._total = 0
+
+    def asked(self, candidates: list[Candidate]) -> None:
+        """An ask and what it handed out; an empty ask right after an empty ask changes nothing: not logged."""
+        entry = ask_entry([c.id for c in candidates])
+        if entry != self._last:
+            self._add(entry)
+
+    def told(self, candidate_id: str, fitness: float) -> None:
+        self._add(tell_entry(candidate_id, fitness))
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        self._pending.append(entry)
+        self._last = entry
+
+    @property
+    def pending(self) -> bool:
+        """Calls made that no transaction has stored yet."""
+        return bool(self._pending)
+
+    def take(self, search: AskTell, whole: bool = False) -> dict[str, Any]:
+        """What to store of the search with this transaction (the keyword arguments `state` and `log` of
+        db.store's `record_asked` / `mark_told`): its whole state when due (`whole_save_due`) or asked for,
+        else the calls made since the last store as entries."""
+        entries, self._pending = self._pending, []
+        self._total += len(entries)
+        if whole or whole_save_due(self._since, self._total):
+            self._since = 0
+            return {"state": search.export_state(), "log": []}
+        self._since = (self._since or 0) + len(entries)
+        return {"state": None, "log": entries}
+
+    def resumed(self, search: AskTell, entries: list[dict[str, Any]]) -> None:
+        """Replay the entries stored after the last whole state on the search imported from it, and go on
+        counting from them."""
+        replay(search, entries)
+        self._since = self._total = len(entries)
+        self._last = entries[-1] if entries else None
 
 
 def replay(search: AskTell, entries: list[dict[str, Any]]) -> None:
