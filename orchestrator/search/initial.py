@@ -64,26 +64,38 @@ def initial_trees(rng: random.Random, prims: Primitives, cfg: GAConfig, key_fn: 
         counts.seeded += 1
     trainable: dict[Node, bool] = {}  # small trees recur thousands of times: judge each once
     while len(out) < cfg.population_size:
-        tree = draw_initial_tree(rng, prims, cfg, counts, admissible, trainable)
-        if cfg.init != "paper":
-            for _ in range(MAX_DUPLICATE_REDRAWS):
-                if key_fn(tree) not in keys:  # key_fn is memoized: asking again below is free
-                    break
-                counts.rejected_duplicate += 1
-                tree = draw_initial_tree(rng, prims, cfg, counts, admissible, trainable)
+        if cfg.init == "paper":
+            tree = _draw_initial_tree(rng, prims, cfg, counts, admissible, trainable)
+        else:  # key_fn is memoized: asking again below is free
+            tree = draw_new_initial_tree(rng, prims, cfg, counts, admissible, trainable,
+                                         lambda t: key_fn(t) not in keys)
             keys.add(key_fn(tree))
         out.append((tree, "init"))
     counts.trainable = sum(1 for tree, _ in out if is_trainable(tree) and admissible(tree))
     return out, counts
 
 
-def draw_initial_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts,
-                      admissible: Callable[[Node], bool], trainable: dict[Node, bool]) -> Node:
-    """One random `init` tree as generation 0 draws it, before its duplicate check: the paper's tree
-    (`ga.init = "paper"`, trainable or not), or the first draw that is trainable and `admissible` ("valid").
+def draw_new_initial_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts,
+                          admissible: Callable[[Node], bool], trainable: dict[Node, bool],
+                          is_new: Callable[[Node], bool]) -> Node:
+    """An `init` tree (`_draw_initial_tree`) drawn again while `is_new` says it is not, up to
+    `MAX_DUPLICATE_REDRAWS` times (each counted in `counts.rejected_duplicate`): generation 0's duplicate
+    check, and steady-state's for the further initial trees it draws when a pool has more slots than
+    generation 0 has members (`steady.SteadyStateSearch`)."""
+    tree = _draw_initial_tree(rng, prims, cfg, counts, admissible, trainable)
+    for _ in range(MAX_DUPLICATE_REDRAWS):
+        if is_new(tree):
+            break
+        counts.rejected_duplicate += 1
+        tree = _draw_initial_tree(rng, prims, cfg, counts, admissible, trainable)
+    return tree
 
-    Public because steady-state draws further initial trees this same way when a pool has more slots
-    than generation 0 has members (`steady.SteadyStateSearch`); `trainable` memoizes `is_trainable`."""
+
+def _draw_initial_tree(rng: random.Random, prims: Primitives, cfg: GAConfig, counts: InitCounts,
+                       admissible: Callable[[Node], bool], trainable: dict[Node, bool]) -> Node:
+    """One random `init` tree as generation 0 draws it, before any duplicate check: the paper's tree
+    (`ga.init = "paper"`, trainable or not), or the first draw that is trainable and `admissible` ("valid");
+    `trainable` memoizes `is_trainable`."""
     if cfg.init == "paper":
         counts.drawn += 1
         return random_tree(rng, prims, cfg.init_max_depth)

@@ -14,7 +14,7 @@ AAAI 2019) run asynchronously like ASHA (Li et al., 2020):
   canonical form the run has already handed out is redrawn;
 * a free slot that nothing above can fill -- generation 0 is all out and fewer than two results are in,
   as on a pool with more slots than the population -- gets a further initial tree, drawn as generation
-  0's are (`initial.draw_initial_tree`: the valid or the paper's init) with a canonical form not yet
+  0's are (`initial.draw_new_initial_tree`: the valid or the paper's init) with a canonical form not yet
   handed out; it joins the population when its result arrives, like any member.  Without it, a pool of
   32 slots and a population of 16 would leave 16 slots idle until two results are in;
 * each arriving rung-0 result joins the population (a child that cannot train, with `offspring =
@@ -47,7 +47,7 @@ from typing import Any
 from orchestrator.search.candidate import AlreadyToldError, Candidate, UnknownCandidateError
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.ga import breed_one, roulette, tournament
-from orchestrator.search.initial import MAX_DUPLICATE_REDRAWS, InitCounts, draw_initial_tree
+from orchestrator.search.initial import InitCounts, draw_new_initial_tree
 from orchestrator.search.search import ASKED, DONE, KeyFn, ScreenFn, Search, promoted_id, sanitize
 from worker.lossexpr.onehot import is_trainable
 
@@ -117,12 +117,9 @@ class SteadyStateSearch(Search):
         def admissible(tree: Any) -> bool:
             return self.rejection(tree) is None
 
-        tree = draw_initial_tree(self._rng, self._prims, ga, counts, admissible, self._trainable_memo)
-        for _ in range(MAX_DUPLICATE_REDRAWS):
-            if not (is_trainable(tree) and admissible(tree)) or self.key(tree) not in self._seen:
-                break
-            counts.rejected_duplicate += 1
-            tree = draw_initial_tree(self._rng, self._prims, ga, counts, admissible, self._trainable_memo)
+        tree = draw_new_initial_tree(  # a tree that cannot train has no key to be a duplicate of
+            self._rng, self._prims, ga, counts, admissible, self._trainable_memo,
+            lambda t: not (is_trainable(t) and admissible(t)) or self.key(t) not in self._seen)
         for name, n in (("further_initial_drawn", counts.drawn),
                         ("further_initial_redrawn", counts.rejected_duplicate)):
             self._stats[name] = self._stats.get(name, 0) + n
