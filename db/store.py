@@ -328,9 +328,11 @@ class Store:
             for i in range(0, len(all_uids), _IN_CHUNK):  # the candidates into the identity map, one read
                 s.scalars(select(models.Candidate).where(models.Candidate.uid.in_(all_uids[i:i + _IN_CHUNK]))).all()
             stored: list[tuple[list[str], models.Evaluation]] = []
+            added: list[str] = []
             for uids, ev in results:
                 e = known.get(ev.eval_key)
                 if e is None:
+                    added.append(ev.eval_key[:12])
                     e = known[ev.eval_key] = models.Evaluation(
                         eval_key=ev.eval_key, canonical_key=ev.canonical_key,
                         coefficients_json=json.dumps(ev.coefficients), task=ev.task,
@@ -345,7 +347,7 @@ class Store:
             try:
                 s.flush()  # the new evaluations' ids
             except IntegrityError as exc:  # only one writer per run; two runs on one file may race
-                raise StorageError(f"evaluation {stored[0][1].eval_key[:12]}... stored twice concurrently") from exc
+                raise StorageError(f"evaluation(s) {', '.join(added)} stored twice concurrently") from exc
             for uids, e in stored:
                 for uid in uids:
                     c = self._cand(s, uid)
