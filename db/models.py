@@ -19,7 +19,8 @@ JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"submitted", "done", "failed"}),  # done: settled elsewhere (cache)
     "submitted": frozenset({"running", "done", "failed", "held", "lost", "queued"}),
     "running": frozenset({"done", "failed", "held", "lost", "queued", "submitted"}),  # submitted: evicted
-    "held": frozenset({"queued", "submitted", "running", "failed", "lost"}),  # submitted: released
+    # submitted: released; done: a backup copy of it delivered (its attempt "superseded")
+    "held": frozenset({"queued", "submitted", "running", "failed", "lost", "done"}),
     "lost": frozenset({"queued", "failed"}),
     "done": frozenset(),
     "failed": frozenset(),
@@ -157,7 +158,8 @@ class Job(Base):
 
 
 #: How an attempt ended (JobAttempt.outcome); "" while it is in flight (or when its scheduler died meanwhile).
-ATTEMPT_OUTCOMES = ("done", "retried", "failed", "lost")
+#: "superseded": a copy of the same candidates (a backup, BackendConfig.backup_copies) finished first.
+ATTEMPT_OUTCOMES = ("done", "retried", "failed", "lost", "superseded")
 
 
 class JobAttempt(Base):

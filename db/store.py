@@ -397,8 +397,11 @@ class Store:
             return JobRow.of(job, tuple(uids))
 
     def transition_job(self, job_id: int, new_state: str, *, expect: Iterable[str] | None = None,
-                       **fields: Any) -> JobRow:
-        """Guarded state change: an illegal transition raises IllegalTransitionError."""
+                       outcome: str | None = None, **fields: Any) -> JobRow:
+        """Guarded state change: an illegal transition raises IllegalTransitionError.  `outcome`: how the
+        attempt ended when the state alone does not say it (a backup copy removed as "superseded")."""
+        if outcome is not None and outcome not in models.ATTEMPT_OUTCOMES:
+            raise ValueError(f"transition_job: unknown attempt outcome {outcome!r}")
         now = time.time()
         with self.db.session(write=True) as s:
             job = s.get(models.Job, job_id)
@@ -422,13 +425,13 @@ class Store:
                 job.finished_at = now
             attempt_fields = {k: fields.pop(k) for k in list(fields) if k in _ATTEMPT_FIELDS}
             self._set_fields(job, fields, "transition_job")
-            self._record_attempt(s, job, previous, new_state, {**fields, **attempt_fields}, now)
+            self._record_attempt(s, job, previous, new_state, {**fields, **attempt_fields}, now, outcome)
             s.flush()
             return JobRow.of(job, self._job_uids(s, job))
 
     @staticmethod
     def _record_attempt(s: Any, job: models.Job, previous: str, new_state: str | None, fields: dict[str, Any],
-                        now: float) -> None:
+                        now: float, outcome: str | None = None) -> None:
         """The job's change, written into its current attempt's row (job_attempts) in the same transaction:
         cluster id, machine, start, holds, releases, evictions, exit, and how and why it ended."""
         if job.attempts < 1:
@@ -461,7 +464,7 @@ class Store:
             notes.append([now, fields.get("last_error") or "evicted: back in the queue"])
         if new_state in _OUTCOME_OF and previous in models.ACTIVE_JOB_STATES + ("lost",):
             row.ended_at = now
-            row.outcome = _OUTCOME_OF[new_state]
+            row.outcome = outcome or _OUTCOME_OF[new_state]
             row.error = fields.get("last_error") or ""
         row.notes_json = json.dumps(notes)
 

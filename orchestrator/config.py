@@ -172,6 +172,13 @@ class BackendConfig:
     fuse: int | None = None
     timeout_s: float = 3600.0  # per job attempt
     max_attempts: int = 3  # submissions of a candidate before it is recorded as failed
+    # Backup copies (speculative execution): while the search has nothing to hand out and slots are free (a
+    # generation's barrier, a spent budget's drain), a job running longer than `backup_after` x the median
+    # duration of this run's finished jobs gets up to `backup_copies` copies on the free slots; the first to
+    # finish wins and the others are removed.  Off (0) by default: a copy takes a pool slot that other users
+    # could have had, and it helps only where a job is slow because of where it ran (queue, node, eviction).
+    backup_copies: int = 0
+    backup_after: float = 1.5
     worker_command: tuple[str, ...] = ("{python}", "-m", "worker")  # {python}: this interpreter
     work_dir: str | None = None  # default: <db file>.work/ next to the database
     condor: CondorConfig = field(default_factory=CondorConfig)
@@ -386,6 +393,8 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         fuse=None if b.get("fuse", "auto") in ("auto", None) else _int("backend.fuse", b["fuse"], 1),
         timeout_s=_real("backend.timeout_s", b.get("timeout_s", 3600.0)),
         max_attempts=_int("backend.max_attempts", b.get("max_attempts", 3), 1),
+        backup_copies=_int("backend.backup_copies", b.get("backup_copies", 0), 0),
+        backup_after=_real("backend.backup_after", b.get("backup_after", 1.5)),
         worker_command=tuple(cmd),
         work_dir=_str("backend.work_dir", b.get("work_dir"), optional=True),
         condor=_condor(b.get("condor", {})),

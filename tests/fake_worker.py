@@ -11,7 +11,13 @@ $GLO_FAKE_WORKER_ZERO=1 trains every candidate to fitness 0 (a task on which not
 For the pool-utilisation bench (tests/bench/bench_pool.py): $GLO_FAKE_WORKER_TIMES =
 "MEDIAN:SIGMA:P:FACTOR" sleeps a lognormal time per candidate (median MEDIAN s, sigma SIGMA; with
 probability P a straggler that takes FACTOR x MEDIAN s instead), drawn from a hash of the candidate so a rerun sleeps the
-same; $GLO_FAKE_WORKER_TARGET = an infix makes the fitness search_synthetic's (closeness to that loss).
+same -- or, with $GLO_FAKE_WORKER_TIMES_PER=attempt, from a hash of the candidate and the job attempt's
+directory (job-N/aK), so that a copy or a retry of it draws afresh: a job slow because of where it ran
+(queue, node, eviction) rather than because of what it trains; $GLO_FAKE_WORKER_TARGET = an infix makes
+the fitness search_synthetic's (closeness to that loss).
+
+$GLO_FAKE_WORKER_PLACES = "job-N/aK=SECONDS;job-M/aL=crash;..." makes one job attempt sleep that long
+per candidate or crash (exit 70) whatever it holds: a slow node or a bad one, for the backup-copy tests.
 
 Faults that strike once (the cluster tests' "a bad node, then a good one"): $GLO_FAKE_WORKER_BADNODE
 and $GLO_FAKE_WORKER_NORESULT name infix substrings; the first job holding such a candidate exits
@@ -66,18 +72,48 @@ def _test_measures(spec, fit: float, salt: int) -> tuple[float | None, dict]:  #
     return test, extra
 
 
-def job_seconds(candidate_id: str, infix: str) -> float | None:
+def attempt_place(spec_path: str) -> str:
+    """Which job attempt this is, "job-N/aK": from the spec's directory (local: <run>/job-N/aK/spec.json), or
+    on an HTCondor execute node, whose scratch directory says nothing, from the job's own ad
+    ($_CONDOR_JOB_AD: the +GloJobId and +GloAttempt GLO tags every job with)."""
+    ad_file = os.environ.get("_CONDOR_JOB_AD")
+    if ad_file and os.path.exists(ad_file):
+        ad = dict(line.split(" = ", 1) for line in Path(ad_file).read_text().splitlines() if " = " in line)
+        if "GloJobId" in ad and "GloAttempt" in ad:
+            return f"job-{ad['GloJobId'].strip()}/a{ad['GloAttempt'].strip()}"
+    parts = Path(spec_path).resolve().parts
+    return "/".join(parts[-3:-1])
+
+
+def place_fault(spec_path: str) -> str | None:
+    """What $GLO_FAKE_WORKER_PLACES says of this job attempt: seconds to sleep, "crash", or None."""
+    here = attempt_place(spec_path)
+    for entry in os.environ.get("GLO_FAKE_WORKER_PLACES", "").split(";"):
+        place, _, what = entry.partition("=")
+        if place.strip() == here:
+            return what.strip()
+    return None
+
+
+def job_seconds(candidate_id: str, infix: str, spec_path: str) -> float | None:
     """$GLO_FAKE_WORKER_TIMES' heavy-tailed time for one candidate (None when unset)."""
+    fault = place_fault(spec_path)
+    if fault is not None and fault != "crash":
+        return float(fault)
     times = os.environ.get("GLO_FAKE_WORKER_TIMES")
-    return None if not times else draw_seconds(candidate_id, infix, times)
+    if not times:
+        return None
+    per_attempt = os.environ.get("GLO_FAKE_WORKER_TIMES_PER", "candidate") == "attempt"
+    return draw_seconds(candidate_id, infix, times, attempt_place(spec_path) if per_attempt else "")
 
 
-def draw_seconds(candidate_id: str, infix: str, times: str) -> float:
-    """The sleep of one candidate under "MEDIAN:SIGMA:P:FACTOR": a pure function of the candidate, so that
-    the pool bench can tell afterwards how much of each job was the job itself (its sleep) and how much
-    was start-up and dispatch."""
+def draw_seconds(candidate_id: str, infix: str, times: str, place: str = "") -> float:
+    """The sleep of one candidate under "MEDIAN:SIGMA:P:FACTOR": a pure function of the candidate (and of the
+    attempt's `place`, when given), so that the pool bench can tell afterwards how much of each job was the
+    job itself (its sleep) and how much was start-up and dispatch."""
     median, sigma, p, factor = (float(v) for v in times.split(":"))
-    rng = np.random.default_rng(int(hashlib.sha256(f"{candidate_id} {infix}".encode()).hexdigest()[:12], 16))
+    key = f"{candidate_id} {infix}" + (f" {place}" if place else "")
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:12], 16))
     t = median * math.exp(sigma * rng.standard_normal())
     return median * factor if rng.random() < p else t
 
@@ -135,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         if log:
             with open(log, "a") as fh:
                 fh.write(f"start {cand.id} {infix}\n")
-        if any(f in infix for f in fail):
+        if any(f in infix for f in fail) or place_fault(args.spec) == "crash":
             print(f"fake worker: crashing on {infix}", file=sys.stderr)
             return 70
         if any(c in infix for c in corrupt):
             Path(args.out).write_text('{"glo_worker_result": 1, "results": [tru')
             return 0
-        pause = job_seconds(cand.id, infix)
+        pause = job_seconds(cand.id, infix, args.spec)
         time.sleep(sleep if pause is None else pause)
         if synthetic is not None:
             status, fit = "ok", synthetic(cand.tree)

@@ -335,3 +335,29 @@ def test_a_steady_state_search_on_the_pool(condor_pool: Pool, tmp_path: Path) ->
         with urllib.request.urlopen(server.url + "api/run?id=steady", timeout=30) as resp:
             run = json.loads(resp.read())
     assert run["steady"] == st["steady"]
+
+
+def test_a_backup_copy_wins_over_a_job_stuck_on_a_slow_node_and_the_stuck_one_is_removed(
+        condor_pool: Pool, tmp_path: Path) -> None:
+    """backend.backup_copies on the pool: job 2 runs on a "slow node" (the fake worker reads its GloJobId and
+    GloAttempt from the job ad and sleeps 300 s); once generation 0 has nothing else to run, a copy goes to the
+    free slot, finishes first, and job 2 is removed from the pool (condor_rm), its attempt "superseded"."""
+    work = condor_pool.jobs_dir("backup")
+    cfg = condor_config(tmp_path / "c.toml", condor_pool, work, population=6, per_job=1, sleep=0.3,
+                        env={"GLO_FAKE_WORKER_PLACES": "job-2/a1=300"})
+    cfg.write_text(cfg.read_text().replace("[backend]\n", "[backend]\nmax_in_flight = 2\nbackup_copies = 1\n", 1))
+    db = tmp_path / "r.db"
+    r = glo("run", str(cfg), "--db", str(db), "--run-id", "backup", env=glo_env(), timeout=280)
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = assert_complete(db, "backup", work)  # every candidate settled, none trained twice
+    assert summary["backups"]["won"] >= 1
+    (uid,) = [u for (u,) in rows(db, "select candidate_uid from job_candidates where job_id = 2")]
+    copies = [j for (j,) in rows(db, "select job_id from job_candidates where candidate_uid = ? and job_id != 2", uid)]
+    assert copies, "job 2 got no backup copy"
+    (outcome, error, condor_id), = rows(db, "select outcome, error, backend_job_id from job_attempts where job_id = 2")
+    assert outcome == "superseded" and error.startswith(f"superseded: job {copies[0]} trained")
+    assert rows(db, "select outcome from job_attempts where job_id = ?", copies[0]) == [("done",)]
+    history = wait_for("job 2 in the pool's history", lambda: condor(  # removed from the pool, not left running
+        "condor_history", condor_id, "-limit", "1", "-af", "JobStatus").stdout.strip(), timeout=60)
+    assert history == "3"  # JobStatus 3: removed
+    assert not condor("condor_q", condor_id, "-af", "ClusterId").stdout.strip()

@@ -52,6 +52,8 @@ def test_shipped_configs_load_and_round_trip(name: str) -> None:
     ({"backend": {"condor": {"requirments": "x"}}}, "backend.condor.requirments"),
     ({"backend": {"ssh": {"host_key_policy": "auto"}}}, "backend.ssh.host_key_policy"),
     ({"backend": {"max_in_flight": 0}}, "backend.max_in_flight"),
+    ({"backend": {"backup_copies": -1}}, "backend.backup_copies"),
+    ({"backend": {"backup_after": 0}}, "backend.backup_after"),
     ({"backend": {"worker_command": []}}, "backend.worker_command"),
 ])
 def test_bad_values_name_the_key(data: dict, key: str) -> None:

@@ -20,6 +20,13 @@ On resume, the saved search state is imported; untold candidates whose result is
 told, recorded jobs are re-adopted from the backend or rerun, and the loop continues.  The
 search breeds a generation only once all its results are in, so the final population is the
 same whatever the order of the tells (or the crashes).
+
+Backup copies (`backend.backup_copies`, off by default): slots the search leaves free -- a generation's
+barrier, a spent budget's drain -- go to copies of the longest-running jobs (`backup_plan`).  A copy is a
+job of its own holding the same candidates; whichever finishes first is stored and told, the others are
+removed (`_remove_superseded`; attempt outcome "superseded"), and a copy that fails while another still
+runs ends alone, neither retried nor failing its candidates.  The search sees the same results either way,
+so copies change wall time, never the search.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import logging
 import os
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -161,6 +169,11 @@ class Scheduler:
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self._bar: Any = None
         self._expected_total: int | None = None
+        # backup copies (BackendConfig.backup_copies): recent jobs' submission-to-result times, the copies
+        # this scheduler submitted, and what became of them
+        self.durations: deque[float] = deque(maxlen=100)
+        self.backup_ids: set[int] = set()
+        self.backups = {"submitted": 0, "won": 0, "superseded": 0}
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
@@ -258,6 +271,7 @@ class Scheduler:
             self._record_resolved()
             await self._settle_limbo()
             await self._submit_ready()
+            await self._submit_backups()
             if not self.running and not self.ready and not self.to_tell:
                 raise SchedulerError(
                     f"the search waits on {len(self.search.outstanding())} candidate(s) but nothing is in flight")
@@ -541,6 +555,8 @@ class Scheduler:
             fatal = self._job_finished(job, ev, fields)
         if fatal is not None:  # raised once the requeue above is stored
             raise SchedulerError(f"job {job.id}: {fatal}\n(fix the cause, then: glo run --resume {self.run_id})")
+        if self.config.backend.backup_copies:
+            await self._remove_superseded(job.id)
 
     def _job_finished(self, job: JobRow, ev: JobEvent, fields: dict[str, Any]) -> str | None:
         """A job's "finished" event: its results stored (write ahead of the tell), then done, retried or failed.
@@ -563,8 +579,11 @@ class Scheduler:
                 self._fail([row.uid], f"worker error: {res.error}")
             else:
                 self._settle_stored(row, *stored[row.uid])
-        remaining = [u for u in job.candidate_uids
-                     if u in self.outstanding and self.outstanding[u].status == "pending"]
+        if stored and job.submitted_at is not None:  # what "a long time" means for backup copies
+            self.durations.append(time.time() - job.submitted_at)
+            if job.id in self.backup_ids:
+                self.backups["won"] += 1
+        remaining = [u for u in job.candidate_uids if self._pending(u)]
         if not remaining:
             self._finish_job(job, "done", "; ".join(errors))
             return None
@@ -572,6 +591,14 @@ class Scheduler:
         if ev.fatal:
             self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
             return error
+        survivor = self._copy_covering(job.id, remaining)
+        if survivor is not None:  # a copy still trains the rest: this one ends, nothing is retried or failed
+            log.warning("job %s attempt %s: %s -- job %s still trains its candidates", job.id, job.attempts, error,
+                        survivor)
+            self._finish_job(job, "failed", f"{error} (job {survivor} still trains its candidates)")
+            for uid in remaining:
+                self.job_of_key[self.outstanding[uid].eval_key] = survivor
+            return None
         if job.attempts < self.config.backend.max_attempts:
             log.warning("job %s attempt %s: %s -- retrying", job.id, job.attempts, error)
             self.jobs[job.id] = self.store.transition_job(job.id, "queued", last_error=error[:4000])
@@ -581,6 +608,83 @@ class Scheduler:
             self._fail(remaining, f"failed after {job.attempts} attempt(s): {error}")
             self._finish_job(job, "failed", error)
         return None
+
+    def _pending(self, uid: str) -> bool:
+        row = self.outstanding.get(uid)
+        return row is not None and row.status == "pending"
+
+    # -- backup copies -----------------------------------------------------------------------------
+    def _copy_covering(self, job_id: int, uids: list[str]) -> int | None:
+        """Another job in flight that trains every one of `uids` (a backup copy, or the job it copies)."""
+        for other in sorted(self.running):
+            if other != job_id and set(uids) <= set(self.jobs[other].candidate_uids):
+                return other
+        return None
+
+    def backup_plan(self, now: float) -> list[tuple[str, ...]]:
+        """The candidates of each backup copy to submit now (BackendConfig.backup_copies), one tuple a copy.
+
+        Only slots the search leaves free get copies: none while jobs wait in `ready`.  A job is due one
+        when it runs (a job still waiting in a cluster's queue would have its copy wait behind it) and has
+        been out for longer than `backup_after` x the median submission-to-result time of the run's recent
+        jobs -- under a heavy tail the longest-running are the likeliest stragglers, so the oldest go
+        first, and every due job gets one copy before any gets a second.  On a cluster "free" means below
+        `max_in_flight`: set it to the slots the run may use.  Why it pays: a job
+        slowed by its queue, its node or an eviction is not slowed the same way on another slot; the
+        first copy to finish wins (the worker trains a candidate the same wherever it runs)."""
+        cfg = self.config.backend
+        free = cfg.max_in_flight - len(self.running)
+        if not cfg.backup_copies or self.ready or free <= 0 or not self.durations:
+            return []
+        due_after = cfg.backup_after * statistics.median(self.durations)
+        # the pending candidates -> (submission, runs) of each job holding them
+        copies: dict[tuple[str, ...], list[tuple[float, bool]]] = {}
+        for jid in self.running:
+            job = self.jobs[jid]
+            pending = tuple(u for u in job.candidate_uids if self._pending(u))
+            if pending and jid not in self.limbo and job.submitted_at is not None:
+                copies.setdefault(pending, []).append((job.submitted_at, job.state == "running"))
+        due = sorted((min(at for at, _ in c), len(c), uids) for uids, c in copies.items()
+                     if len(c) <= cfg.backup_copies and any(running and now - at > due_after for at, running in c))
+        plan: list[tuple[str, ...]] = []
+        while due and len(plan) < free:
+            again = []
+            for first, n, uids in due[:free - len(plan)]:
+                plan.append(uids)
+                if n + 1 <= cfg.backup_copies:
+                    again.append((first, n + 1, uids))
+            due = again
+        return plan
+
+    async def _submit_backups(self) -> None:
+        plan = self.backup_plan(time.time())
+        if not plan:
+            return
+        with self.store.batch():
+            for uids in plan:
+                job = self.store.create_job(self.run_id, self.config.backend.kind, list(uids))
+                self.jobs[job.id] = job
+                self.backup_ids.add(job.id)
+                self.ready.append(job.id)
+        self.backups["submitted"] += len(plan)
+        log.info("%d backup cop%s of long-running jobs on free slots", len(plan), "y" if len(plan) == 1 else "ies")
+        await self._submit_ready()
+
+    async def _remove_superseded(self, winner: int) -> None:
+        """Jobs in flight whose candidates are all settled now (the copies of a job that just delivered):
+        removed from the backend, their slots freed; recorded done, their attempt "superseded"."""
+        for jid in sorted(self.running):
+            if jid == winner or jid in self.limbo or any(self._pending(u) for u in self.jobs[jid].candidate_uids):
+                continue
+            try:
+                await self.backend.cancel(jid)
+            except BackendError as exc:  # it will finish and report; its results are then ignored
+                log.warning("could not remove job %s, superseded by job %s: %s", jid, winner, exc)
+                continue
+            self.running.discard(jid)
+            self.jobs[jid] = self.store.transition_job(
+                jid, "done", outcome="superseded", last_error=f"superseded: job {winner} trained its candidates first")
+            self.backups["superseded"] += 1
 
     @staticmethod
     def _event_fields(job: JobRow, ev: JobEvent) -> dict[str, Any]:
@@ -738,6 +842,8 @@ class Scheduler:
             "stats": {k: v for k, v in self.search.stats().items() if k != "operators"},
         }
         summary["backend"] = self.backend.stats()
+        if self.config.backend.backup_copies:
+            summary["backups"] = dict(self.backups)
         self.store.update_run(self.run_id, status="finished", phase="done", finished_at=time.time(),
                               summary=summary, message="")
         return "finished"
