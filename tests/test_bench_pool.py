@@ -40,6 +40,24 @@ def test_the_fake_workers_job_time_is_a_pure_function_of_the_candidate():
     assert sorted(times)[1000] == pytest.approx(3.0, rel=0.15)  # the median
 
 
+def test_a_per_attempt_draw_is_a_pure_function_of_the_candidate_and_the_place_it_ran(tmp_path, monkeypatch):
+    from tests.fake_worker import attempt_place, job_seconds
+
+    times = "3:1:0.02:10"
+    spec = tmp_path / "run" / "job-12" / "a2" / "spec.json"
+    assert attempt_place(str(spec)) == "job-12/a2"
+    here = draw_seconds("s7", "x * y", times, "job-12/a2")
+    assert here == draw_seconds("s7", "x * y", times, "job-12/a2")
+    assert here != draw_seconds("s7", "x * y", times, "job-13/a1") != draw_seconds("s7", "x * y", times)
+    monkeypatch.setenv("GLO_FAKE_WORKER_TIMES", times)
+    monkeypatch.setenv("GLO_FAKE_WORKER_TIMES_PER", "attempt")
+    assert job_seconds("s7", "x * y", str(spec)) == here
+    monkeypatch.setenv("GLO_FAKE_WORKER_TIMES_PER", "candidate")
+    assert job_seconds("s7", "x * y", str(spec)) == draw_seconds("s7", "x * y", times)
+    monkeypatch.setenv("GLO_FAKE_WORKER_PLACES", "job-12/a2=0.5;job-9/a1=crash")
+    assert job_seconds("s7", "x * y", str(spec)) == 0.5  # a slow node, named
+
+
 def test_the_replay_of_a_budget_is_bounded_and_a_longer_budget_drains_a_smaller_share():
     short, long = replay_budgets([64, 2048], slots=32, orders=3)
     for r in (short, long):

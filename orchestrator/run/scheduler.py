@@ -284,6 +284,10 @@ class Scheduler:
             while event is not None:
                 await self._handle_event(event)
                 event = self.events.get_nowait() if not self.events.empty() else None
+            # The slots these results freed take jobs already waiting (a search asked with more candidates
+            # outstanding than the backend's max_in_flight) before the search is told and breeds: a freed
+            # slot waits for the event's handling only, not for the tell, the breeding and their transaction.
+            await self._submit_ready()
 
     async def _next_event(self, timeout: float) -> JobEvent | None:
         getter = asyncio.ensure_future(self.events.get())
