@@ -633,9 +633,9 @@ class Scheduler:
         been out for longer than `backup_after` x the median submission-to-result time of the run's recent
         jobs -- under a heavy tail the longest-running are the likeliest stragglers, so the oldest go
         first, and every due job gets one copy before any gets a second.  On a cluster "free" means below
-        `max_in_flight`: set it to the slots the run may use.  Why it pays: a job
-        slowed by its queue, its node or an eviction is not slowed the same way on another slot; the
-        first copy to finish wins (the worker trains a candidate the same wherever it runs)."""
+        `max_in_flight`: set it to the slots the run may use.  Why it pays: a job slowed by its node, its
+        restart after an eviction or its start-up is not slowed the same way on another slot; the first
+        copy to finish wins (the worker trains a candidate the same wherever it runs)."""
         cfg = self.config.backend
         free = cfg.max_in_flight - len(self.running)
         if not cfg.backup_copies or self.ready or free <= 0 or not self.durations:
