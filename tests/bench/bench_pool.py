@@ -31,7 +31,7 @@ length; 30 by default: about 420 trainings), GLO_BENCH_POOL_MODES ("generational
 alone takes GLO_BENCH_POOL_TRAININGS, else what the generational run would train), GLO_BENCH_POOL_MEDIAN_S
 (3).  The job-time distribution is the issue's; change the median only for both modes together.
 
-    .venv/bin/python -m tests.bench --only pool          # about 25 min on 2 cores; PNG in out/bench_pool.png
+    .venv/bin/python -m tests.bench --only pool          # about 20 min on 2 cores; PNG in out/bench_pool.png
     .venv/bin/python -m tests.bench.bench_pool --replay 1000,3000,5000   # the zero-overhead bound per budget
 """
 
@@ -194,12 +194,11 @@ def _run(work: Path, mode: str, slots: int, max_trainings: int | None) -> dict[s
                 by_gen.setdefault(r[4], []).append(t)
         ideal = ideal_generational([by_gen[g] for g in sorted(by_gen)], slots)
     else:
-        job_time_first = first_times
-        ideal = ideal_steady(job_time_first, slots)
+        ideal = ideal_steady(first_times, slots)
         # the generational search on the same job times (its generation 0, then population - elites children
         # each), replayed with no dispatch cost: its barrier alone, where running it would take hours
-        chunks = [job_time_first[:POPULATION]] + [job_time_first[i:i + POPULATION - ELITES]
-                                                  for i in range(POPULATION, len(job_time_first), POPULATION - ELITES)]
+        chunks = [first_times[:POPULATION]] + [first_times[i:i + POPULATION - ELITES]
+                                               for i in range(POPULATION, len(first_times), POPULATION - ELITES)]
         ideal["generational_replayed"] = ideal_generational(chunks, slots)
     ends = sorted(b for _, b in attempts)
     return {"mode": mode, "slots": slots, "trainings": trained, "cached": cached, "jobs": len(attempts),
