@@ -85,9 +85,9 @@ def attempt_place(spec_path: str) -> str:
     return "/".join(parts[-3:-1])
 
 
-def place_fault(spec_path: str) -> str | None:
-    """What $GLO_FAKE_WORKER_PLACES says of this job attempt: seconds to sleep, "crash", or None."""
-    here = attempt_place(spec_path)
+def place_fault(here: str) -> str | None:
+    """What $GLO_FAKE_WORKER_PLACES says of the job attempt `here` ("job-N/aK"): seconds to sleep, "crash",
+    or None."""
     for entry in os.environ.get("GLO_FAKE_WORKER_PLACES", "").split(";"):
         place, _, what = entry.partition("=")
         if place.strip() == here:
@@ -95,16 +95,17 @@ def place_fault(spec_path: str) -> str | None:
     return None
 
 
-def job_seconds(candidate_id: str, infix: str, spec_path: str) -> float | None:
-    """$GLO_FAKE_WORKER_TIMES' heavy-tailed time for one candidate (None when unset)."""
-    fault = place_fault(spec_path)
+def job_seconds(candidate_id: str, infix: str, here: str) -> float | None:
+    """The sleep of one candidate in the job attempt `here` ("job-N/aK"): what $GLO_FAKE_WORKER_PLACES names
+    for it, else $GLO_FAKE_WORKER_TIMES' heavy-tailed draw (None when neither is set)."""
+    fault = place_fault(here)
     if fault is not None and fault != "crash":
         return float(fault)
     times = os.environ.get("GLO_FAKE_WORKER_TIMES")
     if not times:
         return None
     per_attempt = os.environ.get("GLO_FAKE_WORKER_TIMES_PER", "candidate") == "attempt"
-    return draw_seconds(candidate_id, infix, times, attempt_place(spec_path) if per_attempt else "")
+    return draw_seconds(candidate_id, infix, times, here if per_attempt else "")
 
 
 def draw_seconds(candidate_id: str, infix: str, times: str, place: str = "") -> float:
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     corrupt = [s for s in os.environ.get("GLO_FAKE_WORKER_CORRUPT", "").split(";") if s]
     results: list[CandidateResult] = []
     infixes = [to_infix(c.tree) for c in spec.candidates]
+    here = attempt_place(args.spec)  # read once: on an execute node it reads the job ad
+    crash_here = place_fault(here) == "crash"
     synthetic = _synthetic_fitness()
     if _strike_once("BADNODE", infixes):
         print("glo-worker: bad node: fake: this machine cannot train", file=sys.stderr)
@@ -171,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         if log:
             with open(log, "a") as fh:
                 fh.write(f"start {cand.id} {infix}\n")
-        if any(f in infix for f in fail) or place_fault(args.spec) == "crash":
+        if any(f in infix for f in fail) or crash_here:
             print(f"fake worker: crashing on {infix}", file=sys.stderr)
             return 70
         if any(c in infix for c in corrupt):
             Path(args.out).write_text('{"glo_worker_result": 1, "results": [tru')
             return 0
-        pause = job_seconds(cand.id, infix, args.spec)
+        pause = job_seconds(cand.id, infix, here)
         time.sleep(sleep if pause is None else pause)
         if synthetic is not None:
             status, fit = "ok", synthetic(cand.tree)

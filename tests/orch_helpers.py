@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -66,6 +67,18 @@ def glo(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -
 def glo_popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", GLO_MAIN, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def finished_summary(db: Path, run_id: str) -> dict:
+    """The summary a finished run stored (its best, top trees, population, history, backend, ...); the run
+    must have finished."""
+    con = sqlite3.connect(db)
+    try:
+        status, text = con.execute("select status, summary_json from runs where id = ?", (run_id,)).fetchone()
+    finally:
+        con.close()
+    assert status == "finished", status
+    return json.loads(text)
 
 
 def scalar(db: Path, sql: str) -> int:

@@ -7,7 +7,6 @@ change nothing the search sees (same final population), only which job delivered
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -15,11 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from db.snapshots import JobRow
 from db.session import open_db
+from db.snapshots import JobRow
 from orchestrator.config import load_config
 from orchestrator.run.scheduler import Scheduler
-from tests.orch_helpers import glo, glo_env, write_config
+from tests.orch_helpers import finished_summary, glo, glo_env, write_config
 
 SLOW_S = 30.0  # the slow node's time per candidate: a run that waited for it would take this long
 
@@ -36,13 +35,7 @@ def _run(tmp: Path, name: str, copies: int, places: str = "") -> tuple[Path, dic
     r = glo("run", str(_config(tmp / f"{name}.toml", copies)), "--db", str(db), "--run-id", name, env=env,
             timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    con = sqlite3.connect(db)
-    try:
-        status, text = con.execute("SELECT status, summary_json FROM runs WHERE id = ?", (name,)).fetchone()
-    finally:
-        con.close()
-    assert status == "finished"
-    return db, json.loads(text)
+    return db, finished_summary(db, name)
 
 
 def _rows(db: Path, sql: str, *args: object) -> list[tuple]:

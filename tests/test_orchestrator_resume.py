@@ -8,28 +8,20 @@ uninterrupted run with the same seed.
 from __future__ import annotations
 
 import collections
-import json
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.orch_helpers import glo, glo_env, glo_popen, scalar, write_config
+from tests.orch_helpers import finished_summary, glo, glo_env, glo_popen, scalar, write_config
 
 SLEEP = 0.03
 KILL_AFTER = [0, 2, 5, 9, 14]  # evaluations stored when the kill lands (0: first jobs recorded)
 
 
 def summary(db: Path, run_id: str) -> dict:
-    con = sqlite3.connect(db)
-    try:
-        status, text = con.execute("select status, summary_json from runs where id = ?", (run_id,)).fetchone()
-    finally:
-        con.close()
-    assert status == "finished"
-    data = json.loads(text)
+    data = finished_summary(db, run_id)
     return {k: data[k] for k in ("population", "history", "best", "top_trees")}
 
 

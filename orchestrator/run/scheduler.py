@@ -452,8 +452,7 @@ class Scheduler:
 
     # -- jobs --------------------------------------------------------------------------------------
     def _request(self, job: JobRow, attempt: int) -> JobRequest | None:
-        cands = sorted((self.outstanding[u] for u in job.candidate_uids
-                        if u in self.outstanding and self.outstanding[u].status == "pending"), key=lambda c: c.seq)
+        cands = sorted((self.outstanding[u] for u in job.candidate_uids if self._pending(u)), key=lambda c: c.seq)
         if not cands:
             return None
         spec = self._task_for(cands[0].search_id).worker_spec(
@@ -614,6 +613,7 @@ class Scheduler:
         return None
 
     def _pending(self, uid: str) -> bool:
+        """The candidate is asked and not yet settled (so a job holding it still has work to do)."""
         row = self.outstanding.get(uid)
         return row is not None and row.status == "pending"
 
@@ -675,10 +675,13 @@ class Scheduler:
         await self._submit_ready()
 
     async def _remove_superseded(self, winner: int) -> None:
-        """Jobs in flight whose candidates are all settled now (the copies of a job that just delivered):
-        removed from the backend, their slots freed; recorded done, their attempt "superseded"."""
+        """The winner's copies: jobs in flight that hold its candidates and have none left pending now --
+        removed from the backend, their slots freed; recorded done, their attempt "superseded".  Only jobs
+        sharing a candidate with the winner can have been settled by it, so no other job is looked at."""
+        mine = set(self.jobs[winner].candidate_uids)
         for jid in sorted(self.running):
-            if jid == winner or jid in self.limbo or any(self._pending(u) for u in self.jobs[jid].candidate_uids):
+            held = self.jobs[jid].candidate_uids
+            if jid == winner or jid in self.limbo or mine.isdisjoint(held) or any(self._pending(u) for u in held):
                 continue
             try:
                 await self.backend.cancel(jid)
@@ -796,8 +799,7 @@ class Scheduler:
         jobs = self.store.jobs(self.run_id, ("queued", "submitted", "running", "held", "lost"))
         in_job: set[str] = set()
         for job in jobs:
-            pending = [u for u in job.candidate_uids if u in self.outstanding
-                       and self.outstanding[u].status == "pending"]
+            pending = [u for u in job.candidate_uids if self._pending(u)]
             self._track_job(job)
             if not pending:
                 self._finish_job(job, "done")
@@ -822,8 +824,7 @@ class Scheduler:
                 self.jobs[job.id] = self.store.transition_job(
                     job.id, "queued", last_error="rerun: not finished when the previous scheduler stopped")
                 self.ready.append(job.id)
-        orphans = [self.outstanding[u] for u in self.outstanding
-                   if u not in in_job and self.outstanding[u].status == "pending"]
+        orphans = [self.outstanding[u] for u in self.outstanding if u not in in_job and self._pending(u)]
         to_train = [row for row in orphans if not self._try_cache(row)]
         self._plan_jobs(to_train)
         if untold or jobs:
