@@ -181,7 +181,10 @@ def candidate(db: Database, ident: str) -> tuple[CandidateRow, EvaluationRow | N
 
 def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:
     """What an evaluation run measured, cell by cell (loss x fraction x seed), as plain data for the
-    statistics, figures and report (orchestrator.experiments).  Cells not trained yet are "pending"."""
+    statistics, figures and report (orchestrator.experiments).  Cells not trained yet are "pending".
+    `records` are the test trainings at the task's learning rate (`learning_rate`); with a rate grid
+    (`learning_rates`), `selection_records` are the grid trainings with the `selection_seeds` (validation
+    accuracy only) and `rate_records` the test trainings at the grid rates the losses chose."""
     with db.session() as s:
         run = _run(s, run_id)
         config = json.loads(run.config_json)
@@ -193,10 +196,18 @@ def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:
         rows = s.execute(select(models.Candidate, models.Evaluation).outerjoin(
             models.Evaluation, models.Evaluation.id == models.Candidate.evaluation_id).where(
             models.Candidate.run_id == run.id).order_by(models.Candidate.seq)).all()
-        records = []
+        from orchestrator.search.evaluation import parse_cell_id  # the plan's own id grammar
+
+        task = config.get("task", {})
+        base_rate = float(task.get("learning_rate", 0.01))
+        grid = [float(r) for r in ev_cfg.get("learning_rates") or []]
+        selection_seeds = [int(x) for x in ev_cfg.get("selection_seeds") or []]
+        records: list[dict[str, Any]] = []  # the test trainings at the task's rate (every figure's)
+        selection: list[dict[str, Any]] = []  # grid trainings with the selection seeds (validation only)
+        at_rates: list[dict[str, Any]] = []  # grid trainings with the test seeds (at a loss's chosen rate)
         for cand, ev in rows:
             try:
-                i, j, seed = (int(p[1:]) for p in cand.search_id.split("-"))
+                i, j, seed, k = parse_cell_id(cand.search_id)
             except ValueError:
                 continue
             losses[i]["infix"] = cand.infix
@@ -206,19 +217,24 @@ def evaluation_results(db: Database, run_id: str) -> dict[str, Any]:
                 cand.status, cand.status)
             if ev is not None and ev.status != "ok":
                 status = ev.status
-            records.append({
+            record = {
                 "loss": losses[i]["label"], "seed": seed, "fraction": fractions[j], "status": status,
+                "learning_rate": base_rate if k is None else grid[k], "rate_index": k,
                 "test_accuracy": metrics.get("test_accuracy"), "validation_accuracy": metrics.get("validation_accuracy"),
                 "test_curve": extra.get("test_curve"), "probability_histogram": extra.get("probability_histogram"),
                 "candidate_id": cand.uid, "device": ev.device if ev is not None else None,
                 "wall_seconds": ev.wall_seconds if ev is not None else None, "error": cand.error or None,
                 "data_source": extra.get("data_source"),
-            })
+            }
+            (records if k is None else selection if seed in selection_seeds else at_rates).append(record)
         from worker.data import data_label  # numpy: only when results are read
+        from worker.spec import TASK_CLASSES
 
-        task = config.get("task", {})
         data = task.get("data_path") or ""
         return {"run_id": run.id, "task": run.task, "steps": int(task.get("steps", 0)),
                 "data_label": data_label(run.task, data, *(r.get("data_source") for r in records)), "losses": losses,
                 "seeds": list(ev_cfg["seeds"]), "fractions": fractions, "records": records,
-                "status": run.status, "curve_every": ev_cfg.get("curve_every")}
+                "status": run.status, "curve_every": ev_cfg.get("curve_every"),
+                "learning_rate": base_rate, "learning_rates": grid, "selection_seeds": selection_seeds,
+                "selection_records": selection, "rate_records": at_rates,
+                "classes": TASK_CLASSES.get(run.task)}

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.search.config import SearchConfig
-from orchestrator.search.evaluation import EvaluateConfig
+from orchestrator.search.evaluation import DEFAULT_SELECTION_SEEDS, EvaluateConfig, same_rate
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
 from worker.spec import (
     CUSTOM_FIELDS,
@@ -430,7 +430,8 @@ def _evaluate(data: Any) -> EvaluateConfig:
             raise ConfigError(f"evaluate.losses[{i}].tree: {exc}") from None
         out.append((item["label"], item["tree"]))
     seeds = e.get("seeds")
-    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds):
+    tuning = seeds == [] and bool(e.get("learning_rates"))  # a grid alone: choose a rate, test nothing
+    if not isinstance(seeds, list) or not (seeds or tuning) or len(set(map(repr, seeds))) != len(seeds):
         raise ConfigError(f"evaluate.seeds: must be a non-empty list of distinct seeds, got {seeds!r}")
     seeds = [_int("evaluate.seeds[]", s, 0) for s in seeds]
     fractions = e.get("fractions", [1.0])
@@ -438,8 +439,35 @@ def _evaluate(data: Any) -> EvaluateConfig:
         raise ConfigError(f"evaluate.fractions: must be a non-empty list, got {fractions!r}")
     fractions = [_real("evaluate.fractions[]", f, hi=1.0 + 1e-12) for f in fractions]
     curve = e.get("curve_every")
+    rates, selection = learning_rate_grid("evaluate", e.get("learning_rates"), e.get("selection_seeds"), seeds)
     return EvaluateConfig(tuple(out), tuple(seeds), tuple(fractions),
-                          None if curve is None else _int("evaluate.curve_every", curve, 1))
+                          None if curve is None else _int("evaluate.curve_every", curve, 1), rates, selection)
+
+
+def learning_rate_grid(section: str, rates: Any, selection: Any, test_seeds: Sequence[int]
+                       ) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """A learning-rate grid (sorted, each rate > 0, no repeats) and its selection seeds (distinct, none a test
+    seed: the rate must not be chosen on the runs that are then tested); with no grid, no selection seeds.
+    Selection seeds default to `DEFAULT_SELECTION_SEEDS`.  ConfigError naming `section.key` otherwise."""
+    if rates is None or rates == []:
+        if selection:
+            raise ConfigError(f"{section}.selection_seeds: only with {section}.learning_rates (the grid they choose on)")
+        return (), ()
+    if not isinstance(rates, list):
+        raise ConfigError(f"{section}.learning_rates: must be a list of learning rates, got {rates!r}")
+    grid = sorted(_real(f"{section}.learning_rates[]", r) for r in rates)
+    if any(same_rate(a, b) for a, b in zip(grid, grid[1:])):
+        raise ConfigError(f"{section}.learning_rates: a rate is given twice in {rates!r}")
+    if selection is None:
+        selection = list(DEFAULT_SELECTION_SEEDS)
+    if not isinstance(selection, list) or not selection or len(set(map(repr, selection))) != len(selection):
+        raise ConfigError(f"{section}.selection_seeds: must be a non-empty list of distinct seeds, got {selection!r}")
+    chosen_by = tuple(_int(f"{section}.selection_seeds[]", s, 0) for s in selection)
+    shared = sorted(set(chosen_by) & set(test_seeds))
+    if shared:
+        raise ConfigError(f"{section}.selection_seeds: seed {shared[0]} is also a test seed; the seeds that choose "
+                          "a loss's rate must be apart from the ones it is tested with")
+    return tuple(grid), chosen_by
 
 
 def _bool(key: str, v: Any) -> bool:

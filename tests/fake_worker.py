@@ -7,6 +7,9 @@ tests can count trainings; $GLO_FAKE_WORKER_SLEEP adds a pause per candidate, an
 $GLO_FAKE_WORKER_FAIL names infix substrings whose candidates make the worker crash, and
 $GLO_FAKE_WORKER_CORRUPT substrings whose candidates make it leave a corrupt result file.
 $GLO_FAKE_WORKER_ZERO=1 trains every candidate to fitness 0 (a task on which nothing learns).
+$GLO_FAKE_WORKER_BEST_LR = "INFIX=LR;...;*=LR" gives each loss a best learning rate: its fitness (validation
+and test accuracy alike) falls off with the distance of the spec's rate from it, in decades (the learning-rate
+grid tests); a loss it does not name, without "*", is not affected.
 
 For the pool-utilisation bench (tests/bench/bench_pool.py): $GLO_FAKE_WORKER_TIMES =
 "MEDIAN:SIGMA:P:FACTOR" sleeps a lognormal time per candidate (median MEDIAN s, sigma SIGMA; with
@@ -54,6 +57,20 @@ def fitness_of(tree) -> tuple[str, float]:  # type: ignore[no-untyped-def]
     if not math.isfinite(gap):
         return "nonfinite", 0.0
     return "ok", round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, gap)))), 12)
+
+
+def rate_factor(infix: str, learning_rate: float) -> float:
+    """$GLO_FAKE_WORKER_BEST_LR's factor on the fitness of `infix` trained at `learning_rate`: 1 at the loss's
+    best rate, exp(-d^2) at d decades from it."""
+    best = {}
+    for entry in os.environ.get("GLO_FAKE_WORKER_BEST_LR", "").split(";"):
+        name, _, rate = entry.rpartition("=")
+        if name.strip():
+            best[name.strip()] = float(rate)
+    peak = best.get(infix, best.get("*"))
+    if peak is None:
+        return 1.0
+    return math.exp(-math.log10(learning_rate / peak) ** 2)
 
 
 def _test_measures(spec, fit: float, salt: int) -> tuple[float | None, dict]:  # type: ignore[no-untyped-def]
@@ -186,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             status, fit = "ok", synthetic(cand.tree)
         else:
             status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
+        fit = round(fit * rate_factor(infix, spec.learning_rate), 12)
         test, extra = _test_measures(spec, fit, len(infix))
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
                                        wall_seconds=sleep, train_seconds=sleep, device="fake",

@@ -150,3 +150,147 @@ curve_every = 10
     assert _trainings(log) == trained
     # The fake worker records no training speed, and a probe is only run for GLO's own worker: no estimate.
     assert "training speed unknown" in again.stdout
+
+
+# -- each loss at its own learning rate ------------------------------------------------------------------
+
+CE, BAIKAL = "x * log(y)", "log(y) - x / y"
+
+
+def test_an_lr_grid_chooses_each_losss_rate_on_selection_seeds_and_tests_it_there(tmp_path: Path) -> None:
+    """ce is best at 0.1 and baikal at 0.03 (the fake worker's accuracy falls off in decades from there): each
+    is chosen from the selection trainings, which measure no test accuracy at all, then tested at its rate with
+    the test seeds and compared with ce at ce's rate."""
+    cfg = _config(tmp_path / "c.toml")
+    db, log = tmp_path / "r.db", tmp_path / "trainings.log"
+    env = glo_env(log) | {"GLO_FAKE_WORKER_BEST_LR": f"{CE}=0.1;{BAIKAL}=0.03"}
+    r = glo("evaluate", "ce", "baikal", "--repeats", "2", "--lr-grid", "0.3,0.01,0.1,0.03", "--selection-seeds",
+            "7,8", "--config", str(cfg), "--db", str(db), "--run-id", "g", "--json", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    res = out["results"]
+    assert res["learning_rates"] == [0.01, 0.03, 0.1, 0.3] and res["selection_seeds"] == [7, 8]
+    # 2 losses x 4 rates x 2 selection seeds, 2 x 2 at the task's rate (0.01), 2 x 2 at the chosen rates
+    assert _trainings(log) == 16 + 4 + 4
+    assert len(res["selection_records"]) == 16 and len(res["rate_records"]) == 4 and len(res["records"]) == 4
+    assert all(rec["test_accuracy"] is None for rec in res["selection_records"])  # the test set picks nothing
+    assert all(rec["seed"] in (0, 1) and rec["test_accuracy"] is not None for rec in res["rate_records"])
+    chosen = {row["loss"]: row for row in out["summary_chosen_rates"]}
+    assert chosen["ce"]["learning_rate"] == 0.1 and chosen["baikal"]["learning_rate"] == 0.03
+    assert not chosen["ce"]["edge"] and not chosen["baikal"]["edge"]
+    assert chosen["baikal"]["n_pairs"] == 2 and chosen["baikal"]["paired_p_one"] is not None
+    at_task = {row["loss"]: row for row in out["summary"]}
+    assert at_task["ce"]["mean"] < chosen["ce"]["mean"]  # ce at 0.01 is a decade from its best
+    con = sqlite3.connect(db)
+    budgets = [json.loads(b) for (b,) in con.execute("select budget_json from evaluations")]
+    selection = [b for b in budgets if not b.get("test_accuracy")]
+    assert len(selection) == 16 and {b["learning_rate"] for b in selection} == {0.01, 0.03, 0.1, 0.3}
+    # The report: both tables, the rates, and the figure of accuracy against the rate.
+    rep = glo("report", "g", "--db", str(db), "--out", str(tmp_path / "rep"), env=env)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "at the task's learning rate (0.01)" in text and "Each loss at its own learning rate" in text
+    assert "`baikal` at lr 0.03" in text and "`ce`'s at its best rate, lr 0.1" in text
+    assert (tmp_path / "rep" / "learning_rates.png").stat().st_size > 0 and "extend the grid" not in text
+
+
+def test_a_rate_at_the_grids_edge_is_flagged_and_the_tasks_own_rate_is_not_trained_twice(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "c.toml")  # the task's rate: 0.01
+    db, log = tmp_path / "r.db", tmp_path / "trainings.log"
+    env = glo_env(log) | {"GLO_FAKE_WORKER_BEST_LR": f"{CE}=1.0;{BAIKAL}=0.001"}
+    r = glo("evaluate", "ce", "baikal", "--repeats", "2", "--lr-grid", "0.01,0.03,0.1", "--config", str(cfg),
+            "--db", str(db), "--json", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    chosen = {row["loss"]: row for row in out["summary_chosen_rates"]}
+    assert chosen["ce"]["learning_rate"] == 0.1 and chosen["ce"]["edge"] is True
+    assert chosen["baikal"]["learning_rate"] == 0.01 and chosen["baikal"]["edge"] is True
+    assert out["results"]["selection_seeds"] == [1000, 1001]  # the default
+    # baikal's chosen rate is the task's: its test trainings at 0.01 serve both tables
+    assert _trainings(log) == 12 + 4 + 2
+    assert chosen["baikal"]["n"] == 2
+    text = glo("evaluate", "--resume", "nosuch", "--db", str(db), env=env)
+    assert text.returncode != 0
+    plain = glo("evaluate", "ce", "baikal", "--repeats", "2", "--lr-grid", "0.01,0.03,0.1", "--config", str(cfg),
+                "--db", str(db), env=env)
+    assert "grid edge: extend the grid" in plain.stdout, plain.stdout
+
+
+def test_a_killed_lr_grid_evaluation_resumes_without_training_twice(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "c.toml", per_job=1)
+    db, log = tmp_path / "r.db", tmp_path / "trainings.log"
+    env = glo_env(log, sleep=0.3) | {"GLO_FAKE_WORKER_BEST_LR": f"{CE}=0.1;{BAIKAL}=0.03"}
+    args = ("evaluate", "ce", "baikal", "--repeats", "2", "--lr-grid", "0.01,0.03,0.1", "--selection-seeds", "5",
+            "--config", str(cfg), "--db", str(db))
+    proc = glo_popen(*args, "--run-id", "k", env=env)
+    deadline = time.monotonic() + 60
+    while _trainings(log) < 7 and time.monotonic() < deadline:  # past the selection, into the chosen rates
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = glo("evaluate", "--resume", "k", "--db", str(db), "--json", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("done ")]
+    # 2 x 3 selection, 2 x 2 at 0.01, 2 x 2 at the chosen 0.1 and 0.03: each once
+    assert len(done) == len(set(done)) == 6 + 4 + 4
+    chosen = {row["loss"]: row["learning_rate"] for row in json.loads(r.stdout)["summary_chosen_rates"]}
+    assert chosen == {"ce": 0.1, "baikal": 0.03}
+
+
+def test_lr_grid_input_errors_name_the_problem(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    for args, message in ((["--lr-grid", "0.1,x"], "--lr-grid"), (["--lr-grid", "0.1,-1"], "learning_rates"),
+                          (["--lr-grid", "0.1,0.1"], "twice"),
+                          (["--lr-grid", "0.1,0.3", "--selection-seeds", "0", "--repeats", "2"], "also a test seed"),
+                          (["--selection-seeds", "5"], "only with")):
+        r = glo("evaluate", "ce", *args, "--db", str(db))
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert not db.exists() or scalar(db, "select count(*) from runs") == 0
+
+
+def test_experiment_tunes_the_search_rate_on_ces_grid_and_the_evaluation_reuses_those_trainings(tmp_path: Path) -> None:
+    cfg = tmp_path / "exp.toml"
+    body = f"""
+[run]
+name = "tuned"
+seed = 1
+[task]
+steps = 10
+[search.ga]
+population_size = 8
+generations = 2
+elites = 2
+init_max_depth = 3
+[search.cma]
+iterations = 1
+popsize = 2
+[backend]
+worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
+[experiment]
+losses = ["best", "ce"]
+steps = 20
+repeats = 2
+learning_rates = [0.01, 0.1, 1.0]
+selection_seeds = [1000]
+"""
+    cfg.write_text(body + 'search_learning_rate = "tuned"\n')
+    db, log, out = tmp_path / "r.db", tmp_path / "trainings.log", tmp_path / "out"
+    env = glo_env(log) | {"GLO_FAKE_WORKER_BEST_LR": f"{CE}=0.1"}
+    r = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ce's rate: 0.1" in r.stdout and "tuned-rate: starting" in r.stdout
+    rates = dict(sqlite3.connect(db).execute(
+        "select id, json_extract(config_json, '$.task.learning_rate') from runs").fetchall())
+    assert rates == {"tuned-rate": 0.01, "tuned-search": 0.1, "tuned-eval": 0.1}
+    # ce's three selection trainings in the evaluation are the rate run's, from the cache
+    assert scalar(db, "select count(*) from candidates where run_id = 'tuned-eval' and status = 'cached' "
+                      "and search_id like 'e1-%-l%'") == 3
+    text = (out / "report.md").read_text()
+    assert "Each loss at its own learning rate" in text and "at the task's learning rate (0.1)" in text
+    trained = _trainings(log)
+    again = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=env, timeout=300)
+    assert again.returncode == 0 and "tuned-rate: finished before; kept" in again.stdout
+    assert _trainings(log) == trained
+    cfg.write_text(body + 'search_learning_rate = "fast"\n')
+    bad = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=env)
+    assert bad.returncode != 0 and "experiment.search_learning_rate" in bad.stderr

@@ -153,3 +153,58 @@ def test_verdicts() -> None:
     assert "does not beat" in text[1] and "not significant" in text[1]
     assert " beats `ce`" in text[2] and "undefined" in text[2]
     assert verdicts(summarize(results({"baikal": BAIKAL}))) == []
+
+
+def _grid_results(selection: dict[tuple[str, float], list[float]], tests: dict[tuple[str, float], list[float]],
+                  base_rate: float = 0.01) -> dict:
+    grid = sorted({rate for _loss, rate in selection})
+    sel = [{"loss": loss, "seed": 1000 + i, "fraction": 1.0, "status": "ok", "learning_rate": rate,
+            "rate_index": grid.index(rate), "validation_accuracy": v, "test_accuracy": None}
+           for (loss, rate), vs in selection.items() for i, v in enumerate(vs)]
+    at = [{"loss": loss, "seed": i, "fraction": 1.0, "status": "ok", "learning_rate": rate,
+           "rate_index": grid.index(rate) if rate in grid else None, "validation_accuracy": 0.5, "test_accuracy": t}
+          for (loss, rate), ts in tests.items() for i, t in enumerate(ts)]
+    return {"losses": [{"label": "ce"}, {"label": "f"}], "fractions": [1.0], "learning_rate": base_rate,
+            "learning_rates": grid, "selection_seeds": [1000, 1001], "selection_records": sel,
+            "records": [r for r in at if r["rate_index"] is None or r["learning_rate"] == base_rate],
+            "rate_records": [r for r in at if r["learning_rate"] != base_rate], "classes": 10}
+
+
+def test_the_rate_is_chosen_on_validation_accuracy_never_on_test_accuracy() -> None:
+    from orchestrator.experiments.stats import chosen_rate_rows, rate_choices
+
+    # On validation f is best at 0.1; its test accuracy would have picked 0.3 (and ce's 0.01).
+    res = _grid_results({("ce", 0.01): [0.90, 0.91], ("ce", 0.1): [0.95, 0.95], ("ce", 0.3): [0.94, 0.93],
+                         ("f", 0.01): [0.80, 0.80], ("f", 0.1): [0.96, 0.96], ("f", 0.3): [0.95, 0.95]},
+                        {("ce", 0.01): [0.99, 0.99], ("ce", 0.1): [0.95, 0.96], ("f", 0.1): [0.97, 0.98],
+                         ("f", 0.3): [0.99, 0.995]})
+    choices = rate_choices(res)
+    assert choices[("ce", 1.0)].rate == 0.1 and choices[("f", 1.0)].rate == 0.1
+    assert not choices[("f", 1.0)].edge
+    rows = {r["loss"]: r for r in chosen_rate_rows(res)}
+    assert rows["f"]["mean"] == pytest.approx(0.975) and rows["ce"]["mean"] == pytest.approx(0.955)
+    assert rows["f"]["n_pairs"] == 2
+    # Changing every test accuracy changes no choice.
+    for rec in res["rate_records"] + res["records"]:
+        rec["test_accuracy"] = 1.0 - rec["test_accuracy"]
+    assert rate_choices(res) == choices
+
+
+def test_a_failed_selection_training_counts_zero_and_a_tie_takes_the_smaller_rate() -> None:
+    from orchestrator.search.evaluation import choose_rate
+
+    assert choose_rate([0.01, 0.1, 1.0], {0: [0.5, 0.5], 1: [0.9, 0.0], 2: [0.5, 0.5]}).rate == 0.01
+    edge = choose_rate([0.01, 0.1, 1.0], {0: [0.1], 1: [0.2], 2: [0.3]})
+    assert edge.rate == 1.0 and edge.edge and edge.means == (0.1, 0.2, 0.3)
+    assert choose_rate([0.01, 0.1], {0: [0.5]}) is None  # not all told yet
+    assert not choose_rate([0.1], {0: [0.5]}).edge  # one rate: nothing to extend
+
+
+def test_a_training_at_chance_is_marked() -> None:
+    from orchestrator.experiments.stats import at_chance
+
+    assert at_chance({"status": "ok", "test_accuracy": 0.098}, 10)
+    assert not at_chance({"status": "ok", "test_accuracy": 0.6}, 10)
+    assert not at_chance({"status": "nonfinite", "test_accuracy": None}, 10)
+    assert at_chance({"status": "ok", "test_accuracy": None, "validation_accuracy": 0.11}, 10)
+    assert not at_chance({"status": "ok", "test_accuracy": 0.05}, None)

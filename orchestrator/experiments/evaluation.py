@@ -46,11 +46,14 @@ def candidate_specs(items: tuple[str, ...], db_path: str | None) -> list[Candida
 def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task: str | None, steps: int | None,
                       seeds: list[int], fractions: tuple[float, ...], curve_every: int | None,
                       overrides: tuple[str, ...], db_path: str | None, name: str = "", base: Any = None,
-                      labels: list[str] | None = None) -> Any:
+                      labels: list[str] | None = None, learning_rates: list[float] | None = None,
+                      selection_seeds: list[int] | None = None) -> Any:
     """The run config of an evaluation: the file's [task] and [backend] (or the paper's task settings with
     class_reduction "sum", as `glo condor job` uses), test accuracy on, the grid in [evaluate].  With
     `base` (a discovery run's GloConfig, from `glo experiment`), its settings, trained on the whole
-    training set (a discovery's train_subset is a speed trick that an evaluation does not take over)."""
+    training set (a discovery's train_subset is a speed trick that an evaluation does not take over).
+    `learning_rates`: a grid on which each loss gets its own rate, chosen by `selection_seeds`' validation
+    accuracy (orchestrator.search.evaluation)."""
     from orchestrator.config import apply_overrides, from_dict, read_config_data, run_settings
 
     data: dict[str, Any] = {}
@@ -82,4 +85,8 @@ def evaluation_config(losses: tuple[str, ...], *, config_path: str | None, task:
     names = labels or [text.strip() for text in losses]
     data["evaluate"] = {"losses": [{"label": label, "tree": spec.tree.to_json()} for label, spec in zip(names, specs)],
                         "seeds": seeds, "fractions": list(fractions or (1.0,)), "curve_every": curve_every}
+    if learning_rates:
+        data["evaluate"]["learning_rates"] = list(learning_rates)
+    if selection_seeds:  # without a grid: an error the config names
+        data["evaluate"]["selection_seeds"] = list(selection_seeds)
     return from_dict(apply_overrides(data, overrides))

@@ -289,6 +289,66 @@ def fig4_fractions(results: dict[str, Any], out_dir: str | Path, *, baseline: st
     return _save(fig, out, name)
 
 
+# -- accuracy against the learning rate ----------------------------------------------------------------------
+
+def learning_rate_sweep(results: dict[str, Any], out_dir: str | Path, *, baseline: str = "ce",
+                        data_label: str | None = None, name: str = "learning_rates") -> Path | None:
+    """Validation accuracy of each loss against the learning rate (the selection trainings: mean ± 1 sd over
+    the selection seeds, log x), each loss's chosen rate ringed.  A training that did not finish counts 0, as
+    in the choice.  None without a rate grid or before any selection training finished."""
+    from orchestrator.experiments.stats import rate_choices
+
+    grid = results.get("learning_rates") or []
+    recs = [r for r in results.get("selection_records") or [] if r.get("status") != "pending"]
+    if not grid or not recs:
+        return None
+    frac = max(fractions(results))  # the whole training set where the run has it
+    by: dict[str, dict[float, list[float]]] = {}
+    for r in recs:
+        if fraction_key(r.get("fraction", 1.0)) != frac:
+            continue
+        acc = r.get("validation_accuracy") if r.get("status") == "ok" else 0.0
+        by.setdefault(r["loss"], {}).setdefault(float(r["learning_rate"]), []).append(float(acc or 0.0))
+    if not by:
+        return None
+    choices = rate_choices(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for loss, per_rate in by.items():
+        for rate in sorted(per_rate):
+            mean, sd = _mean_sd(per_rate[rate])
+            choice = choices.get((loss, frac))
+            rows.append([loss, rate, len(per_rate[rate]), mean, sd, bool(choice and choice.rate == rate)])
+    write_csv(out / f"{name}.csv", ["loss", "learning_rate", "n", "validation_mean", "validation_std", "chosen"], rows)
+    plt = _pyplot()
+    colors = _colors(loss_labels(results), baseline)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for loss in loss_labels(results):
+        mine = [r for r in rows if r[0] == loss]
+        if not mine:
+            continue
+        n = sorted({r[2] for r in mine})
+        ax.errorbar([r[1] for r in mine], [r[3] for r in mine], yerr=[r[4] or 0.0 for r in mine], color=colors[loss],
+                    marker="o", markersize=4, capsize=3, linewidth=1.4,
+                    label=f"{loss} ({n[-1]} selection run{'s' * (n[-1] != 1)} per rate)")
+        for r in mine:
+            if r[5]:
+                ax.plot([r[1]], [r[3]], marker="o", markersize=12, markerfacecolor="none", color=colors[loss])
+    ax.set_xscale("log")
+    ax.set_xticks(grid)
+    ax.set_xticklabels([f"{g:g}" for g in grid])
+    ax.minorticks_off()
+    ax.set_xlabel("learning rate (log scale); ringed: the rate each loss is tested at")
+    ax.set_ylabel("validation accuracy (mean ± 1 sd)")
+    ax.grid(alpha=0.3)
+    steps = results.get("steps")
+    ax.set_title("Validation accuracy against the learning rate\n" + _subtitle(results, data_label, frac)
+                 + (f", {steps:,} steps each" if steps else ""), fontsize=11)
+    _legend_below(fig, ax)
+    return _save(fig, out, name)
+
+
 # -- Fig. 5 ------------------------------------------------------------------------------------------------
 
 def _default_pair(results: dict[str, Any], baseline: str) -> list[str]:

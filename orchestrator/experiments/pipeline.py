@@ -12,9 +12,18 @@ The config is an ordinary `glo run` config plus an [experiment] table:
                                        # the next ones)
     curve_every = 1000                 # test accuracy every S steps (Figs. 3, 5)
     fractions = [1.0]                  # training-set fractions (Fig. 4)
+    learning_rates = [0.01, 0.1, 1.0]  # a grid: each loss also at its own rate, chosen on validation accuracy
+    selection_seeds = [1000, 1001]     # the seeds that choose the rate (never the test seeds; the default)
+    search_learning_rate = "tuned"     # "tuned": first choose ce's rate on the grid (at the evaluation's
+                                       # settings), then search at it; "task": search at task.learning_rate
 
-Runs have fixed ids (`<run.name>-search`, `<run.name>-eval`), so running it again resumes where it
-stopped: a finished step is kept, a stopped or crashed one is resumed, a missing one is started.
+Runs have fixed ids (`<run.name>-rate`, `<run.name>-search`, `<run.name>-eval`), so running it again resumes
+where it stopped: a finished step is kept, a stopped or crashed one is resumed, a missing one is started.
+
+Why tune the search's rate: a short training's fitness rewards a larger step first, so a search at an untuned
+rate pays a loss for being cross-entropy with a larger gradient.  At ce's own best rate that is worth nothing,
+and only what a rate cannot give -- a different shape -- can win.  The rate run trains ce exactly as the
+evaluation's selection trainings do (same steps, data, seeds), so the evaluation finds them in the cache.
 Before anything trains it prints how long the whole takes at the speed measured in this database for
 this task (or, when there is none yet, measured by a short probe training on this machine).
 """
@@ -25,13 +34,24 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import EXPERIMENT_SECTION, ConfigError, GloConfig, from_dict, read_config_data, run_settings
+from orchestrator.config import (
+    EXPERIMENT_SECTION,
+    ConfigError,
+    GloConfig,
+    from_dict,
+    learning_rate_grid,
+    read_config_data,
+    run_settings,
+)
 
-EXPERIMENT_KEYS = {"losses", "steps", "repeats", "seeds", "curve_every", "fractions"}
+EXPERIMENT_KEYS = {"losses", "steps", "repeats", "seeds", "curve_every", "fractions", "learning_rates", "selection_seeds",
+                   "search_learning_rate"}
+#: experiment.search_learning_rate: search at the task's rate, or at ce's rate chosen on the grid first
+SEARCH_RATES = ("task", "tuned")
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,9 @@ class Experiment:
     curve_every: int | None
     fractions: tuple[float, ...]
     seeds: tuple[int, ...] = ()  # the evaluation's training seeds; () is 0..repeats-1
+    learning_rates: tuple[float, ...] = ()  # each loss's own rate from this grid too; () none
+    selection_seeds: tuple[int, ...] = ()  # the seeds that choose a rate on the grid
+    search_learning_rate: str = "task"  # one of SEARCH_RATES
 
     @property
     def eval_seeds(self) -> list[int]:
@@ -57,8 +80,16 @@ class Experiment:
         return f"{self.config.run.name or 'experiment'}-eval"
 
     @property
+    def rate_run(self) -> str:
+        return f"{self.config.run.name or 'experiment'}-rate"
+
+    @property
     def needs_search(self) -> bool:
         return "best" in self.losses
+
+    @property
+    def tunes_search_rate(self) -> bool:
+        return self.needs_search and self.search_learning_rate == "tuned"
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
@@ -95,10 +126,19 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
         raise ConfigError(f"{p}: experiment.fractions: must be a list of numbers in (0, 1], got {fractions!r}")
     try:
         config = from_dict(run_settings(data))
+        rates, selection = learning_rate_grid("experiment", exp.get("learning_rates"), exp.get("selection_seeds"),
+                                              seeds or list(range(ints["repeats"])))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    search_rate = exp.get("search_learning_rate", "task")
+    if search_rate not in SEARCH_RATES:
+        raise ConfigError(f"{p}: experiment.search_learning_rate: must be one of {', '.join(SEARCH_RATES)}, "
+                          f"got {search_rate!r}")
+    if search_rate == "tuned" and not rates:
+        raise ConfigError(f"{p}: experiment.search_learning_rate: \"tuned\" needs experiment.learning_rates (the grid "
+                          "ce's rate is chosen on)")
     return Experiment(config, tuple(losses), ints["steps"], ints["repeats"], curve, tuple(float(f) for f in fractions),
-                      tuple(seeds or ()))
+                      tuple(seeds or ()), rates, selection, search_rate)
 
 
 # -- how long it takes ----------------------------------------------------------------------------------------
@@ -155,7 +195,9 @@ def estimate_seconds(exp: Experiment, steps_per_second: float, parallel: int) ->
     t = exp.config.task
     valid_share = 0.4  # measured: about 4 in 10 of a generation's trees are new, valid and trained
     searches = expected_evaluations(exp.config.to_dict()) * valid_share if exp.needs_search else 0
-    cells = len(exp.losses) * exp.repeats * len(exp.fractions)
+    # test cells at the task's rate, the selection grid, and (at most) each loss again at a chosen rate
+    grid = len(exp.learning_rates) * len(exp.selection_seeds) + (exp.repeats if exp.learning_rates else 0)
+    cells = len(exp.losses) * (exp.repeats + grid) * len(exp.fractions)
     per_step = 1.0 / steps_per_second
     overhead = 10.0  # TensorFlow start, data, first step, per job
     evals = 0.0 if exp.curve_every is None else (exp.steps / exp.curve_every) * 1.5  # test-set passes
@@ -229,6 +271,36 @@ def _runs(db: Any) -> list[dict[str, Any]]:
     return [{**r, "kind": run_kind(get_run(db, r["run_id"]).config)} for r in list_runs(db)]
 
 
+def _stored_config(db: Any, run_id: str) -> GloConfig:
+    """The effective config a run stored (all defaults filled in), which is what it ran with."""
+    from db.queries import get_run
+
+    return from_dict(get_run(db, run_id).config)
+
+
+def tune_rate(exp: Experiment, db_path: str | None, db: Any, echo: Callable[[str], None]) -> float:
+    """ce's chosen rate on the experiment's grid: ce trained at every grid rate with the selection seeds, at the
+    evaluation's settings (its steps, the whole training set), chosen on validation accuracy -- the same
+    trainings, and so the same choice, as ce's selection in the evaluation that follows."""
+    from db.queries import evaluation_results
+    from orchestrator.experiments.evaluation import evaluation_config
+    from orchestrator.experiments.stats import fmt_rate, rate_choices
+
+    cfg = evaluation_config(("ce",), config_path=None, task=None, steps=exp.steps, seeds=[], fractions=(1.0,),
+                            curve_every=None, overrides=(), db_path=db_path, name=exp.rate_run, base=exp.config,
+                            learning_rates=list(exp.learning_rates), selection_seeds=list(exp.selection_seeds))
+    status = _run_or_resume(db_path, db, exp.rate_run, cfg, echo)
+    if status != "finished":
+        raise ConfigError(f"run {exp.rate_run} {status}; run the same command again to resume it")
+    choice = rate_choices(evaluation_results(db, exp.rate_run)).get(("ce", 1.0))
+    if choice is None:
+        raise ConfigError(f"run {exp.rate_run} chose no rate for ce (every selection training failed?)")
+    means = ", ".join(f"{fmt_rate(r)}: {m:.4f}" for r, m in zip(exp.learning_rates, choice.means) if m is not None)
+    echo(f"ce's rate: {fmt_rate(choice.rate)} (validation accuracy by rate, {exp.steps} steps: {means})"
+         + ("; at the grid's edge: extend the grid" if choice.edge else "") + "; the search trains at it")
+    return choice.rate
+
+
 def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overrides: Sequence[str] = (),
                    transfer_db: str | None = None, estimate_only: bool = False,
                    echo: Callable[[str], None] = print) -> Path | None:
@@ -257,15 +329,21 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
     if estimate_only:
         return None
     t0 = time.monotonic()
+    search_config = exp.config
+    if exp.tunes_search_rate:
+        rate = tune_rate(exp, db_path, db, echo)
+        search_config = replace(exp.config, task=replace(exp.config.task, learning_rate=rate))
     if exp.needs_search:
-        status = _run_or_resume(db_path, db, exp.search_run, exp.config, echo)
+        status = _run_or_resume(db_path, db, exp.search_run, search_config, echo)
         if status != "finished":
             raise ConfigError(f"run {exp.search_run} {status}; run the same command again to resume it")
+        search_config = _stored_config(db, exp.search_run)  # a resumed search keeps the rate it started with
     losses, labels = resolve_losses(exp, db, transfer_db)
     echo(f"evaluating: {', '.join(labels)}")
     ev_cfg = evaluation_config(tuple(losses), config_path=None, task=None, steps=exp.steps,
                                seeds=exp.eval_seeds, fractions=exp.fractions, curve_every=exp.curve_every,
-                               overrides=(), db_path=db_path, name=exp.eval_run, base=exp.config, labels=labels)
+                               overrides=(), db_path=db_path, name=exp.eval_run, base=search_config, labels=labels,
+                               learning_rates=list(exp.learning_rates), selection_seeds=list(exp.selection_seeds))
     status = _run_or_resume(db_path, db, exp.eval_run, ev_cfg, echo)
     if status != "finished":
         raise ConfigError(f"run {exp.eval_run} {status}; run the same command again to resume it")

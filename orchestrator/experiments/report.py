@@ -16,7 +16,12 @@ from typing import Any
 
 from orchestrator.experiments import figures
 from orchestrator.experiments.stats import (
+    CHANCE_FACTOR,
+    chance_records,
+    chosen_rate_rows,
     fmt_fraction,
+    fmt_rate,
+    format_rate_table,
     format_table,
     loss_labels,
     md_escape,
@@ -165,6 +170,13 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
         ("repeats (training seeds, the same for every loss)", f"{len(seeds)}: {', '.join(map(str, seeds))}"),
         ("training-set fractions", ", ".join(fracs)),
         ("trainings", f"{total}: " + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "none")),
+        *([("learning rate", f"{fmt_rate(results['learning_rate'])} (the task's)")]
+          if results.get("learning_rate") is not None else []),
+        *([("learning-rate grid", f"{', '.join(map(fmt_rate, results['learning_rates']))}: "
+            f"{len(results.get('selection_records') or [])} selection trainings (seeds "
+            f"{', '.join(map(str, results.get('selection_seeds') or []))}), "
+            f"{len(results.get('rate_records') or [])} test trainings at chosen rates other than the task's")]
+          if results.get("learning_rates") else []),
     ]))
     not_counted = total - counts.get("ok", 0)
     if not_counted:
@@ -176,7 +188,9 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
         page.add(f"| `{md_escape(name)}` | `{md_escape(short_formula(infix.get(name) or '?'))}` |")
     page.add("")
     rows = summarize(results, baseline)
-    page.add(f"{h} Test accuracy", "", format_table(rows),
+    rate = results.get("learning_rate")
+    page.add(f"{h} Test accuracy" + (f" at the task's learning rate ({fmt_rate(rate)})" if rate is not None else ""),
+             "", format_table(rows),
              f"Mean ± sample standard deviation over the repeats.  Each loss is tested against `{baseline}` at the "
              "same training-set fraction: Welch's t-test (unequal variances) and the paired t-test (pairs: the "
              f"same training seed); one-tailed p: the alternative is a higher mean accuracy than `{baseline}`.  "
@@ -186,11 +200,25 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
         page.add(*(f"- {s}" for s in sentences), "")
     elif baseline not in loss_labels(results):
         page.add(f"No `{baseline}` in this evaluation, so no loss is tested against it.", "")
+    if rate is not None and results.get("learning_rates"):
+        page.add(f"The table above trains every loss at the task's learning rate, {fmt_rate(rate)}: a loss with a "
+                 "larger gradient takes a larger step there, so it can win by step size alone.  The next table "
+                 "gives each loss its own rate.", "")
     fig_dir.mkdir(parents=True, exist_ok=True)
     (fig_dir / "statistics.json").write_text(json.dumps(rows, indent=2) + "\n")
     figures.write_csv(fig_dir / "statistics.csv", list(rows[0]) if rows else ["loss"],
                        ([r[k] for k in rows[0]] for r in rows))
     page.files += [fig_dir / "statistics.json", fig_dir / "statistics.csv"]
+    _rate_section(page, results, fig_dir, h, baseline, data_label)
+    chance: dict[tuple[str, Any], list[str]] = {}
+    for r in chance_records(results):
+        chance.setdefault((r["loss"], r.get("learning_rate")), []).append(str(r["seed"]))
+    if chance:
+        page.add(f"{h} Trainings at chance accuracy", "",
+                 "These finished with a finite loss (status `ok`) but learned nothing: accuracy below "
+                 f"{CHANCE_FACTOR:g} x chance.  They count as measured, so such a rate loses the choice:", "",
+                 *(f"- `{md_escape(loss)}` at lr {fmt_rate(rate)}: seed{'s' * (len(seeds) != 1)} {', '.join(seeds)}"
+                   for (loss, rate), seeds in chance.items()), "")
     page.add(f"{h} Figures", "")
     page.figure(figures.fig3_curves(results, fig_dir, baseline=baseline, data_label=data_label),
                 "Fig. 3: test accuracy during training", "no test curves recorded")
@@ -203,6 +231,40 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
     page.figure(figures.fig7_histogram(results, fig_dir, baseline=baseline, data_label=data_label),
                 "Fig. 7: histogram of the output probabilities on the test set", "no histograms recorded")
     return rows
+
+
+def _rate_section(page: _Page, results: dict[str, Any], fig_dir: Path, h: str, baseline: str,
+                  data_label: str | None) -> None:
+    """Each loss at its own learning rate (a run with a rate grid): the chosen rates, the test accuracy there
+    and the paired test against the baseline at *its* chosen rate, and the figure of validation accuracy
+    against the rate."""
+    grid = results.get("learning_rates") or []
+    if not grid:
+        return
+    seeds = results.get("selection_seeds") or []
+    page.add(f"{h} Each loss at its own learning rate", "",
+             f"Each loss trained at every rate of the grid ({', '.join(fmt_rate(r) for r in grid)}) with the "
+             f"selection seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}, kept apart from the test seeds; "
+             "the rate with the highest mean *validation* accuracy is the loss's rate (the test set chooses "
+             "nothing), and the loss is then tested at that rate with the test seeds.  The paired test compares "
+             f"each loss with `{baseline}` at `{baseline}`'s own chosen rate.", "")
+    rows = chosen_rate_rows(results, baseline)
+    if not rows:
+        page.add("No loss has all its selection trainings yet.", "")
+        return
+    page.add(format_rate_table(rows))
+    sentences = verdicts(rows)
+    if sentences:
+        page.add(*(f"- {s}" for s in sentences), "")
+    edges = [r for r in rows if r.get("edge")]
+    if edges:
+        page.add("Chosen at the grid's edge (the best rate may lie beyond it; extend the grid): "
+                 + ", ".join(f"`{md_escape(r['loss'])}` at {fmt_rate(r['learning_rate'])}" for r in edges) + ".", "")
+    (fig_dir / "statistics_chosen_rates.json").write_text(json.dumps(rows, indent=2) + "\n")
+    page.files.append(fig_dir / "statistics_chosen_rates.json")
+    page.figure(figures.learning_rate_sweep(results, fig_dir, baseline=baseline, data_label=data_label),
+                "Validation accuracy against the learning rate (the selection trainings)",
+                "no selection training finished")
 
 
 def _compare_section(page: _Page, db: Any, run_id: str, data: dict[str, Any], compare: list[str],

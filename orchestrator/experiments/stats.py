@@ -196,14 +196,15 @@ def format_table(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.05, *,
-            name_fraction: bool = False) -> str | None:
+            name_fraction: bool = False, baseline_rate: float | None = None) -> str | None:
     """One sentence: does this loss's mean beat the baseline's (`baseline_mean`, at the same fraction), and is
     the paired one-tailed p below `alpha`?  None for the baseline's own row and without a baseline.
-    `name_fraction`: say "with the whole training set" too (for runs with several fractions)."""
+    `name_fraction`: say "with the whole training set" too (for runs with several fractions).  A row of
+    `chosen_rate_rows` names its rate, and `baseline_rate` the baseline's."""
     base = row.get("baseline")
     if not base or row["loss"] == base:
         return None
-    name = f"`{row['loss']}`"
+    name = f"`{row['loss']}`" + (f" at lr {fmt_rate(row['learning_rate'])}" if row.get("learning_rate") else "")
     where = "" if row["fraction"] == 1.0 else f" with {fmt_fraction(row['fraction'])} of the training set"
     if name_fraction and row["fraction"] == 1.0:
         where = " with the whole training set"
@@ -213,7 +214,8 @@ def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.0
         return f"{name}{where}: `{base}` has no finished training with a test accuracy to compare with."
     diff = row["mean"] - baseline_mean
     beats = "beats" if diff > 0 else "does not beat"
-    text = (f"{name}{where}: its mean test accuracy {row['mean']:.4f} {beats} `{base}`'s {baseline_mean:.4f} "
+    at = f" at its best rate, lr {fmt_rate(baseline_rate)}," if baseline_rate else ""
+    text = (f"{name}{where}: its mean test accuracy {row['mean']:.4f} {beats} `{base}`'s{at} {baseline_mean:.4f} "
             f"(difference {diff:+.4f}).")
     p = row["paired_p_one"]
     pairs = row["n_pairs"] or 0
@@ -229,10 +231,118 @@ def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.0
 def verdicts(rows: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[str]:
     """`verdict` for every non-baseline row of `summarize`, in row order."""
     means = {(r["loss"], r["fraction"]): r["mean"] for r in rows}
+    rates = {(r["loss"], r["fraction"]): r.get("learning_rate") for r in rows}
     several = len({r["fraction"] for r in rows}) > 1
     out = []
     for r in rows:
-        text = verdict(r, means.get((r.get("baseline"), r["fraction"])), alpha, name_fraction=several)
+        key = (r.get("baseline"), r["fraction"])
+        text = verdict(r, means.get(key), alpha, name_fraction=several, baseline_rate=rates.get(key))
         if text is not None:
             out.append(text)
     return out
+
+
+# -- each loss at its own learning rate ------------------------------------------------------------------
+
+#: A training whose accuracy stays below this many times chance (1 / classes) learned nothing: it is marked
+#: "at chance" even when it finished with a finite loss (Baikal at lr 0.1 on MNIST: 0.098, status "ok").
+CHANCE_FACTOR = 1.5
+
+
+def at_chance(rec: dict[str, Any], classes: int | None) -> bool:
+    """Whether a finished training ended at chance accuracy (test accuracy, else validation accuracy)."""
+    acc = rec.get("test_accuracy")
+    acc = rec.get("validation_accuracy") if acc is None else acc
+    return (bool(classes) and rec.get("status") == "ok" and acc is not None
+            and float(acc) < CHANCE_FACTOR / float(classes))
+
+
+def rate_choices(results: dict[str, Any]) -> dict[tuple[str, float], Any]:
+    """(loss, fraction) -> its `RateChoice` on the run's grid, from the selection trainings' validation
+    accuracy (`orchestrator.search.evaluation.choose_rate`, the rule the run itself followed; a training that
+    did not finish "ok" counts 0).  Empty without a grid; a loss whose selection is unfinished is left out."""
+    from orchestrator.search.evaluation import choose_rate
+
+    grid = results.get("learning_rates") or []
+    need = len(results.get("selection_seeds") or [])
+    by: dict[tuple[str, float], dict[int, list[float]]] = {}
+    for rec in results.get("selection_records") or []:
+        if rec.get("status") == "pending":
+            continue
+        acc = rec.get("validation_accuracy") if rec.get("status") == "ok" else 0.0
+        key = (rec["loss"], fraction_key(rec.get("fraction", 1.0)))
+        by.setdefault(key, {}).setdefault(int(rec["rate_index"]), []).append(float(acc or 0.0))
+    out: dict[tuple[str, float], Any] = {}
+    for key, validation in by.items():
+        if all(len(validation.get(k, ())) >= need for k in range(len(grid))):
+            choice = choose_rate(grid, validation)
+            if choice is not None:
+                out[key] = choice
+    return out
+
+
+def at_chosen_rates(results: dict[str, Any]) -> dict[str, Any]:
+    """The results with `records` replaced by each loss's test trainings at its chosen rate (those at the
+    task's rate where that is the one chosen), so that `summarize` compares every loss -- the baseline
+    included -- at its own best rate, paired by seed.  Each record says its `learning_rate`."""
+    from orchestrator.search.evaluation import same_rate
+
+    choices = rate_choices(results)
+    base_rate = results.get("learning_rate")
+    records = []
+    for (loss, frac), choice in choices.items():
+        if base_rate is not None and same_rate(choice.rate, float(base_rate)):
+            pool, match = results.get("records") or [], None
+        else:
+            pool, match = results.get("rate_records") or [], choice.index
+        records += [r for r in pool if r["loss"] == loss and fraction_key(r.get("fraction", 1.0)) == frac
+                    and r.get("rate_index") == match]
+    return {**results, "records": records}
+
+
+def chosen_rate_rows(results: dict[str, Any], baseline: str = "ce") -> list[dict[str, Any]]:
+    """`summarize` at each loss's chosen rate, every row with its `learning_rate`, `edge` (the chosen rate
+    is the grid's smallest or largest: the best may lie beyond) and the mean validation accuracy per grid
+    rate (`validation_by_rate`).  Empty without a grid."""
+    choices = rate_choices(results)
+    if not choices:
+        return []
+    rows = summarize(at_chosen_rates(results), baseline)
+    for row in rows:
+        choice = choices.get((row["loss"], row["fraction"]))
+        row["learning_rate"] = None if choice is None else choice.rate
+        row["edge"] = None if choice is None else choice.edge
+        row["validation_by_rate"] = None if choice is None else list(choice.means)
+    return rows
+
+
+def chance_records(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every finished training of the run (at any rate) that ended at chance accuracy."""
+    classes = results.get("classes")
+    pools = ("records", "rate_records", "selection_records")
+    return [r for p in pools for r in results.get(p) or [] if at_chance(r, classes)]
+
+
+def fmt_rate(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate:g}"
+
+
+def format_rate_table(rows: Iterable[dict[str, Any]]) -> str:
+    """`chosen_rate_rows` as a markdown table: the rate, mean ± sd, the paired test against the baseline at
+    *its* chosen rate; an edge choice is flagged."""
+    rows = list(rows)
+    show_frac = len({r["fraction"] for r in rows}) > 1
+    base = next((r.get("baseline") for r in rows if r.get("baseline")), None)
+    vs = f" vs {base} at its rate" if base else ""
+    head = (["loss"] + (["training set"] if show_frac else []) +
+            ["chosen learning rate", "n", "test accuracy (mean ± sd)", f"paired t{vs}", "paired p (1-tailed)",
+             "pairs"])
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] + ([":---"] if show_frac else []) + ["---:"] * (len(head) - 1 - show_frac)) + "|"]
+    for r in rows:
+        rate = fmt_rate(r.get("learning_rate")) + (" (grid edge: extend the grid)" if r.get("edge") else "")
+        cells = ([f"`{md_escape(r['loss'])}`"] + ([fmt_fraction(r["fraction"])] if show_frac else []) +
+                 [rate, str(r["n"]), fmt_mean_sd(r["mean"], r["std"]), fmt_t(r["paired_t"]),
+                  fmt_p(r["paired_p_one"]), "–" if r["n_pairs"] is None else str(r["n_pairs"])])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

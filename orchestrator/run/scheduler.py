@@ -777,8 +777,9 @@ class Scheduler:
         after it replayed (orchestrator.run.searchlog) -- exactly the search the last transaction left."""
         state = self.store.load_search_state(self.run_id)
         if self.config.evaluate is not None:  # `glo evaluate`: a fixed grid of trainings instead of a search
-            self.search = (EvaluationPlan(self.config.evaluate) if state is None
-                           else EvaluationPlan.import_state(state))
+            rate = self.config.task.learning_rate
+            self.search = (EvaluationPlan(self.config.evaluate, base_rate=rate) if state is None
+                           else EvaluationPlan.import_state(state, base_rate=rate))
         elif state is None:
             self.search = new_search(self.config.search, key_fn=self.keys, screen=self._screen())
         else:
