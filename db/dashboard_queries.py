@@ -282,10 +282,12 @@ def run_status(db: ReadOnlyDB, con: sqlite3.Connection, run: sqlite3.Row, now: f
             extra["hits"] = [rowid for _, rowid in sorted(agg.hits, reverse=True)]
     jobs = dict(con.execute("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state", (rid,)).fetchall())
     in_flight = con.execute(IN_FLIGHT_SQL, (rid,)).fetchone()[0]
-    rows = _by_rowid(con, [r for r, _ in top], "uid, infix, tree_json, fitness, phase, generation, origin, status")
+    rows = _by_rowid(con, [r for r, _ in top],
+                     "uid, infix, tree_json, fitness, phase, generation, origin, status, canonical_key")
     board = [{"candidate_id": rows[r]["uid"], "infix": rows[r]["infix"], "tree": _loads(rows[r]["tree_json"], None),
               "fitness": rows[r]["fitness"], "phase": rows[r]["phase"], "generation": rows[r]["generation"],
-              "origin": rows[r]["origin"], "status": rows[r]["status"], "copies": n}
+              "origin": rows[r]["origin"], "status": rows[r]["status"], "copies": n,
+              "canonical_key": rows[r]["canonical_key"]}
              for r, n in top if r in rows]
     config = _loads(run["config_json"], {})
     p = progress(counts, first, last, config, run, time.time() if now is None else now)

@@ -9,8 +9,10 @@ import signal
 import sqlite3
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+from tests.browser import Dashboard
 from tests.orch_helpers import FAKE_WORKER, glo, glo_env, glo_popen, scalar
 
 
@@ -287,6 +289,23 @@ selection_seeds = [1000]
                       "and search_id like 'e1-%-l%'") == 3
     text = (out / "report.md").read_text()
     assert "Each loss at its own learning rate" in text and "at the task's learning rate (0.1)" in text
+    # glo best, glo status and the dashboard say what the evaluation found of the search's best loss
+    best = json.loads(glo("best", "tuned-search", "--db", str(db), "-k", "3", "--json", env=env).stdout)
+    evaluated = [row for row in best if row["beats_ce_at_its_best_rate"] is not None]
+    assert [row["candidate_id"] for row in evaluated] == [best[0]["candidate_id"]]
+    assert "beats ce at ce's best rate?" in glo("best", "tuned-search", "--db", str(db), env=env).stdout
+    status = json.loads(glo("status", "tuned-search", "--db", str(db), "--json", env=env).stdout)
+    fair = status["best_vs_ce_at_its_best_rate"]
+    assert fair["evaluation"] == "tuned-eval" and fair["baseline_rate"] == 0.1
+    assert fair["beats"] == evaluated[0]["beats_ce_at_its_best_rate"]
+    with Dashboard(db, env=env) as server:
+        with urllib.request.urlopen(server.url + "api/run?id=tuned-search", timeout=30) as resp:
+            run = json.loads(resp.read())
+        assert run["fair_evidence"] is True
+        assert run["leaderboard"][0]["vs_tuned_ce"]["beats"] == fair["beats"]
+        with urllib.request.urlopen(server.url + "api/run?id=tuned-eval", timeout=30) as resp:
+            ev = json.loads(resp.read())["evaluation"]
+        assert {row["loss"]: row["learning_rate"] for row in ev["summary_chosen_rates"]}["ce"] == 0.1
     trained = _trainings(log)
     again = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=env, timeout=300)
     assert again.returncode == 0 and "tuned-rate: finished before; kept" in again.stdout

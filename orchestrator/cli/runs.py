@@ -232,8 +232,10 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
     data, path = found
     st = SimpleNamespace(**data)
     sched = scheduler_info(path, st.run_id)
+    fair = _fair_comparison(path, st.best["candidate_id"]) if st.best else None
     if as_json:
-        _echo_json({**data, "scheduler": sched})
+        _echo_json({**data, "scheduler": sched, "best_vs_ce_at_its_best_rate": None if fair is None else {
+            "beats": fair.beats, **{k: getattr(fair, k) for k in fair.__dataclass_fields__}}})
         return
     from rich.console import Console
     from rich.markup import escape
@@ -262,6 +264,8 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
         table.add_row("trainings per budget", ", ".join(f"{b['trainings']} at {b['steps']} steps" for b in budgets))
     table.add_row("best", "-" if st.best is None else f"{_fmt_fit(st.best['fitness'])}  {st.best['infix']}  "
                   f"({st.best['candidate_id']})")
+    if fair is not None:
+        table.add_row("best vs tuned ce", escape(fair.sentence()))
     table.add_row("rate", "-" if st.evaluations_per_hour is None else f"{st.evaluations_per_hour:.0f} trainings/hour")
     table.add_row("elapsed / time left", f"{_fmt_secs(st.elapsed_seconds)} / {_fmt_secs(st.eta_seconds)}")
     if sched["alive"]:
@@ -289,22 +293,61 @@ def status_cmd(run: str | None, db_path: str | None, as_json: bool) -> None:
 @JSON_OPTION
 @_errors
 def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> None:
-    """The k best distinct losses of a run (default: latest)."""
+    """The k best distinct losses of a run (default: latest), and where an evaluation with a learning-rate
+    grid tested one, whether it beats ce at ce's best rate."""
     from db.queries import best
+    from orchestrator.experiments.evidence import comparison_for
 
-    rows = best(_open(db_path), run, k)
+    db = _open(db_path)
+    rows = best(db, run, k)
+    fair = _fair_comparisons(db)
+    found = {r.uid: comparison_for(fair, r.uid, r.canonical_key) for r in rows} if fair else {}
     if as_json:
         _echo_json([{"candidate_id": r.uid, "infix": r.infix, "fitness": r.fitness, "phase": r.phase,
-                     "generation": r.generation, "origin": r.origin, "trainings": r.trainings} for r in rows])
+                     "generation": r.generation, "origin": r.origin, "trainings": r.trainings,
+                     "beats_ce_at_its_best_rate": None if found.get(r.uid) is None else found[r.uid].beats}
+                    for r in rows])
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("#", "fitness", "loss f(x, y)", "candidate", "phase", "gen")
+    columns = ["#", "fitness", "loss f(x, y)", "candidate", "phase", "gen"]
+    table = Table(*columns, *(["beats ce at ce's best rate?"] if fair else []))
     for i, r in enumerate(rows, 1):
         fit = _fmt_fit(r.fitness) + (f" (mean of {r.trainings} seeds)" if r.trainings > 1 else "")
-        table.add_row(str(i), fit, r.infix, r.uid, r.phase, str(r.generation))
-    Console(width=160).print(table)
+        verdict = [found[r.uid].verdict() if found.get(r.uid) else "not evaluated"] if fair else []
+        table.add_row(str(i), fit, r.infix, r.uid, r.phase, str(r.generation), *verdict)
+    Console(width=180).print(table)
+    if not fair:
+        print("(the fitness is validation accuracy at the run's one learning rate; to ask whether a loss beats ce at "
+              "ce's best rate: glo evaluate RUN/CANDIDATE ce --lr-grid ...)")
+
+
+def _fair_comparisons(db: Any) -> dict[str, Any]:
+    from orchestrator.experiments.evidence import fair_comparisons
+
+    return fair_comparisons(db)
+
+
+def _fair_comparison(path: Any, uid: str) -> Any:
+    """The evidence about one candidate against tuned ce, or None -- without opening the database through
+    SQLAlchemy (or importing the statistics) unless it holds an evaluation with a rate grid."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            has_grid = con.execute("select 1 from runs where config_json like '%\"learning_rates\"%' limit 1").fetchone()
+            key = con.execute("select canonical_key from candidates where uid = ?", (uid,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    if not has_grid:
+        return None
+    from orchestrator.experiments.evidence import comparison_for
+
+    return comparison_for(_fair_comparisons(_open(str(path))), uid, key[0] if key else None)
 
 
 def _when(t: float | None) -> str:

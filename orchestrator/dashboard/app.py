@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import dashboard_queries as q
 from db.errors import NotFoundError, StorageError
 from orchestrator.dashboard import analysis
+from orchestrator.experiments.evidence import comparison_for, fair_comparisons
 from worker.spec import collapse_reason
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -102,13 +103,14 @@ def evaluation_view(db: q.ReadOnlyDB, run_id: str, status: str | None = None) ->
     statistics (db.queries.evaluation_results, orchestrator.experiments.stats) when this GLO has them."""
     try:
         from db.queries import evaluation_results
-        from orchestrator.experiments.stats import summarize
+        from orchestrator.experiments.stats import chosen_rate_rows, summarize
     except ImportError:
         return {"run_id": run_id, "status": status,
                 "error": "This GLO cannot read evaluation results yet (glo evaluate is missing): update GLO."}
     try:
         results = evaluation_results(db.sqlalchemy(), run_id)
         summary = summarize(results)
+        chosen = chosen_rate_rows(results)
     except (NotFoundError, StorageError) as exc:
         return {"run_id": run_id, "status": status, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a partly written run must not break the page
@@ -134,7 +136,21 @@ def evaluation_view(db: q.ReadOnlyDB, run_id: str, status: str | None = None) ->
     baseline = next((row.get("baseline") for row in summary if row.get("baseline")), None)
     return {"run_id": run_id, "status": results.get("status", status), "task": results.get("task"),
             "steps": results.get("steps"), "data_label": results.get("data_label"), "baseline": baseline,
-            "summary": summary, "curves": curves, "losses": results.get("losses")}
+            "summary": summary, "curves": curves, "losses": results.get("losses"),
+            "learning_rate": results.get("learning_rate"), "learning_rates": results.get("learning_rates"),
+            "summary_chosen_rates": chosen}
+
+
+def _fair_comparisons(db: q.ReadOnlyDB) -> dict[str, Any]:
+    """Every loss that an evaluation with a learning-rate grid tested against ce at ce's best rate
+    (orchestrator.experiments.evidence); {} when the file holds none -- checked first with one cheap read."""
+    with db.read() as con:
+        if con.execute("select 1 from runs where config_json like '%\"learning_rates\"%' limit 1").fetchone() is None:
+            return {}
+    try:
+        return fair_comparisons(db.sqlalchemy())
+    except Exception:  # noqa: BLE001 - an evaluation still being written must not break the run page
+        return {}
 
 
 def create_app(db_path: str | os.PathLike[str], *, allowed_hosts: list[str] | None = None,
@@ -184,10 +200,15 @@ def create_app(db_path: str | os.PathLike[str], *, allowed_hosts: list[str] | No
             run["best"]["short"] = analysis.short_formula(run["best"].pop("tree"), run["best"]["infix"])
         for item in run["errors"]["candidates"] + run["cache"]["hits"]:
             item["short"] = analysis.short_formula(item.pop("tree", None), item["infix"])
+        fair = _fair_comparisons(db) if run["leaderboard"] else {}
         for row in run["leaderboard"]:
             tree = row.pop("tree")
             row["short"] = analysis.short_formula(tree, row["infix"])
             row["shape"] = analysis.loss_shape(tree)
+            found = comparison_for(fair, row["candidate_id"], row.get("canonical_key")) if fair else None
+            row["vs_tuned_ce"] = None if found is None else {"beats": found.beats, "verdict": found.verdict(),
+                                                             "sentence": found.sentence()}
+        run["fair_evidence"] = bool(fair)
         run["server_time"] = time.time()
         return _json(run)
 

@@ -365,18 +365,26 @@ function runCounts(r) {
     h("div", { class: "muted small" }, progressText + (sc.log ? ` · scheduler log: ${sc.log}` : "")));
 }
 
-function leaderboardCard(rows) {
+function leaderboardCard(rows, fair) {
   if (!rows.length) return card("Leaderboard", empty("No trained loss yet."));
+  const verdict = (r) => r.vs_tuned_ce
+    ? h("span", { title: r.vs_tuned_ce.sentence, class: r.vs_tuned_ce.beats ? "beats" : "" }, r.vs_tuned_ce.verdict)
+    : h("span", { class: "muted" }, "not evaluated");
   const trs = rows.map((r, i) => h("tr", {},
     td(String(i + 1), "num"),
     td(h("b", {}, fmtFit(r.fitness)), "num"),
     td(h("a", { href: candHref(r.candidate_id), class: "cand-link" }, formula(r.short, r.infix))),
     td(shapeSVG(r.shape, 120, 40, false)),
     td(`${r.phase} ${r.generation}`), td(r.origin),
-    td(r.copies > 1 ? `${r.copies}×` : "", "num")));
+    td(r.copies > 1 ? `${r.copies}×` : "", "num"),
+    ...(fair ? [td(verdict(r))] : [])));
+  const head = ["#", ["fitness", "num"], "loss f(x, y)", "two-class shape", "phase / gen", "made by", ["copies", "num"]];
   return card("Leaderboard: the best distinct losses",
-    table(["#", ["fitness", "num"], "loss f(x, y)", "two-class shape", "phase / gen", "made by", ["copies", "num"]], trs, { id: "leaderboard" }),
-    h("p", { class: "muted small" }, "Shape: the loss of a two-class prediction over y0, the probability given to the true class (the paper's Fig. 6); the dot marks its minimum. Coefficients are rounded here; hover a formula for all digits."));
+    table(fair ? [...head, "beats ce at ce's best rate?"] : head, trs, { id: "leaderboard" }),
+    h("p", { class: "muted small" }, "Shape: the loss of a two-class prediction over y0, the probability given to the true class (the paper's Fig. 6); the dot marks its minimum. Coefficients are rounded here; hover a formula for all digits."),
+    h("p", { class: "muted small" }, fair
+      ? "Beats ce at ce's best rate: from an evaluation with a learning-rate grid (each loss tested at its own rate, chosen on validation accuracy); hover for the rates and p."
+      : "The fitness is validation accuracy at the run's one learning rate; whether a loss beats ce at ce's best rate is shown here once `glo evaluate RUN/CANDIDATE ce --lr-grid ...` has asked."));
 }
 
 function jobsCard(r) {
@@ -439,10 +447,17 @@ function evaluationResultsCard(ev) {
     td(fmtNum(x.n), "num"), td(fmtPM(x.mean, x.std), "num"),
     td(fmtP(x.welch_p_two), "num"), td(fmtP(x.welch_p_one), "num"), td(fmtP(x.paired_p_one), "num")));
   const series = (ev.curves || []).map((c) => ({ label: c.label, points: c.points }));
+  const chosen = (ev.summary_chosen_rates || []).map((x) => h("tr", {},
+    td(formula(x.loss)), td(x.learning_rate === null ? "-" : String(x.learning_rate) + (x.edge ? " (grid edge)" : ""), "num"),
+    td(fmtNum(x.n), "num"), td(fmtPM(x.mean, x.std), "num"), td(fmtP(x.paired_p_one), "num")));
   return card("Evaluation results (test accuracy)",
+    ev.learning_rate !== null && ev.learning_rate !== undefined ? h("h3", {}, `Every loss at the task's learning rate, ${ev.learning_rate}`) : null,
     rows.length ? table(["loss", ["fraction", "num"], ["n", "num"], ["mean ± sd", "num"], ["Welch p (two-sided)", "num"],
       ["Welch p (> baseline)", "num"], ["paired p (> baseline)", "num"]], rows, { id: "evaluation-stats" }) : empty("No finished cell yet."),
     ev.baseline ? h("p", { class: "muted small" }, `p-values against ${ev.baseline} with the same seeds and training-set fraction.`) : null,
+    chosen.length ? h("h3", {}, "Each loss at its own learning rate (chosen on validation accuracy, selection seeds apart)") : null,
+    chosen.length ? table(["loss", ["chosen rate", "num"], ["n", "num"], ["mean ± sd", "num"], ["paired p (> baseline at its rate)", "num"]],
+      chosen, { id: "evaluation-chosen-rates" }) : null,
     series.length ? curvesChart("Test accuracy during training (mean over seeds)", series) : null);
 }
 
@@ -464,7 +479,7 @@ async function runPage(id) {
         card("Fitness per iteration: CMA-ES coefficients", fitnessChart("", g.cma || [], "iteration")),
         h("p", { class: "muted small span2" }, "Every settled candidate counts as the search saw it (invalid and failed ones with 0); the band spans the middle half of each generation.")));
     }
-    if (r.kind !== "evaluation") sections.set("leaderboard", r.leaderboard, leaderboardCard);
+    if (r.kind !== "evaluation") sections.set("leaderboard", { l: r.leaderboard, f: r.fair_evidence }, () => leaderboardCard(r.leaderboard, r.fair_evidence));
     sections.set("jobs", { j: r.jobs, hj: r.held_jobs, e: r.errors, rj: r.recent_jobs }, () => jobsCard(r));
     sections.set("cache", { c: r.cache, n: r.evaluations.cached }, () => cacheCard(r));
     sections.set("config", r.config, () => configCard(r));
