@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 
@@ -109,3 +110,19 @@ class Calibrator:
         """What the worker multiplies the loss by: the scale, or 1.0 for a tree that cannot be calibrated."""
         s = self.scale(tree)
         return 1.0 if s is None else s
+
+
+class LossSettings(Protocol):
+    """What `calibrator_for` reads of a task (orchestrator.config.TaskConfig has these fields)."""
+
+    loss_scale: str
+    epsilon: float
+    class_reduction: str
+    epsilon_gradient: str
+
+
+def calibrator_for(task: LossSettings) -> Calibrator | None:
+    """The task's calibrator when its loss_scale is "calibrated", else None (every loss trains as it is)."""
+    if task.loss_scale != LOSS_SCALE_CALIBRATED:
+        return None
+    return Calibrator(task.epsilon, task.class_reduction, task.epsilon_gradient)
