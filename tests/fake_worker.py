@@ -39,15 +39,7 @@ import numpy as np
 
 from worker.lossexpr import to_infix
 from worker.lossexpr.numeric import batch_loss
-from worker.spec import (
-    EXIT_BAD_NODE,
-    EXTRA_LOSS_SCALE,
-    CandidateResult,
-    SpecError,
-    load_spec,
-    record_exit,
-    write_results,
-)
+from worker.spec import EXIT_BAD_NODE, CandidateResult, SpecError, load_spec, record_exit, write_results
 
 _RNG = np.random.default_rng(1234)
 _ONEHOT = np.eye(10)[_RNG.integers(0, 10, 64)]
@@ -195,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
         test, extra = _test_measures(spec, fit, len(infix))
-        if cand.scale != 1.0:  # echoed as the real worker does (worker/steploop.py)
+        if getattr(cand, "scale", 1.0) != 1.0:  # echoed as the real worker does (worker/steploop.py)
+            from worker.spec import EXTRA_LOSS_SCALE  # here: a test whose jobs import another checkout's worker
+
             extra = {**extra, EXTRA_LOSS_SCALE: cand.scale}
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
                                        wall_seconds=sleep, train_seconds=sleep, device="fake",
