@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.search.calibration import LOSS_SCALE_NONE, LOSS_SCALES
 from orchestrator.search.config import SearchConfig
 from orchestrator.search.evaluation import DEFAULT_SELECTION_SEEDS, EvaluateConfig, same_rate
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
@@ -62,6 +63,9 @@ class TaskConfig:
     class_reduction: str = "mean"
     # what the prediction clip passes back below epsilon (worker.spec.EPSILON_GRADIENTS)
     epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT
+    # "calibrated": every loss trains at cross-entropy's gradient scale at the start of training, so that a
+    # search cannot win by a larger gradient alone (orchestrator/search/calibration.py); "none": as it is
+    loss_scale: str = LOSS_SCALE_NONE
     # What `glo evaluate` measures besides the fitness; a search leaves them unset.
     train_fraction: float | None = None  # train on this fraction of the training images (the paper's Fig. 4)
     test_accuracy: bool = False  # also test accuracy (and its curve, and the output-probability histogram)
@@ -86,6 +90,8 @@ class TaskConfig:
             "epsilon": self.epsilon, "class_reduction": self.class_reduction}
         if self.epsilon_gradient != EPSILON_GRADIENT_LEGACY:  # every key made under the old clip stays its own
             out["epsilon_gradient"] = self.epsilon_gradient
+        if self.loss_scale != LOSS_SCALE_NONE:  # every key made before the setting existed stays the same
+            out["loss_scale"] = self.loss_scale
         if self.train_fraction is not None:
             out["train_fraction"] = self.train_fraction
         if self.test_accuracy:
@@ -217,6 +223,8 @@ class GloConfig:
         search.pop("seed", None)  # it is run.seed
         out = {"run": asdict(self.run), "task": asdict(self.task), "search": search,
                "backend": asdict(self.backend)}
+        if self.task.loss_scale == LOSS_SCALE_NONE:  # a run's stored config (and digest) as before the setting
+            del out["task"]["loss_scale"]
         if self.evaluate is not None:
             out["evaluate"] = self.evaluate.to_dict()
         out["backend"]["worker_command"] = list(self.backend.worker_command)
@@ -351,6 +359,7 @@ def from_dict(data: Mapping[str, Any]) -> GloConfig:
         class_reduction=_choice("task.class_reduction", t.get("class_reduction", "mean"), CLASS_REDUCTIONS),
         epsilon_gradient=_choice("task.epsilon_gradient", t.get("epsilon_gradient", EPSILON_GRADIENT_DEFAULT),
                                  EPSILON_GRADIENTS),
+        loss_scale=_choice("task.loss_scale", t.get("loss_scale", LOSS_SCALE_NONE), LOSS_SCALES),
         train_fraction=None if t.get("train_fraction") is None else _real(
             "task.train_fraction", t["train_fraction"], hi=1.0 + 1e-12),
         test_accuracy=_bool("task.test_accuracy", t.get("test_accuracy", False)),

@@ -5,13 +5,22 @@ whitelisted ops, floats printed with repr() -- so nothing stored is ever eval'd,
 the user who pastes it.  Semantics equal worker.tf_loss.make_loss: predictions clipped to
 [epsilon, 1] (in Keras, with the run's gradient below epsilon: straight through, or none), L = -mean over
 the batch of the mean (or, with class_reduction "sum", the sum) over classes of f(x, y), x the one-hot label.
+
+A candidate of a calibrated run (`task.loss_scale = "calibrated"`) trained as scale·L: `scale` multiplies
+the exported loss the same way (`LOSS_SCALE`, after the mean, as worker.tf_loss.make_loss does), so the
+export is the loss that was trained, not the tree alone; `trained_scale` says which scale that was.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.search.calibration import LOSS_SCALE_CALIBRATED, calibration_scale
 from worker.lossexpr import Node, to_infix
 from worker.lossexpr.reduction import CLASS_REDUCTIONS
-from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS
+from worker.spec import EPSILON_GRADIENT_DEFAULT, EPSILON_GRADIENTS, EXTRA_LOSS_SCALE
 
 FORMATS = ("python", "keras")
 
@@ -49,14 +58,37 @@ def _lines(tree: Node, table: dict[str, str], const_fmt: str) -> tuple[list[str]
     return lines, emit(tree)
 
 
+def trained_scale(task: Mapping[str, Any], tree: Node, extra: Any = None,
+                  measured_here: bool = False) -> tuple[float, str] | None:
+    """(the factor the candidate's loss trained with, where it comes from) for a stored run's [task] (as
+    `config.stored_task` gives it); None when the run is not calibrated.
+
+    The stored `extra.loss_scale` is used only when this candidate's own tree was the one trained
+    (`measured_here`): a cache hit's evaluation was measured on another tree, 3·f's scale is f's / 3.
+    Otherwise it is recomputed -- the same deterministic calibration the scheduler ran.  Where: "stored",
+    "recomputed", or "uncalibrated" (zero or non-finite gradient at the reference point: trained unscaled)."""
+    if task.get("loss_scale", "none") != LOSS_SCALE_CALIBRATED:
+        return None
+    stored = extra.get(EXTRA_LOSS_SCALE) if measured_here and isinstance(extra, Mapping) else None
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and math.isfinite(stored) and stored > 0:
+        return float(stored), "stored"
+    scale = calibration_scale(tree, float(task.get("epsilon", 1e-7)), task.get("class_reduction", "mean"),
+                              task.get("epsilon_gradient", EPSILON_GRADIENT_DEFAULT))
+    return (1.0, "uncalibrated") if scale is None else (scale, "recomputed")
+
+
 def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-7,
            class_reduction: str = "mean", epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT,
-           comment: str = "") -> str:
+           comment: str = "", scale: float = 1.0) -> str:
+    """The loss as source text; `scale`: what it trained multiplied by (a calibrated run; module doc)."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if class_reduction not in CLASS_REDUCTIONS:
         raise ValueError(f"class_reduction must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
     if epsilon_gradient not in EPSILON_GRADIENTS:
         raise ValueError(f"epsilon_gradient must be one of {', '.join(EPSILON_GRADIENTS)}, got {epsilon_gradient!r}")
     summed = class_reduction == "sum"
+    scaled = scale != 1.0
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not name.isidentifier():
@@ -68,12 +100,14 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
         f"import {lib}",
         "",
         f"EPSILON = {repr(float(epsilon))}",
+        *([f"LOSS_SCALE = {repr(float(scale))}  # the calibrated run trained LOSS_SCALE * L"] if scaled else []),
         "",
         "",
         f"def {name}(y_true, y_pred):",
-        f'    """L = {"-mean(sum over classes" if summed else "-mean("}(f(x, y)) with f = {infix}; '
-        'x one-hot labels, y clipped probabilities."""',
+        f'    """L = {"LOSS_SCALE * " if scaled else ""}{"-mean(sum over classes" if summed else "-mean("}'
+        f'(f(x, y)) with f = {infix}; x one-hot labels, y clipped probabilities."""',
     ]
+    times = " * LOSS_SCALE" if scaled else ""
     if fmt == "keras":
         body, result = _lines(tree, _TF, "tf.constant({v}, dtype=y.dtype)")
         broadcast = [] if (tree.has_x() or tree.has_y()) else [f"    {result} = tf.broadcast_to({result}, tf.shape(y))"]
@@ -84,8 +118,8 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
                     "    y = y_pred + tf.stop_gradient(tf.clip_by_value(y_pred, EPSILON, 1.0) - y_pred)"]),
             "    x = tf.cast(y_true, y.dtype)",
             *body, *broadcast,
-            f"    return -tf.reduce_mean(tf.reduce_sum({result}, axis=-1))" if summed
-            else f"    return -tf.reduce_mean({result})",
+            f"    return -tf.reduce_mean(tf.reduce_sum({result}, axis=-1)){times}" if summed
+            else f"    return -tf.reduce_mean({result}){times}",
             "",
             "",
             f"# model.compile(optimizer='sgd', loss={name}, metrics=['accuracy'])",
@@ -97,7 +131,7 @@ def export(tree: Node, fmt: str, *, name: str = "glo_loss", epsilon: float = 1e-
             "    x = np.asarray(y_true, dtype=np.float64)",
             "    with np.errstate(all='ignore'):",
             *["    " + line for line in body],
-            f"        return float(-np.mean(np.sum(np.broadcast_to({result}, y.shape), axis=-1)))" if summed
-            else f"        return float(-np.mean(np.broadcast_to({result}, y.shape)))",
+            f"        return float(-np.mean(np.sum(np.broadcast_to({result}, y.shape), axis=-1)){times})" if summed
+            else f"        return float(-np.mean(np.broadcast_to({result}, y.shape)){times})",
         ]
     return "\n".join(code) + "\n"

@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             status, fit = ("ok", 0.0) if os.environ.get("GLO_FAKE_WORKER_ZERO") == "1" else fitness_of(cand.tree)
         fit = round(fit * rate_factor(infix, spec.learning_rate), 12)
         test, extra = _test_measures(spec, fit, len(infix))
+        if getattr(cand, "scale", 1.0) != 1.0:  # echoed as the real worker does (worker/steploop.py)
+            from worker.spec import EXTRA_LOSS_SCALE  # here: a test whose jobs import another checkout's worker
+
+            extra = {**extra, EXTRA_LOSS_SCALE: cand.scale}
         results.append(CandidateResult(cand.id, status, fit, validation_accuracy=fit, test_accuracy=test,
                                        wall_seconds=sleep, train_seconds=sleep, device="fake",
                                        spec_hash=spec.spec_hash(), extra=extra))

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.config import TaskConfig, from_dict, from_stored, stored_task
 from orchestrator.run.cachekey import eval_key
-from orchestrator.search.filters import _grad, check
+from orchestrator.search.filters import check, logit_gradient
 from worker.lossexpr import named_loss, parse
 from worker.lossexpr.numeric import compile_dy
 from worker.spec import EPSILON_GRADIENT_DEFAULT, CandidateSpec, WorkerSpec
@@ -51,7 +51,7 @@ def test_the_filter_mirrors_the_worker_loss_gradient_in_both_modes(name: str, mo
         with tf.GradientTape() as tape:
             loss = _worker_loss(tree, reduction, mode, x, zt)
         g_tf = tape.gradient(loss, zt).numpy()
-        loss_np, g_np = _grad(compile_dy(tree), x, z, EPS, reduction, mode)
+        loss_np, g_np = logit_gradient(compile_dy(tree), x, z, EPS, reduction, mode)
         assert loss_np == pytest.approx(float(loss), rel=1e-9)
         assert np.allclose(g_np, g_tf, rtol=1e-6, atol=1e-12), (name, mode, reduction)
 

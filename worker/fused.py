@@ -460,7 +460,8 @@ class FusedTrainer:
         n = len(cands)
         net, pre_train, pre_eval = build_fused(spec, n, self.compute_dtype)
         alive_var = tf.Variable(tf.ones([n], tf.bool), trainable=False)
-        loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient) for c in cands]
+        loss_fns = [make_loss(c.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient, c.scale)
+                    for c in cands]
         tf_step = make_fused_step(net, loss_fns, base.x_train, base.y_train, pre_train, spec.seed, alive_var,
                                   base.jit)
         accuracy, histogram = make_fused_eval(net, pre_eval, data.x_val.shape[1:], base.jit)

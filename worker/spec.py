@@ -26,6 +26,10 @@ Spec (version 1)::
                                      # (worker/fused.py); 1 = one after another; left out = the device's
                                      # measured default (DEFAULT_FUSE below)
       "candidates": [{"id": "run1-g0-3", "tree": {...tree JSON...}}, ...],
+                                     # a candidate may carry "scale": a finite number > 0 its loss is
+                                     # multiplied by (task.loss_scale = "calibrated": cross-entropy's gradient
+                                     # scale, orchestrator/search/calibration.py); written only when != 1, so
+                                     # every spec hash from before the field stays the same
       # task "custom" only (a user's model and data set, issue 20):
       "model": "pkg.module:function",  # (input_shape, num_classes) -> keras.Model ending in a softmax
       "preprocess": "scale",         # "scale" | "standardize" | "none"
@@ -129,6 +133,8 @@ ZERO_FITNESS_STATUSES = (STATUS_NONFINITE, STATUS_COLLAPSED)
 #: result.extra[EXTRA_COLLAPSE]: a collapsed training's verdict (worker.collapse.Collapse.to_json), whose
 #: "reason" is the sentence `glo show` and the dashboard print.
 EXTRA_COLLAPSE = "collapse"
+#: result.extra[EXTRA_LOSS_SCALE]: the factor the candidate's loss was multiplied by (only when != 1.0)
+EXTRA_LOSS_SCALE = "loss_scale"
 
 
 class SpecError(ValueError):
@@ -151,8 +157,16 @@ DEFAULT_FUSE = {"CPU": 1, "GPU": 16}
 
 @dataclass(frozen=True)
 class CandidateSpec:
+    """One loss to train.  `scale` multiplies the loss (worker.tf_loss.make_loss): 1.0 trains the tree as it
+    is; a calibrated run sends each tree's calibration scale, and the result echoes it (`EXTRA_LOSS_SCALE`)."""
+
     id: str
     tree: Node
+    scale: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec's candidate entry; "scale" only when != 1.0, so that older spec hashes stay the same."""
+        return {"id": self.id, "tree": self.tree.to_json(), **({"scale": self.scale} if self.scale != 1.0 else {})}
 
 
 @dataclass(frozen=True)
@@ -193,7 +207,7 @@ class WorkerSpec:
             "curve_interval": self.curve_interval,
             "epsilon": self.epsilon,
             "class_reduction": self.class_reduction,
-            "candidates": [{"id": c.id, "tree": c.tree.to_json()} for c in self.candidates],
+            "candidates": [c.to_json() for c in self.candidates],
             # only when set, so that every spec written before the field existed keeps its hash
             **({"train_fraction": self.train_fraction} if self.train_fraction is not None else {}),
             **({"fuse": self.fuse} if self.fuse is not None else {}),
@@ -292,8 +306,8 @@ class WorkerSpec:
         candidates = []
         seen: set[str] = set()
         for i, item in enumerate(raw):
-            if not isinstance(item, dict) or set(item) != {"id", "tree"}:
-                raise SpecError(f"candidates[{i}]: must be an object with exactly 'id' and 'tree'")
+            if not isinstance(item, dict) or not {"id", "tree"} <= set(item) <= {"id", "tree", "scale"}:
+                raise SpecError(f"candidates[{i}]: must be an object with 'id', 'tree' and optionally 'scale'")
             cid = item["id"]
             if not isinstance(cid, str) or not cid:
                 raise SpecError(f"candidates[{i}].id: must be a non-empty string")
@@ -304,7 +318,11 @@ class WorkerSpec:
                 tree = Node.from_json(item["tree"])
             except LossExprError as exc:
                 raise SpecError(f"candidates[{i}].tree: {exc}") from None
-            candidates.append(CandidateSpec(cid, tree))
+            scale = item.get("scale", 1.0)
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
+                    or scale <= 0:
+                raise SpecError(f"candidates[{i}].scale: must be a finite number > 0, got {scale!r}")
+            candidates.append(CandidateSpec(cid, tree, float(scale)))
 
         return WorkerSpec(
             task=task,

@@ -26,6 +26,7 @@ from worker.data import TaskData
 from worker.schedule import FINAL_LOSS_WINDOW, BatchStream, learning_rate
 from worker.spec import (
     EXTRA_COLLAPSE,
+    EXTRA_LOSS_SCALE,
     STATUS_COLLAPSED,
     STATUS_NONFINITE,
     STATUS_OK,
@@ -146,6 +147,8 @@ def results(spec: WorkerSpec, data: TaskData, loop: Loop, cands: Sequence[Candid
         losses = loop.losses[i]
         fields = {"steps_done": len(losses), "first_step_seconds": loop.first_step_s,
                   "train_size": len(data.x_train), "validation_size": len(data.x_val), **extra(i)}
+        if cand.scale != 1.0:  # what the loss was multiplied by: `glo show` prints it, `glo export` applies it
+            fields[EXTRA_LOSS_SCALE] = cand.scale
         curve = loop.curves[i] if loop.curves is not None else None
         test_curve = loop.test_curves[i] if loop.test_curves is not None else None
         if test_curve is not None:

@@ -124,9 +124,11 @@ def clip_predictions(y: tf.Tensor, epsilon: float, epsilon_gradient: str) -> tf.
 
 def make_loss(
     tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
-    epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT,
+    epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT, scale: float = 1.0,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """loss(labels_onehot, probabilities) → scalar L for the tree."""
+    """loss(labels_onehot, probabilities) → scalar scale·L for the tree.  `scale` is the candidate's
+    (worker.spec.CandidateSpec.scale: a calibrated run's gradient-scale factor); 1.0 adds no op at all, so
+    an unscaled loss's graph is exactly what it was before the factor existed."""
     if class_reduction not in CLASS_REDUCTIONS:
         raise ValueError(f"class_reduction must be one of {', '.join(CLASS_REDUCTIONS)}, got {class_reduction!r}")
     if epsilon_gradient not in EPSILON_GRADIENTS:
@@ -139,4 +141,11 @@ def make_loss(
             return -tf.reduce_mean(tree_fn(tree, x, y))  # mean over classes then batch = one mean
         return -tf.reduce_mean(tf.reduce_sum(tree_fn(tree, x, y), axis=-1))
 
-    return loss
+    if scale == 1.0:
+        return loss
+
+    def scaled(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        value = loss(x, y)
+        return value * tf.constant(scale, dtype=value.dtype)
+
+    return scaled

@@ -193,7 +193,7 @@ class Trainer:
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
         model, pre_train, pre_eval = build_model(spec.task, spec.epsilon, spec.epsilon_gradient, spec, data)
-        loss = make_loss(cand.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient)
+        loss = make_loss(cand.tree, spec.epsilon, spec.class_reduction, spec.epsilon_gradient, cand.scale)
         tf_step = make_train_step(model, loss, self.x_train, self.y_train, pre_train, spec.seed, self.jit)
         dtype = tf.as_dtype(data.x_val.dtype)
         one_accuracy = make_accuracy(model, pre_eval, data.x_val.shape[1:], self.jit, dtype)

@@ -388,7 +388,9 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
     """Everything stored about one candidate (RUN_ID/ID, or ID in the latest run), or about one job
     (RUN_ID/job-N, or job-N in the latest run): every attempt, with its holds, evictions and how it ended."""
     from db.queries import candidate as get
-    from db.queries import is_job_ident, job_attempts
+    from db.queries import get_run, is_job_ident, job_attempts
+    from orchestrator.config import stored_task
+    from worker.lossexpr import Node
     from worker.spec import collapse_reason
 
     db = _open(db_path)
@@ -407,6 +409,10 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
             "train_seconds": ev.train_seconds, "first_measured_by": ev.candidate_uid},
         "jobs": [_job_json(j, history[j.id]) for j in jobs],
     }
+    task = stored_task(get_run(db, c.run_id).config.get("task", {}))
+    scaled = _trained_scale(task, Node.from_json(c.tree), c, ev)
+    if scaled is not None:  # a calibrated run: the factor this candidate's loss trained with
+        data["loss_scale"] = {"scale": scaled[0], "source": scaled[1]}
     if as_json:
         _echo_json(data)
         return
@@ -414,6 +420,10 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
                 "coefficients", "canonical_key"):
         if data[key] not in ("", None, []):
             click.echo(f"{key:>14}: {data[key]}")
+    if scaled is not None:
+        click.echo(f"{'loss scale':>14}: " + ("1.0 (cannot be calibrated: zero or non-finite gradient at the "
+                                              "reference point; trained unscaled)" if scaled[1] == "uncalibrated"
+                                              else f"{scaled[0]!r} (calibrated, {scaled[1]})"))
     if ev is not None:
         click.echo(f"{'evaluation':>14}: {ev.task} {json.dumps(ev.budget, sort_keys=True)} seed {ev.seed_policy}, "
                    f"{ev.status}, {ev.wall_seconds:.1f} s")
@@ -439,6 +449,14 @@ def show_cmd(candidate: str, db_path: str | None, as_json: bool) -> None:
         for a in j["attempts_history"]:
             for line in _attempt_lines(a):
                 click.echo(f"{'':>16}{line}")
+
+
+def _trained_scale(task: dict[str, Any], tree: Any, c: Any, ev: Any) -> tuple[float, str] | None:
+    """`export.trained_scale` for a stored candidate and its evaluation (None: the run is not calibrated)."""
+    from orchestrator.export import trained_scale
+
+    extra = None if ev is None else ev.metrics.get("extra")
+    return trained_scale(task, tree, extra, measured_here=ev is not None and ev.candidate_uid == c.uid)
 
 
 def _show_job(db: Any, ident: str, as_json: bool) -> None:
@@ -481,16 +499,20 @@ def export_cmd(candidate: str, fmt: str, name: str, db_path: str | None, as_json
     from worker.lossexpr import Node
 
     db = _open(db_path)
-    c, _ev, _jobs = get(db, candidate)
+    c, ev, _jobs = get(db, candidate)
     run = get_run(db, c.run_id)
     task = stored_task(run.config.get("task", {}))
     eps = float(task.get("epsilon", 1e-7))
     fit = "-" if c.fitness is None else f"{c.fitness:.4f}"
-    code = export(Node.from_json(c.tree), fmt, name=name, epsilon=eps,
-                  class_reduction=task.get("class_reduction", "mean"),
-                  epsilon_gradient=task["epsilon_gradient"], comment=f"candidate {c.uid}, fitness {fit} on {run.task}")
+    tree = Node.from_json(c.tree)
+    scaled = _trained_scale(task, tree, c, ev)
+    note = "" if scaled is None else f"\ncalibrated run: trained as {scaled[0]!r} * L ({scaled[1]})"
+    code = export(tree, fmt, name=name, epsilon=eps, class_reduction=task.get("class_reduction", "mean"),
+                  epsilon_gradient=task["epsilon_gradient"], scale=1.0 if scaled is None else scaled[0],
+                  comment=f"candidate {c.uid}, fitness {fit} on {run.task}{note}")
     if as_json:
-        _echo_json({"candidate_id": c.uid, "format": fmt, "infix": c.infix, "code": code})
+        _echo_json({"candidate_id": c.uid, "format": fmt, "infix": c.infix, "code": code,
+                    **({"loss_scale": scaled[0]} if scaled is not None else {})})
     else:
         click.echo(code, nl=False)
 

@@ -1,5 +1,9 @@
 """The evaluation cache key: the loss as a function (canonical key, coefficients included) plus
-everything about the training that changes its measured fitness (task, budget, seed policy)."""
+everything about the training that changes its measured fitness (task, budget, seed policy).
+
+Under `task.loss_scale = "calibrated"` what trains is s(L)·L, the same for L and c·L (c > 0), so the key
+is scale-free (`CalibratedKeys`, prefix ``c1:``); the budget then holds loss_scale, so such keys and an
+uncalibrated run's never meet in the cache either."""
 
 from __future__ import annotations
 
@@ -53,8 +57,11 @@ class RememberedKeys:
     symbolic step would now answer differently.  Used as the search's key_fn and for the cache."""
 
     def __init__(self, store: "Store", compute: Callable[[Node], str] = canonical,
-                 compute_many: Callable[[Sequence[Node]], list[str]] | None = None) -> None:
+                 compute_many: Callable[[Sequence[Node]], list[str]] | None = None, namespace: str = "") -> None:
+        """`namespace`: prefixed to the tree's sha in the remembered table, so that a second kind of key
+        (the calibrated runs' scale-free one, `CALIBRATED_PREFIX`) is remembered beside the plain one."""
         self._store = store
+        self._namespace = namespace
         self._compute = compute
         # a batch is computed in parallel by the default key; any other `compute` one tree at a time
         self._compute_many = compute_many or (canonical_many if compute is canonical
@@ -62,7 +69,7 @@ class RememberedKeys:
         self._memo: dict[str, str] = {}
 
     def __call__(self, tree: Node) -> str:
-        sha = tree_sha(tree)
+        sha = self._namespace + tree_sha(tree)
         key = self._memo.get(sha)
         if key is None:
             key = self._store.canonical_key_of(sha)
@@ -77,7 +84,7 @@ class RememberedKeys:
         as calling one tree at a time (first writer wins as there); only the wall time changes."""
         todo: dict[str, Node] = {}
         for tree in trees:
-            sha = tree_sha(tree)
+            sha = self._namespace + tree_sha(tree)
             if sha not in self._memo:
                 todo.setdefault(sha, tree)
         if not todo:
@@ -89,6 +96,47 @@ class RememberedKeys:
             computed = self._compute_many([tree for _, tree in missing])
             self._memo.update(self._store.remember_canonical_keys(
                 {sha: key for (sha, _), key in zip(missing, computed)}))
+
+
+#: Prefix of a calibrated run's canonical keys (and of their rows in the remembered table).  The one that
+#: follows is ``u:`` + the plain key for a tree that cannot be calibrated (it trains unscaled, so its scale
+#: counts), else the scale-free key (`canonical.scale_free_key`).
+CALIBRATED_PREFIX = "c1:"
+UNCALIBRATED_MARK = "u:"
+
+
+def _scale_free(tree: Node) -> str:
+    from worker.lossexpr.canonical import scale_free_key
+
+    return scale_free_key(tree)
+
+
+class CalibratedKeys:
+    """The canonical key of a calibrated run: equal for trees whose calibrated losses are equal.
+
+    A tree the calibration scales trains as s(T)·T, and s(c·T)·c·T = s(T)·T for c > 0: its key is
+    ``c1:`` + the scale-free key, remembered per tree like the plain one (table rows ``c1:<sha>``).
+    A tree it cannot scale (`calibration.Calibrator.scale` is None: zero or non-finite gradient) trains
+    as it is: ``c1:u:`` + its plain key, so 3·T and T stay apart.  Which of the two applies depends on
+    the task's loss settings (epsilon, class reduction, gradient below epsilon), which a run never changes
+    per candidate; the remembered part depends on the tree alone.  Used as the search's key_fn too:
+    calibrated, 3·f and f are one trained loss, so breeding counts them as duplicates."""
+
+    def __init__(self, store: "Store", scale: Callable[[Node], float | None], plain: RememberedKeys) -> None:
+        self._scale = scale
+        self._plain = plain
+        self._free = RememberedKeys(store, compute=_scale_free, namespace=CALIBRATED_PREFIX)
+
+    def __call__(self, tree: Node) -> str:
+        if self._scale(tree) is None:
+            return CALIBRATED_PREFIX + UNCALIBRATED_MARK + self._plain(tree)
+        return CALIBRATED_PREFIX + self._free(tree)
+
+    def prefetch(self, trees: Sequence[Node]) -> None:
+        """`RememberedKeys.prefetch` for each kind of tree."""
+        uncalibrated = [t for t in trees if self._scale(t) is None]
+        self._plain.prefetch(uncalibrated)
+        self._free.prefetch([t for t in trees if self._scale(t) is not None])
 
 
 def eval_key(canonical_key: str, task: TaskConfig) -> str:

@@ -54,9 +54,10 @@ from orchestrator.backends import BackendError, BackendUnavailable, JobEvent, Jo
 from orchestrator.backends.base import Backend
 from orchestrator.config import GloConfig, TaskConfig, from_stored
 from orchestrator.errors import SchedulerError
-from orchestrator.run.cachekey import RememberedKeys, eval_key, untrained_key
+from orchestrator.run.cachekey import CalibratedKeys, RememberedKeys, eval_key, untrained_key
 from orchestrator.run.lock import pid_alive
 from orchestrator.run.searchlog import SearchLog
+from orchestrator.search.calibration import calibrator_for
 from orchestrator.search.candidate import AlreadyToldError, AskTell, Candidate, UnknownCandidateError
 from orchestrator.search.evaluation import EvaluationPlan
 from orchestrator.search.modes import new_search, search_from_state
@@ -141,7 +142,11 @@ class Scheduler:
         self.db = db
         db.read_on_writer()  # the one writer reads between its writes: no connection per read
         self.store = Store(db)
-        self.keys = RememberedKeys(self.store)  # canonical keys, fixed per tree within this database
+        # canonical keys, fixed per tree within this database; a calibrated run's are scale-free (cachekey)
+        self.calibrator = calibrator_for(config.task)
+        plain = RememberedKeys(self.store)
+        self.keys: RememberedKeys | CalibratedKeys = (
+            plain if self.calibrator is None else CalibratedKeys(self.store, self.calibrator.scale, plain))
         self.run_id = run_id
         self.config = config
         self.events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -456,11 +461,17 @@ class Scheduler:
         if not cands:
             return None
         spec = self._task_for(cands[0].search_id).worker_spec(
-            [CandidateSpec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
+            [self._candidate_spec(c.uid.split("/", 1)[1], Node.from_json(c.tree)) for c in cands])
         if self.config.backend.fuse is not None:
             spec = replace(spec, fuse=self.config.backend.fuse)
         work_dir = self.work_root / self.run_id / f"job-{job.id}" / f"a{attempt}"
         return JobRequest(job.id, attempt, spec, work_dir, None, avoid_hosts=job.bad_nodes)
+
+    def _candidate_spec(self, cid: str, tree: Node) -> CandidateSpec:
+        """What the worker trains for one candidate: the tree, and in a calibrated run its scale."""
+        if self.calibrator is None:
+            return CandidateSpec(cid, tree)
+        return CandidateSpec(cid, tree, self.calibrator.train_scale(tree))
 
     def _adoptable(self, job: JobRow) -> JobRequest | None:
         """The request exactly as it was submitted: the spec file we wrote (its hash ties the
@@ -781,9 +792,11 @@ class Scheduler:
             self.search = (EvaluationPlan(self.config.evaluate, base_rate=rate) if state is None
                            else EvaluationPlan.import_state(state, base_rate=rate))
         elif state is None:
-            self.search = new_search(self.config.search, key_fn=self.keys, screen=self._screen())
+            self.search = new_search(self.config.search, key_fn=self.keys, screen=self._screen(),
+                                     drop_scale=self.calibrator is not None)
         else:
-            self.search = search_from_state(state, key_fn=self.keys, screen=self._screen())
+            self.search = search_from_state(state, key_fn=self.keys, screen=self._screen(),
+                                            drop_scale=self.calibrator is not None)
         if state is not None:
             self.search_log.resumed(self.search, self.store.load_search_log(self.run_id))
             self._resolved_seen = len(self.search.resolved_without_training())

@@ -46,13 +46,16 @@ class CMAPhase:
     `cfg.iterations` iterations or when pycma's own stop criteria fire.
     """
 
-    def __init__(self, index: int, base: Candidate, cfg: CMAConfig, seed: int) -> None:
+    def __init__(self, index: int, base: Candidate, cfg: CMAConfig, seed: int, drop_scale: bool = False) -> None:
+        """`drop_scale`: the run trains calibrated losses, so the overall scale slot is not tuned
+        (`coefficients.kept_slots`); a plain flag, kept in the state, so the phase stays pure."""
         self.index = index
+        self.drop_scale = bool(drop_scale)
         self.base = base
         self.cfg = cfg
         self.seed = int(seed)
         self.skeleton: Node = base.tree
-        self.n = len(kept_slots(self.skeleton))
+        self.n = len(kept_slots(self.skeleton, self.drop_scale))
         self.popsize = cfg.popsize if cfg.popsize is not None else default_popsize(self.n)
         self.options: dict[str, Any] = {
             **{k: v for k, v in cfg.options},
@@ -97,7 +100,7 @@ class CMAPhase:
         assert self.pending is not None
         return Candidate(
             id=f"c{self.index}-{self.iteration}-{j}",
-            tree=apply_pruned(self.skeleton, self.pending[j]),
+            tree=apply_pruned(self.skeleton, self.pending[j], self.drop_scale),
             origin="cma",
             generation=self.iteration,
             parents=(self.base.id,),
@@ -165,6 +168,7 @@ class CMAPhase:
             "pending": self.pending,
             "told": {str(j): f for j, f in sorted(self.told.items())},
             "best": None if self.best is None else {"candidate": self.best[0].to_json(), "fitness": self.best[1]},
+            **({"drop_scale": True} if self.drop_scale else {}),  # only when set: older states stay as they were
         }
 
     @staticmethod
@@ -174,7 +178,8 @@ class CMAPhase:
         c = data["config"]
         cfg = CMAConfig(top_k=1, sigma0=c["sigma0"], x0=c["x0"], popsize=c["popsize"],
                         iterations=c["iterations"], options=c["options"])
-        phase = CMAPhase(int(data["index"]), Candidate.from_json(data["base"]), cfg, int(data["seed"]))
+        phase = CMAPhase(int(data["index"]), Candidate.from_json(data["base"]), cfg, int(data["seed"]),
+                         drop_scale=bool(data.get("drop_scale", False)))
         for step in data["history"]:
             with phase._isolated_rng():
                 xs = phase.es.ask()

@@ -53,16 +53,25 @@ class Verdict:
         return f"filtered ({self.reason}): {self.detail}"
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _grad(f_dy: Callable, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str,
-          epsilon_gradient: str) -> tuple[float, np.ndarray]:
+def start_point() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, one-hot x, logits z): the fixed batch the protocol starts from -- `BATCH` random labels and
+    N(0, 1) logits, drawn from the filter's own seed, so every caller sees the same point."""
+    rng = np.random.default_rng(SEED)
+    labels = rng.integers(0, CLASSES, BATCH)
+    return labels, np.eye(CLASSES)[labels], rng.normal(0.0, 1.0, (BATCH, CLASSES))
+
+
+def logit_gradient(f_dy: Callable, x: np.ndarray, z: np.ndarray, epsilon: float, reduction: str,
+                   epsilon_gradient: str) -> tuple[float, np.ndarray]:
     """(L, ∂L/∂z) of the worker's loss at logits z; `f_dy` is the tree compiled by `compile_dy`.  Called
-    inside `check`'s errstate (non-finite values are what it looks for, not warnings)."""
-    y = _softmax(z)
+    inside an errstate (non-finite values are what callers look for, not warnings).  Public: the
+    calibration (`calibration.calibration_scale`) measures gradient norms with exactly these semantics."""
+    y = softmax(z)
     yc = np.clip(y, epsilon, 1.0)
     f, dfdy = f_dy(x, yc)  # both of y's shape: x and yc are (BATCH, CLASSES)
     scale = 1.0 / (len(z) * (y.shape[1] if reduction == "mean" else 1))
@@ -79,13 +88,10 @@ def _grad(f_dy: Callable, x: np.ndarray, z: np.ndarray, epsilon: float, reductio
 def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
           epsilon_gradient: str = EPSILON_GRADIENT_DEFAULT) -> Verdict:
     """Run the rejection protocol on one tree."""
-    rng = np.random.default_rng(SEED)
-    labels = rng.integers(0, CLASSES, BATCH)
-    x = np.eye(CLASSES)[labels]
-    z = rng.normal(0.0, 1.0, (BATCH, CLASSES))
+    labels, x, z = start_point()
     f_dy = compile_dy(tree)
     with np.errstate(all="ignore"):
-        loss, g = _grad(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
+        loss, g = logit_gradient(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
         if not (np.isfinite(loss) and np.all(np.isfinite(g))):
             return Verdict(False, "nonfinite", "the loss or its gradient is not finite at random predictions")
         g0 = float(np.linalg.norm(g))
@@ -94,7 +100,7 @@ def check(tree: Node, epsilon: float = 1e-7, class_reduction: str = "mean",
         for step in range(1, STEPS + 1):
             norms = np.linalg.norm(g, axis=1, keepdims=True)
             z = z - STEP_SIZE * np.where(norms > 0, g / np.where(norms > 0, norms, 1.0), 0.0)
-            loss, g = _grad(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
+            loss, g = logit_gradient(f_dy, x, z, epsilon, class_reduction, epsilon_gradient)
             if not (np.isfinite(loss) and np.all(np.isfinite(g))):
                 return Verdict(False, "nonfinite", f"the loss or its gradient becomes non-finite at step {step} "
                                "of optimising predictions directly")

@@ -143,11 +143,13 @@ class Search:
     """GA discovery for `ga.generations` generations, then CMA-ES on the top-k trees, then finished."""
 
     def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None,
-                 screen: ScreenFn | None = None) -> None:
+                 screen: ScreenFn | None = None, drop_scale: bool = False) -> None:
         """`screen`: a zero-training filter for the run's task (the scheduler passes one when
         `ga.zero_training_filter` is on); a tree it rejects is resolved with fitness 0 and its reason,
-        and the valid init draws only trees it passes."""
+        and the valid init draws only trees it passes.  `drop_scale`: the run's losses train calibrated
+        (`task.loss_scale`), so CMA-ES does not tune an overall scale (`coefficients.kept_slots`)."""
         self.config = config or SearchConfig()
+        self._drop_scale = drop_scale
         self._key_fn_arg = key_fn
         self._screen = screen
         self._screened: dict[Node, str | None] = {}
@@ -436,7 +438,7 @@ class Search:
         ranked = [e for e in self._ranked_archive() if e["fitness"] > 0]  # never tune a tree that scored 0
         for k, entry in enumerate(ranked[: self.config.cma.top_k]):
             seed = (self.config.seed * 1_000_003 + k) % (2**31 - 2) + 1  # pycma treats 0 as "seed from time"
-            self._cma.append(CMAPhase(k, entry["candidate"], self.config.cma, seed))
+            self._cma.append(CMAPhase(k, entry["candidate"], self.config.cma, seed, drop_scale=self._drop_scale))
         self._check_done()
 
     def _ranked_archive(self) -> list[dict[str, Any]]:
@@ -634,7 +636,7 @@ class Search:
 
     @staticmethod
     def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False,
-                     screen: ScreenFn | None = None) -> "Search":
+                     screen: ScreenFn | None = None, drop_scale: bool = False) -> "Search":
         """Rebuild a search from `export_state()` data.
 
         `reissue_outstanding`: candidates handed out but not told before the export are handed
@@ -643,7 +645,7 @@ class Search:
         """
         if data.get("glo_search_state") != STATE_VERSION:
             raise StateError(f"unsupported search state version {data.get('glo_search_state')!r}")
-        s = Search(SearchConfig.from_stored(data["config"]), key_fn=key_fn, screen=screen)
+        s = Search(SearchConfig.from_stored(data["config"]), key_fn=key_fn, screen=screen, drop_scale=drop_scale)
         s._fresh = False
         version, internal, gauss = data["rng"]
         s._rng.setstate((int(version), tuple(int(v) for v in internal), gauss))

@@ -79,8 +79,8 @@ class SteadyStateSearch(Search):
     the state's common part) and replaces the generation machinery."""
 
     def __init__(self, config: SearchConfig | None = None, key_fn: KeyFn | None = None,
-                 screen: ScreenFn | None = None) -> None:
-        super().__init__(config, key_fn, screen)
+                 screen: ScreenFn | None = None, drop_scale: bool = False) -> None:
+        super().__init__(config, key_fn, screen, drop_scale)
         if self.config.ga.mode != "steady-state":
             raise ValueError("SteadyStateSearch needs search.ga.mode = \"steady-state\"")
         self._cands: dict[str, Candidate] = {}  # every discovery candidate handed out or resolved, by id
@@ -397,9 +397,10 @@ class SteadyStateSearch(Search):
 
     @staticmethod
     def import_state(data: dict[str, Any], key_fn: KeyFn | None = None, reissue_outstanding: bool = False,
-                     screen: ScreenFn | None = None) -> "SteadyStateSearch":
-        base = Search.import_state(data, key_fn=key_fn, reissue_outstanding=False, screen=screen)
-        s = SteadyStateSearch(base.config, key_fn=key_fn, screen=screen)
+                     screen: ScreenFn | None = None, drop_scale: bool = False) -> "SteadyStateSearch":
+        base = Search.import_state(data, key_fn=key_fn, reissue_outstanding=False, screen=screen,
+                                   drop_scale=drop_scale)
+        s = SteadyStateSearch(base.config, key_fn=key_fn, screen=screen, drop_scale=drop_scale)
         s.__dict__.update({k: v for k, v in base.__dict__.items() if k not in ("_key_cache", "_screened")})
         st = data["steady"]
         s._cands = {c["id"]: Candidate.from_json(c) for c in st["candidates"]}

@@ -12,6 +12,10 @@ Each candidate key is accepted only when its normal form agrees with the tree on
 (`keycheck`), so two trees sharing a key agree there within relative 1e-9.  Keys are memoized
 in an LRU dict.  sympy is imported only by the child: importing this module costs nothing.
 
+`scale_free_key(tree)` is the variant a calibrated run keys by: ``s2p:`` + the normal form without its
+positive rational content (`symbolic.scale_free_key`), so c·tree and tree share it for every c > 0; when
+that step fails it is the tree's `canonical_key`, which keeps the scale -- a miss, never a wrong hit.
+
 Note: a tree whose sympy step timed out gets its structural key, so under heavy load the same
 function can (rarely) get two keys -- a cache miss, never a wrong hit.
 """
@@ -45,6 +49,7 @@ CACHE_SIZE = 65_536
 PARALLEL_FROM = 32
 
 _cache: OrderedDict[Node, str] = OrderedDict()
+_scale_free_cache: OrderedDict[Node, str] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -93,6 +98,23 @@ def canonical_keys(trees: Sequence[Node], timeout: float = 5.0) -> list[str]:
     return [canonical_key(t, timeout) for t in trees]
 
 
+def scale_free_key(tree: Node, timeout: float = 5.0) -> str:
+    """The key under which trees that differ by a positive constant factor meet (module doc): sympy's
+    scale-free normal form when it is sound on the grid, else `canonical_key(tree)` (scale kept)."""
+    with _cache_lock:
+        if tree in _scale_free_cache:
+            _scale_free_cache.move_to_end(tree)
+            return _scale_free_cache[tree]
+    key = _SERVER.key(tree, timeout, scale_free=True) if tree.size() <= SYMPY_MAX_NODES else None
+    if key is None:
+        key = canonical_key(tree, timeout)
+    with _cache_lock:
+        _scale_free_cache[tree] = key
+        if len(_scale_free_cache) > CACHE_SIZE:
+            _scale_free_cache.popitem(last=False)
+    return key
+
+
 def start_helpers() -> None:
     """Start every helper process now, not on the first large batch (for a caller that times their start-up
     apart, like `make bench`)."""
@@ -117,6 +139,7 @@ def structural_key(tree: Node) -> str:
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
+        _scale_free_cache.clear()
 
 
 class _SymbolicServer:
@@ -176,21 +199,21 @@ class _SymbolicServer:
         line, self._buf = self._buf.split(b"\n", 1)
         return line
 
-    def key(self, tree: Node, timeout: float) -> str | None:
+    def key(self, tree: Node, timeout: float, scale_free: bool = False) -> str | None:
         with self._lock:
             if self._broken:
                 return None
             for _attempt in range(2):  # a child that died since the last call gets one restart
                 if self._proc is None or self._proc.poll() is not None:
                     self._start()
-                result, alive = self._ask(tree, timeout)
+                result, alive = self._ask(tree, timeout, scale_free)
                 if alive:
                     return result
                 if result == "timeout":
                     return None
             return None
 
-    def _ask(self, tree: Node, timeout: float) -> tuple[str | None, bool]:
+    def _ask(self, tree: Node, timeout: float, scale_free: bool = False) -> tuple[str | None, bool]:
         """(key or None, child still usable); a timed-out child is killed and replaced."""
         assert self._proc is not None and self._proc.stdin is not None
         if not self._ready:
@@ -200,7 +223,8 @@ class _SymbolicServer:
                 return None, False
             self._ready = True
         try:
-            self._proc.stdin.write(json.dumps(tree.to_json()).encode() + b"\n")
+            request = {"scale_free": tree.to_json()} if scale_free else tree.to_json()
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
             self.stop()

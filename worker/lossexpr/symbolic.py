@@ -8,8 +8,14 @@ are identities over the positive reals only, so the normal form is accepted only
 numpy evaluator of sympy's own expressions agrees with the original tree on the check grid
 (`keycheck`, whose x values are exactly the labels 0 and 1): each half where x is its label.  Nothing is ever turned into Python source, eval'ed or lambdify'd.
 
-Run as `python -m worker.lossexpr.symbolic`: a line protocol on stdin/stdout, one tree JSON in,
-one `{"key": str | null}` out.
+The scale-free variant (`scale_free_key`, ``s2p:``) names the normal form divided by its positive rational
+content (`as_content_primitive`: 3·x·log(y) and x·log(y) share it, −x·log(y) does not -- the sign stays in
+the primitive part); it is checked on the grid against the tree divided by that content, so two trees
+sharing it are positive multiples of each other there.  A calibrated run keys its cache by it (a tree and
+c·tree train identically once each is calibrated: orchestrator/search/calibration.py).
+
+Run as `python -m worker.lossexpr.symbolic`: a line protocol on stdin/stdout, one tree JSON in (or
+`{"scale_free": tree JSON}` for the scale-free key), one `{"key": str | null}` out.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from worker.lossexpr.tree import Node
 #: Version prefix of keys made here; bump when the pipeline (or its printing) changes.
 #: s1: one normal form over x >= 0 (x*x*log(y) was not x*log(y)); s2: the one-hot halves.
 PREFIX = "s2:"
+#: Prefix of the scale-free variant (module doc); never equal to another key's, so the two never mix.
+SCALE_FREE_PREFIX = "s2p:"
 
 _X = sympy.Symbol("x", real=True, nonnegative=True)
 _Y = sympy.Symbol("y", positive=True)
@@ -141,6 +149,27 @@ def symbolic_key(tree: Node) -> str | None:
     return PREFIX + sympy.sstr(nf, order="lex")
 
 
+def scale_free_key(tree: Node) -> str | None:
+    """`SCALE_FREE_PREFIX` + the normal form without its positive rational content, or None when that is
+    not sound on the check grid (the caller then falls back to a key that keeps the scale)."""
+    f0, f1 = halves(tree)
+    nf = f0 + _X * sympy.cancel(f1 - f0)
+    content, primitive = nf.as_content_primitive()
+    if not (content.is_Rational and content > 0):
+        return None
+    n = len(keycheck.GRID_Y)
+    try:  # each half on its own label, as in `symbolic_key`
+        values = np.concatenate([evaluate_sympy(primitive.subs(_X, 0), keycheck.XS[:n], keycheck.YS[:n]),
+                                 evaluate_sympy(primitive.subs(_X, 1), keycheck.XS[n:], keycheck.YS[n:])])
+    except _Unsupported:
+        return None
+    with np.errstate(all="ignore"):
+        scaled = keycheck.tree_on_grid(tree) / float(content)
+    if not keycheck.same_values(scaled, values):
+        return None
+    return SCALE_FREE_PREFIX + sympy.sstr(primitive, order="lex")
+
+
 def _limit_memory(max_bytes: int = 4 << 30) -> None:
     """A runaway expansion should die with MemoryError, not push the machine into swap."""
     try:
@@ -159,7 +188,11 @@ def main() -> None:
     out.flush()
     for line in sys.stdin:
         try:
-            key = symbolic_key(Node.from_json(json.loads(line)))
+            request = json.loads(line)
+            if isinstance(request, dict) and "scale_free" in request:
+                key = scale_free_key(Node.from_json(request["scale_free"]))
+            else:
+                key = symbolic_key(Node.from_json(request))
         except Exception:  # noqa: BLE001 - any failure just means "use the structural key"
             key = None
         out.write(json.dumps({"key": key}) + "\n")
