@@ -60,7 +60,7 @@ def final(search) -> dict:
             "state": search.export_state()}
 
 
-def test_the_generational_search_is_bit_identical_to_the_golden_written_before_steady_state():
+def test_the_generational_search_reproduces_its_golden():
     assert json.loads(json.dumps(search_golden.golden())) == json.loads(GOLDEN.read_text())
 
 
