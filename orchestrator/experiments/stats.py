@@ -213,11 +213,12 @@ def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.0
     if baseline_mean is None:
         return f"{name}{where}: `{base}` has no finished training with a test accuracy to compare with."
     diff = row["mean"] - baseline_mean
-    beats = "beats" if diff > 0 else "does not beat"
+    p = row["paired_p_one"]
+    # "beats" is a claim: a higher mean *and* a significant paired test; a higher mean alone is "is above"
+    beats = "does not beat" if diff <= 0 else "beats" if p is not None and p < alpha else "is above"
     at = f" at its best rate, lr {fmt_rate(baseline_rate)}," if baseline_rate else ""
     text = (f"{name}{where}: its mean test accuracy {row['mean']:.4f} {beats} `{base}`'s{at} {baseline_mean:.4f} "
             f"(difference {diff:+.4f}).")
-    p = row["paired_p_one"]
     pairs = row["n_pairs"] or 0
     if p is None:
         why = "fewer than 2 seeds trained with both losses" if pairs < 2 else "the paired differences do not vary"
