@@ -325,7 +325,10 @@ def run_experiment(config_path: str, db_path: str | None, out_dir: str, *, overr
         est = estimate_seconds(exp, speed, min(exp.config.backend.max_in_flight, os.cpu_count() or 1))
         echo(f"estimate at {speed:.1f} steps/s ({source}, {task.name}, backend {exp.config.backend.kind}): "
              f"discovery ~{math.ceil(est['discovery'] / 60)} min, evaluation of {len(exp.losses)} losses x "
-             f"{exp.repeats} seeds x {exp.steps} steps ~{math.ceil(est['evaluation'] / 60)} min")
+             f"{exp.repeats} seeds x {exp.steps} steps"
+             + (f" (and each at {len(exp.learning_rates)} rates x {len(exp.selection_seeds)} selection seeds, then "
+                "at its chosen rate)" if exp.learning_rates else "")
+             + f" ~{math.ceil(est['evaluation'] / 60)} min")
     if estimate_only:
         return None
     t0 = time.monotonic()
