@@ -125,3 +125,16 @@ def stored_search_state(db: Path, run_id: str) -> dict | None:
 
 
 _SCREEN_MEMO: dict[str, dict] = {}
+
+
+def load_generated(tmp_path: Path, name: str, code: str):  # type: ignore[no-untyped-def]
+    """Import generated Python (`glo export`'s output) from a file, as a user who pastes it would."""
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

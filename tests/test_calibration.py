@@ -3,7 +3,6 @@ differ only by a positive factor are one trained loss (one cache entry, one dupl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import sys
@@ -21,7 +20,7 @@ from orchestrator.search.calibration import Calibrator, calibration_scale, calib
 from orchestrator.search.candidate import Candidate
 from orchestrator.search.cma_phase import CMAPhase
 from orchestrator.search.config import CMAConfig
-from tests.orch_helpers import FAKE_WORKER, glo, glo_env
+from tests.orch_helpers import FAKE_WORKER, glo, glo_env, load_generated
 from worker.lossexpr import named_loss, parse
 from worker.lossexpr.coefficients import apply_pruned, kept_slots, scale_slot
 from worker.lossexpr.numeric import batch_loss
@@ -144,13 +143,6 @@ def test_cma_phase_tunes_fewer_coefficients_and_restores_the_flag() -> None:
 
 
 # -- export -----------------------------------------------------------------------------------------
-def _load(tmp_path: Path, name: str, code: str):
-    path = tmp_path / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # the test runs the generated file, as a user would
-    return module
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -163,7 +155,7 @@ def test_export_of_a_calibrated_candidate_is_scale_times_the_tree(tmp_path: Path
     assert trained_scale(task, tree, {"loss_scale": 0.125}, measured_here=True) == (0.125, "stored")
     assert trained_scale(task, tree, {"loss_scale": 0.125}, measured_here=False)[1] == "recomputed"
     assert trained_scale({"loss_scale": "none"}, tree) is None
-    module = _load(tmp_path, f"cal_{reduction}", export(tree, "python", class_reduction=reduction, scale=scale))
+    module = load_generated(tmp_path, f"cal_{reduction}", export(tree, "python", class_reduction=reduction, scale=scale))
     rng = np.random.default_rng(5)
     labels = np.eye(10)[rng.integers(0, 10, 32)]
     probs = rng.dirichlet(np.ones(10), 32)

@@ -29,6 +29,31 @@ worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
     return path
 
 
+def _experiment(name: str, *, population: int, popsize: int, experiment: str) -> str:
+    """A tiny `glo experiment` config on the fake worker: its best loss against ce, 2 seeds, 20 steps."""
+    return f"""
+[run]
+name = "{name}"
+seed = 1
+[task]
+steps = 10
+[search.ga]
+population_size = {population}
+generations = 2
+elites = 2
+init_max_depth = 3
+[search.cma]
+iterations = 1
+popsize = {popsize}
+[backend]
+worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
+[experiment]
+losses = ["best", "ce"]
+steps = 20
+repeats = 2
+{experiment}"""
+
+
 def _trainings(log: Path) -> int:
     return sum(1 for line in log.read_text().splitlines() if line.startswith("done ")) if log.exists() else 0
 
@@ -115,28 +140,7 @@ def test_experiment_runs_search_evaluation_and_report_and_resumes(tmp_path: Path
     """`glo experiment`: the search, the evaluation of its best loss against ce, the reports; run again, it
     keeps what finished and trains nothing."""
     cfg = tmp_path / "exp.toml"
-    cfg.write_text(f"""
-[run]
-name = "tiny"
-seed = 1
-[task]
-steps = 10
-[search.ga]
-population_size = 10
-generations = 2
-elites = 2
-init_max_depth = 3
-[search.cma]
-iterations = 1
-popsize = 4
-[backend]
-worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
-[experiment]
-losses = ["best", "ce"]
-steps = 20
-repeats = 2
-curve_every = 10
-""")
+    cfg.write_text(_experiment("tiny", population=10, popsize=4, experiment="curve_every = 10\n"))
     db, log, out = tmp_path / "r.db", tmp_path / "trainings.log", tmp_path / "out"
     r = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=glo_env(log), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -252,29 +256,8 @@ def test_lr_grid_input_errors_name_the_problem(tmp_path: Path) -> None:
 
 def test_experiment_tunes_the_search_rate_on_ces_grid_and_the_evaluation_reuses_those_trainings(tmp_path: Path) -> None:
     cfg = tmp_path / "exp.toml"
-    body = f"""
-[run]
-name = "tuned"
-seed = 1
-[task]
-steps = 10
-[search.ga]
-population_size = 8
-generations = 2
-elites = 2
-init_max_depth = 3
-[search.cma]
-iterations = 1
-popsize = 2
-[backend]
-worker_command = ["{sys.executable}", "{FAKE_WORKER}"]
-[experiment]
-losses = ["best", "ce"]
-steps = 20
-repeats = 2
-learning_rates = [0.01, 0.1, 1.0]
-selection_seeds = [1000]
-"""
+    body = _experiment("tuned", population=8, popsize=2,
+                       experiment="learning_rates = [0.01, 0.1, 1.0]\nselection_seeds = [1000]\n")
     cfg.write_text(body + 'search_learning_rate = "tuned"\n')
     db, log, out = tmp_path / "r.db", tmp_path / "trainings.log", tmp_path / "out"
     env = glo_env(log) | {"GLO_FAKE_WORKER_BEST_LR": f"{CE}=0.1"}

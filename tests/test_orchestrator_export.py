@@ -1,24 +1,17 @@
 """Generated loss code (python and keras) equals the worker's tree-built loss, for both class reductions."""
 
-import importlib.util
 
 import numpy as np
 import pytest
 
 from orchestrator.config import TaskConfig, from_dict
 from orchestrator.export import export
+from tests.orch_helpers import load_generated
 from worker.lossexpr import named_loss, parse
 
 tf = pytest.importorskip("tensorflow")
 
 
-def _load(tmp_path, name: str, code: str):
-    path = tmp_path / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # the test runs the generated file, as a user would
-    return module
 
 
 @pytest.mark.tf
@@ -30,8 +23,8 @@ def test_exported_code_equals_worker_loss(tmp_path, reduction):
     labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)]
     probs = rng.dirichlet(np.ones(10), 16).astype(np.float32)
     for i, tree in enumerate([named_loss("ce"), named_loss("baikal_cma"), parse("sqrt(y) - square(x) + 2")]):
-        keras = _load(tmp_path, f"k{i}{reduction}", export(tree, "keras", class_reduction=reduction))
-        numpy_ = _load(tmp_path, f"n{i}{reduction}", export(tree, "python", class_reduction=reduction))
+        keras = load_generated(tmp_path, f"k{i}{reduction}", export(tree, "keras", class_reduction=reduction))
+        numpy_ = load_generated(tmp_path, f"n{i}{reduction}", export(tree, "python", class_reduction=reduction))
         want = float(make_loss(tree, 1e-7, reduction)(tf.constant(labels), tf.constant(probs)))
         assert float(keras.glo_loss(tf.constant(labels), tf.constant(probs))) == pytest.approx(want, rel=1e-5)
         assert numpy_.glo_loss(labels, probs) == pytest.approx(want, rel=1e-5)
