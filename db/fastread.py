@@ -99,13 +99,19 @@ def trainings_per_budget(rows: Any) -> list[dict[str, int]]:
 
 
 def expected_evaluations(config: dict[str, Any]) -> int:
-    """About how many candidates a run hands out -- an evaluation's grid (losses x fractions x seeds), a search's
+    """About how many candidates a run hands out -- an evaluation's grid (losses x fractions x seeds, and with a
+    learning-rate grid its selection trainings and at most the seeds again at the chosen rates), a search's
     GA generations, promotions and CMA-ES budget -- the one formula for `glo status`, db.queries, the dashboard
     and the scheduler's progress bar.  0 for a config it cannot read."""
     try:
         ev = config.get("evaluate") if isinstance(config, dict) else None
         if isinstance(ev, dict):
-            return len(ev.get("losses") or []) * max(1, len(ev.get("fractions") or [1.0])) * len(ev.get("seeds") or [])
+            # per loss and fraction: the test seeds at the task's rate; with a rate grid, each rate's selection
+            # seeds and, at most, the test seeds once more at the chosen rate
+            seeds = len(ev.get("seeds") or [])
+            grid = len(ev.get("learning_rates") or [])
+            per_loss = seeds + (grid * len(ev.get("selection_seeds") or []) + seeds if grid else 0)
+            return len(ev.get("losses") or []) * max(1, len(ev.get("fractions") or [1.0])) * per_loss
         return _expected_search(config)
     except (TypeError, ValueError, AttributeError):
         return 0

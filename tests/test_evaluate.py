@@ -296,3 +296,13 @@ def test_experiment_tunes_the_search_rate_on_ces_grid_and_the_evaluation_reuses_
     cfg.write_text(body + 'search_learning_rate = "fast"\n')
     bad = glo("experiment", str(cfg), "--db", str(db), "--out", str(out), env=env)
     assert bad.returncode != 0 and "experiment.search_learning_rate" in bad.stderr
+
+
+def test_the_expected_count_of_a_grid_evaluation_bounds_its_trainings() -> None:
+    from db.fastread import expected_evaluations
+
+    plain = {"evaluate": {"losses": [{}, {}], "seeds": [0, 1], "fractions": [1.0]}}
+    assert expected_evaluations(plain) == 4
+    grid = {"evaluate": {**plain["evaluate"], "learning_rates": [0.1, 0.3, 1.0], "selection_seeds": [1000]}}
+    # each loss: 2 at the task's rate, 3 selection trainings, at most 2 more at its chosen rate
+    assert expected_evaluations(grid) == 2 * (2 + 3 + 2)

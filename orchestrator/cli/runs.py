@@ -333,9 +333,10 @@ def _fair_comparison(path: Any, uid: str) -> Any:
     """The evidence about one candidate against tuned ce, or None -- without opening the database through
     SQLAlchemy (or importing the statistics) unless it holds an evaluation with a rate grid."""
     import sqlite3
+    from urllib.parse import quote
 
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
         try:
             has_grid = con.execute("select 1 from runs where config_json like '%\"learning_rates\"%' limit 1").fetchone()
             key = con.execute("select canonical_key from candidates where uid = ?", (uid,)).fetchone()

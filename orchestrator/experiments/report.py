@@ -169,7 +169,8 @@ def _evaluation_section(page: _Page, results: dict[str, Any], fig_dir: Path, lev
         ("training steps", f"{results['steps']:,}" if results.get("steps") else "–"),
         ("repeats (training seeds, the same for every loss)", f"{len(seeds)}: {', '.join(map(str, seeds))}"),
         ("training-set fractions", ", ".join(fracs)),
-        ("trainings", f"{total}: " + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "none")),
+        ("trainings" + (" at the task's rate" if results.get("learning_rates") else ""),
+         f"{total}: " + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "none")),
         *([("learning rate", f"{fmt_rate(results['learning_rate'])} (the task's)")]
           if results.get("learning_rate") is not None else []),
         *([("learning-rate grid", f"{', '.join(map(fmt_rate, results['learning_rates']))}: "
