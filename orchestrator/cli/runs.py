@@ -296,11 +296,11 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
     """The k best distinct losses of a run (default: latest), and where an evaluation with a learning-rate
     grid tested one, whether it beats ce at ce's best rate."""
     from db.queries import best
-    from orchestrator.experiments.evidence import comparison_for
+    from orchestrator.experiments.evidence import comparison_for, fair_comparisons
 
     db = _open(db_path)
     rows = best(db, run, k)
-    fair = _fair_comparisons(db)
+    fair = fair_comparisons(db)
     found = {r.uid: comparison_for(fair, r.uid, r.canonical_key) for r in rows} if fair else {}
     if as_json:
         _echo_json([{"candidate_id": r.uid, "infix": r.infix, "fitness": r.fitness, "phase": r.phase,
@@ -323,22 +323,18 @@ def best_cmd(run: str | None, k: int, db_path: str | None, as_json: bool) -> Non
               "ce's best rate: glo evaluate RUN/CANDIDATE ce --lr-grid ...)")
 
 
-def _fair_comparisons(db: Any) -> dict[str, Any]:
-    from orchestrator.experiments.evidence import fair_comparisons
-
-    return fair_comparisons(db)
-
-
 def _fair_comparison(path: Any, uid: str) -> Any:
     """The evidence about one candidate against tuned ce, or None -- without opening the database through
     SQLAlchemy (or importing the statistics) unless it holds an evaluation with a rate grid."""
     import sqlite3
     from urllib.parse import quote
 
+    from orchestrator.experiments.evidence import GRID_RUNS_SQL, comparison_for, fair_comparisons
+
     try:
         con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
         try:
-            has_grid = con.execute("select 1 from runs where config_json like '%\"learning_rates\"%' limit 1").fetchone()
+            has_grid = con.execute(GRID_RUNS_SQL + " limit 1").fetchone()
             key = con.execute("select canonical_key from candidates where uid = ?", (uid,)).fetchone()
         finally:
             con.close()
@@ -346,9 +342,7 @@ def _fair_comparison(path: Any, uid: str) -> Any:
         return None
     if not has_grid:
         return None
-    from orchestrator.experiments.evidence import comparison_for
-
-    return comparison_for(_fair_comparisons(_open(str(path))), uid, key[0] if key else None)
+    return comparison_for(fair_comparisons(_open(str(path))), uid, key[0] if key else None)
 
 
 def _when(t: float | None) -> str:

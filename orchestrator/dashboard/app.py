@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import dashboard_queries as q
 from db.errors import NotFoundError, StorageError
 from orchestrator.dashboard import analysis
-from orchestrator.experiments.evidence import comparison_for, fair_comparisons
+from orchestrator.experiments.evidence import GRID_RUNS_SQL, comparison_for, fair_comparisons
 from worker.spec import collapse_reason
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -145,7 +145,7 @@ def _fair_comparisons(db: q.ReadOnlyDB) -> dict[str, Any]:
     """Every loss that an evaluation with a learning-rate grid tested against ce at ce's best rate
     (orchestrator.experiments.evidence); {} when the file holds none -- checked first with one cheap read."""
     with db.read() as con:
-        if con.execute("select 1 from runs where config_json like '%\"learning_rates\"%' limit 1").fetchone() is None:
+        if con.execute(GRID_RUNS_SQL + " limit 1").fetchone() is None:
             return {}
     try:
         return fair_comparisons(db.sqlalchemy())

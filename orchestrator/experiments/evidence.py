@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: The one-tailed paired p below which "beats" is claimed (the reports' level).
-ALPHA = 0.05
 BASELINE = "ce"
+#: The runs that can hold the evidence: their config names a learning-rate grid.  Cheap enough for `glo status`
+#: and the dashboard to ask first, with plain sqlite3, before reading any evaluation.
+GRID_RUNS_SQL = "select id, config_json from runs where config_json like '%\"learning_rates\"%' order by created_at"
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,14 @@ class FairComparison:
     @property
     def beats(self) -> bool:
         """Higher mean test accuracy than ce at ce's rate, with paired one-tailed p < ALPHA."""
+        from orchestrator.experiments.stats import ALPHA
+
         return (self.mean is not None and self.baseline_mean is not None and self.mean > self.baseline_mean
                 and self.paired_p_one is not None and self.paired_p_one < ALPHA)
 
     def verdict(self) -> str:
-        """A few words for a table cell: "beats ce (p 0.003)", "no (p 0.41)", "below ce"."""
+        """A few words for a table cell: "yes (+0.0035, p 0.0230, n 2)", "not significant (…)", "no (…)",
+        with " edge" when a chosen rate is at the grid's edge."""
         from orchestrator.experiments.stats import fmt_p
 
         if self.mean is None or self.baseline_mean is None:
@@ -75,8 +79,7 @@ def grid_evaluations(db: Any) -> list[str]:
     from sqlalchemy import text
 
     with db.session() as s:
-        rows = s.execute(text("select id, config_json from runs where config_json like '%\"learning_rates\"%' "
-                              "order by created_at")).all()
+        rows = s.execute(text(GRID_RUNS_SQL)).all()
     out = []
     for run_id, config_json in rows:
         ev = (json.loads(config_json or "{}").get("evaluate") or {})

@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+#: The paired one-tailed p below which a loss "beats" the baseline (reports, sentences, glo best).
+ALPHA = 0.05
 #: Keys of one `summarize` row, in table order.
 ROW_KEYS = ("loss", "fraction", "n", "mean", "std", "welch_t", "welch_p_two", "welch_p_one",
             "paired_t", "paired_p_two", "paired_p_one", "n_pairs")
@@ -195,7 +197,7 @@ def format_table(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.05, *,
+def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = ALPHA, *,
             name_fraction: bool = False, baseline_rate: float | None = None) -> str | None:
     """One sentence: does this loss's mean beat the baseline's (`baseline_mean`, at the same fraction), and is
     the paired one-tailed p below `alpha`?  None for the baseline's own row and without a baseline.
@@ -229,7 +231,7 @@ def verdict(row: dict[str, Any], baseline_mean: float | None, alpha: float = 0.0
             f"{alpha * 100:g}% level.")
 
 
-def verdicts(rows: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[str]:
+def verdicts(rows: Sequence[dict[str, Any]], alpha: float = ALPHA) -> list[str]:
     """`verdict` for every non-baseline row of `summarize`, in row order."""
     means = {(r["loss"], r["fraction"]): r["mean"] for r in rows}
     rates = {(r["loss"], r["fraction"]): r.get("learning_rate") for r in rows}
